@@ -1,0 +1,177 @@
+//! Which company owns which key.
+//!
+//! Precedence: a `hash` selector beats an exact `name`, which beats a
+//! `name_glob`. Exact names and hashes are unique across companies (the config
+//! validator enforces it); globs of several companies may match one key, and
+//! then the first company in file order wins and the key counts as a conflict.
+//! A key no selector matches goes to the unassigned company, so every listed
+//! key lands in exactly one company.
+
+use std::collections::HashMap;
+
+use crate::config::{Config, Selector};
+use crate::upstream::ApiKey;
+
+/// Selectors compiled for fast matching. Company indexes follow the config;
+/// index `companies.len()` is the unassigned company.
+#[derive(Debug)]
+pub struct Attributor {
+    by_hash: HashMap<String, (usize, usize)>,
+    by_name: HashMap<String, (usize, usize)>,
+    globs: Vec<(glob::Pattern, usize, usize)>,
+    selector_counts: Vec<usize>,
+}
+
+/// The result of attributing one listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attribution {
+    /// For each key, in listing order, the index of its company.
+    pub company_of_key: Vec<usize>,
+    /// For each company, how many keys each of its selectors matched (file order).
+    pub selector_matches: Vec<Vec<u64>>,
+    /// Keys claimed by more than one company.
+    pub conflicts: u64,
+}
+
+impl Attributor {
+    pub fn new(config: &Config) -> Attributor {
+        let mut by_hash = HashMap::new();
+        let mut by_name = HashMap::new();
+        let mut globs = Vec::new();
+        for (c, company) in config.companies.iter().enumerate() {
+            for (s, selector) in company.selectors.iter().enumerate() {
+                match selector {
+                    Selector::Hash(h) => {
+                        by_hash.entry(h.to_ascii_lowercase()).or_insert((c, s));
+                    }
+                    Selector::Name(n) => {
+                        by_name.entry(n.clone()).or_insert((c, s));
+                    }
+                    Selector::NameGlob(g) => {
+                        // The validator rejected invalid patterns; skip defensively.
+                        if let Ok(pattern) = glob::Pattern::new(g) {
+                            globs.push((pattern, c, s));
+                        }
+                    }
+                }
+            }
+        }
+        Attributor {
+            by_hash,
+            by_name,
+            globs,
+            selector_counts: config.companies.iter().map(|c| c.selectors.len()).collect(),
+        }
+    }
+
+    pub fn unassigned_index(&self) -> usize {
+        self.selector_counts.len()
+    }
+
+    pub fn attribute(&self, keys: &[ApiKey]) -> Attribution {
+        let mut selector_matches: Vec<Vec<u64>> =
+            self.selector_counts.iter().map(|&n| vec![0; n]).collect();
+        let mut company_of_key = Vec::with_capacity(keys.len());
+        let mut conflicts = 0;
+        let mut claimants: Vec<usize> = Vec::with_capacity(4);
+        for key in keys {
+            claimants.clear();
+            let by_hash = if key.hash.bytes().any(|b| b.is_ascii_uppercase()) {
+                self.by_hash.get(&key.hash.to_ascii_lowercase())
+            } else {
+                self.by_hash.get(&key.hash)
+            };
+            let hash_owner = by_hash.map(|&(c, s)| {
+                selector_matches[c][s] += 1;
+                c
+            });
+            let name_owner = self.by_name.get(&key.name).map(|&(c, s)| {
+                selector_matches[c][s] += 1;
+                c
+            });
+            let mut glob_owner = None;
+            for (pattern, c, s) in &self.globs {
+                if pattern.matches(&key.name) {
+                    selector_matches[*c][*s] += 1;
+                    glob_owner.get_or_insert(*c);
+                    claimants.push(*c);
+                }
+            }
+            claimants.extend(hash_owner);
+            claimants.extend(name_owner);
+            claimants.sort_unstable();
+            claimants.dedup();
+            if claimants.len() > 1 {
+                conflicts += 1;
+            }
+            company_of_key.push(
+                hash_owner
+                    .or(name_owner)
+                    .or(glob_owner)
+                    .unwrap_or(self.unassigned_index()),
+            );
+        }
+        Attribution {
+            company_of_key,
+            selector_matches,
+            conflicts,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(hash: &str, name: &str) -> ApiKey {
+        serde_json::from_value(serde_json::json!({"hash": hash, "name": name})).unwrap()
+    }
+
+    fn config(yaml: &str) -> Config {
+        Config::parse(yaml, "test").unwrap()
+    }
+
+    #[test]
+    fn hash_beats_name_beats_glob_and_rest_is_unassigned() {
+        let cfg = config(
+            "companies:\n  globby:\n    keys: [{name_glob: 'acme-*'}]\n  named:\n    keys: [acme-prod]\n  hashed:\n    keys: [{hash: AAA}]\n",
+        );
+        let a = Attributor::new(&cfg);
+        let keys = [
+            key("aaa", "acme-prod"),  // hash wins over name and glob
+            key("bbb", "acme-prod"),  // name wins over glob
+            key("ccc", "acme-other"), // glob
+            key("ddd", "stranger"),   // nobody
+        ];
+        let result = a.attribute(&keys);
+        assert_eq!(result.company_of_key, vec![2, 1, 0, 3]);
+        // Keys 0 and 1 were claimed by more than one company.
+        assert_eq!(result.conflicts, 2);
+        assert_eq!(result.selector_matches, vec![vec![3], vec![2], vec![1]]);
+    }
+
+    #[test]
+    fn two_globs_go_to_first_company_in_file_order() {
+        let cfg = config(
+            "companies:\n  first:\n    keys: [{name_glob: '*-prod'}]\n  second:\n    keys: [{name_glob: 'acme-*'}]\n",
+        );
+        let result = Attributor::new(&cfg).attribute(&[key("h", "acme-prod")]);
+        assert_eq!(result.company_of_key, vec![0]);
+        assert_eq!(result.conflicts, 1);
+    }
+
+    #[test]
+    fn two_globs_of_one_company_are_no_conflict() {
+        let cfg = config("companies:\n  a:\n    keys: [{name_glob: 'x*'}, {name_glob: '*y'}]\n");
+        let result = Attributor::new(&cfg).attribute(&[key("h", "xy")]);
+        assert_eq!(result.conflicts, 0);
+        assert_eq!(result.selector_matches, vec![vec![1, 1]]);
+    }
+
+    #[test]
+    fn selector_that_matches_nothing_counts_zero() {
+        let cfg = config("companies:\n  a:\n    keys: [typo-key, real]\n");
+        let result = Attributor::new(&cfg).attribute(&[key("h", "real")]);
+        assert_eq!(result.selector_matches, vec![vec![0, 1]]);
+    }
+}

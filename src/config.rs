@@ -1,0 +1,657 @@
+//! The YAML configuration: strict parsing, whole-file validation and secret loading.
+//!
+//! Parsing happens in two steps, like blackbox_exporter: serde rejects unknown
+//! fields and malformed YAML (with line and column), then [`validate`] checks
+//! every rule that serde cannot express and reports *all* problems at once,
+//! each with its location as a path such as `companies.acme.keys[2]`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+pub const DEFAULT_BASE_URL: &str = "https://openrouter.ai/api/v1";
+pub const DEFAULT_KEY_ENV: &str = "OPENROUTER_MANAGEMENT_KEY";
+pub const DEFAULT_UNASSIGNED: &str = "unassigned";
+
+/// Everything that can be wrong with a config file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Syntax { origin: String, message: String },
+    #[error("{origin}: {} problem(s):\n{}", problems.len(), format_problems(problems))]
+    Invalid {
+        origin: String,
+        problems: Vec<Problem>,
+    },
+}
+
+/// One validation problem and where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub location: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.location, self.message)
+    }
+}
+
+fn format_problems(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The management key could not be loaded. Names the source, never the value.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("management key: environment variable {0} is not set")]
+    EnvMissing(String),
+    #[error("management key: environment variable {0} is empty")]
+    EnvEmpty(String),
+    #[error("management key: cannot read file {path}: {source}")]
+    FileUnreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("management key: file {0} is empty")]
+    FileEmpty(PathBuf),
+}
+
+// ---------------------------------------------------------------------------
+// Raw, serde-facing shapes. Unknown fields are errors everywhere.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default = "default_refresh", with = "humantime_serde")]
+    refresh_interval: Duration,
+    #[serde(default)]
+    openrouter: RawOpenRouter,
+    #[serde(default)]
+    companies: IndexMap<String, RawCompany>,
+    #[serde(default = "default_unassigned")]
+    unassigned_company: String,
+    #[serde(default = "default_stale_after")]
+    stale_after_intervals: u32,
+    #[serde(default)]
+    metrics: MetricsOptions,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOpenRouter {
+    #[serde(default = "default_base_url")]
+    base_url: String,
+    management_key_env: Option<String>,
+    management_key_file: Option<PathBuf>,
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    request_timeout: Duration,
+    #[serde(default)]
+    workspaces: RawWorkspaces,
+}
+
+impl Default for RawOpenRouter {
+    fn default() -> Self {
+        RawOpenRouter {
+            base_url: default_base_url(),
+            management_key_env: None,
+            management_key_file: None,
+            request_timeout: default_request_timeout(),
+            workspaces: RawWorkspaces::default(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawWorkspaces {
+    Keyword(String),
+    List(Vec<String>),
+}
+
+impl Default for RawWorkspaces {
+    fn default() -> Self {
+        RawWorkspaces::Keyword("all".to_string())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCompany {
+    #[serde(default)]
+    keys: Vec<serde_yaml::Value>,
+    #[serde(default)]
+    budget_usd: Budget,
+}
+
+fn default_refresh() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_base_url() -> String {
+    DEFAULT_BASE_URL.to_string()
+}
+fn default_unassigned() -> String {
+    DEFAULT_UNASSIGNED.to_string()
+}
+fn default_stale_after() -> u32 {
+    3
+}
+
+// ---------------------------------------------------------------------------
+// The validated config the rest of the program uses.
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub refresh_interval: Duration,
+    pub openrouter: OpenRouterConfig,
+    /// In file order: the order decides glob conflicts.
+    pub companies: Vec<Company>,
+    pub unassigned_company: String,
+    /// `/readyz` fails once the last success is older than this many intervals.
+    pub stale_after_intervals: u32,
+    pub metrics: MetricsOptions,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenRouterConfig {
+    pub base_url: String,
+    pub management_key: SecretSource,
+    pub request_timeout: Duration,
+    pub workspaces: Workspaces,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    Env(String),
+    File(PathBuf),
+}
+
+impl fmt::Display for SecretSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretSource::Env(var) => write!(f, "environment variable {var}"),
+            SecretSource::File(path) => write!(f, "file {}", path.display()),
+        }
+    }
+}
+
+impl SecretSource {
+    /// Reads the management key. The error names the variable or file, never the value.
+    pub fn load(&self) -> Result<SecretString, SecretError> {
+        let value = match self {
+            SecretSource::Env(var) => {
+                let value = std::env::var(var).map_err(|_| SecretError::EnvMissing(var.clone()))?;
+                if value.trim().is_empty() {
+                    return Err(SecretError::EnvEmpty(var.clone()));
+                }
+                value.trim().to_string()
+            }
+            SecretSource::File(path) => {
+                let value = std::fs::read_to_string(path).map_err(|source| {
+                    SecretError::FileUnreadable {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+                // Secret files usually end with a newline (echo, kubectl create secret).
+                let value = value.trim_end_matches(['\n', '\r']).to_string();
+                if value.trim().is_empty() {
+                    return Err(SecretError::FileEmpty(path.clone()));
+                }
+                value
+            }
+        };
+        Ok(SecretString::from(value))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Workspaces {
+    All,
+    Only(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Company {
+    pub name: String,
+    pub selectors: Vec<Selector>,
+    pub budget: Budget,
+}
+
+/// How a company claims a key. Precedence when matching: hash, then name, then glob.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Selector {
+    Name(String),
+    Hash(String),
+    NameGlob(String),
+}
+
+impl fmt::Display for Selector {
+    /// The `selector` label value of `openrouter_config_selector_matches`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Selector::Name(v) => write!(f, "name:{v}"),
+            Selector::Hash(v) => write!(f, "hash:{v}"),
+            Selector::NameGlob(v) => write!(f, "name_glob:{v}"),
+        }
+    }
+}
+
+/// Optional company budgets in US dollars per calendar window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    pub daily: Option<f64>,
+    pub weekly: Option<f64>,
+    pub monthly: Option<f64>,
+}
+
+/// Cardinality controls for very large accounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsOptions {
+    /// Publish per-key families (`openrouter_key_*`). Off: company-level only.
+    #[serde(default = "yes")]
+    pub per_key: bool,
+    /// Publish `openrouter_key_byok_usage_usd` (company BYOK sums stay).
+    #[serde(default = "yes")]
+    pub per_key_byok: bool,
+}
+
+impl Default for MetricsOptions {
+    fn default() -> Self {
+        MetricsOptions {
+            per_key: true,
+            per_key_byok: true,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates YAML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax {
+            origin: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        validate(raw).map_err(|problems| ConfigError::Invalid {
+            origin: origin.to_string(),
+            problems,
+        })
+    }
+
+    pub fn company_names(&self) -> impl Iterator<Item = &str> {
+        self.companies.iter().map(|c| c.name.as_str())
+    }
+}
+
+fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let mut problem = |location: &str, message: String| {
+        problems.push(Problem {
+            location: location.to_string(),
+            message,
+        })
+    };
+
+    if raw.refresh_interval < Duration::from_secs(1) {
+        problem(
+            "refresh_interval",
+            format!(
+                "must be at least 1s, got {}",
+                humantime::format_duration(raw.refresh_interval)
+            ),
+        );
+    }
+    if raw.stale_after_intervals == 0 {
+        problem("stale_after_intervals", "must be at least 1".to_string());
+    }
+
+    let or = raw.openrouter;
+    match reqwest::Url::parse(&or.base_url) {
+        Ok(url) if url.scheme() == "http" || url.scheme() == "https" => {}
+        Ok(url) => problem(
+            "openrouter.base_url",
+            format!("scheme must be http or https, got {:?}", url.scheme()),
+        ),
+        Err(e) => problem(
+            "openrouter.base_url",
+            format!("not a URL ({e}): {:?}", or.base_url),
+        ),
+    }
+    let management_key = match (or.management_key_env, or.management_key_file) {
+        (Some(_), Some(_)) => {
+            problem(
+                "openrouter",
+                "set only one of management_key_env and management_key_file".to_string(),
+            );
+            SecretSource::Env(DEFAULT_KEY_ENV.to_string())
+        }
+        (Some(var), None) => {
+            if var.is_empty() || var.contains('=') || var.contains('\0') {
+                problem(
+                    "openrouter.management_key_env",
+                    format!("not a valid environment variable name: {var:?}"),
+                );
+            } else if var.starts_with("sk-or-") {
+                // Someone pasted the key itself. Say so without echoing it.
+                problem(
+                    "openrouter.management_key_env",
+                    "looks like a key, not a variable name: put the key in the environment \
+                     and name the variable here"
+                        .to_string(),
+                );
+            }
+            SecretSource::Env(var)
+        }
+        (None, Some(path)) => SecretSource::File(path),
+        (None, None) => SecretSource::Env(DEFAULT_KEY_ENV.to_string()),
+    };
+    if or.request_timeout.is_zero() {
+        problem("openrouter.request_timeout", "must be above 0".to_string());
+    } else if or.request_timeout >= raw.refresh_interval {
+        problem(
+            "openrouter.request_timeout",
+            format!(
+                "must be shorter than refresh_interval ({} >= {})",
+                humantime::format_duration(or.request_timeout),
+                humantime::format_duration(raw.refresh_interval)
+            ),
+        );
+    }
+    let workspaces = match or.workspaces {
+        RawWorkspaces::Keyword(k) if k == "all" => Workspaces::All,
+        RawWorkspaces::Keyword(k) => {
+            problem(
+                "openrouter.workspaces",
+                format!("must be \"all\" or a list of workspace ids, got {k:?}"),
+            );
+            Workspaces::All
+        }
+        RawWorkspaces::List(ids) => {
+            if ids.is_empty() {
+                problem(
+                    "openrouter.workspaces",
+                    "the list is empty; use \"all\" or name at least one workspace id".to_string(),
+                );
+            }
+            let mut seen = HashMap::new();
+            for (i, id) in ids.iter().enumerate() {
+                let loc = format!("openrouter.workspaces[{i}]");
+                if id.trim().is_empty() {
+                    problem(&loc, "workspace id is empty".to_string());
+                } else if let Some(first) = seen.insert(id.as_str(), i) {
+                    problem(
+                        &loc,
+                        format!("duplicate of openrouter.workspaces[{first}] ({id:?})"),
+                    );
+                }
+            }
+            Workspaces::Only(ids)
+        }
+    };
+
+    if raw.unassigned_company.trim().is_empty() {
+        problem("unassigned_company", "must not be empty".to_string());
+    }
+
+    // Exact names and hashes must belong to one company only; remember the first owner.
+    let mut exact_owner: HashMap<Selector, String> = HashMap::new();
+    let mut companies = Vec::with_capacity(raw.companies.len());
+    for (name, company) in raw.companies {
+        let base = format!("companies.{name}");
+        if name.trim().is_empty() {
+            problem(&base, "company name is empty".to_string());
+        }
+        if name == raw.unassigned_company {
+            problem(
+                &base,
+                format!("{name:?} is the unassigned_company label; pick another name"),
+            );
+        }
+        if company.keys.is_empty() {
+            problem(
+                &format!("{base}.keys"),
+                "a company needs at least one key selector".to_string(),
+            );
+        }
+        let mut selectors: Vec<Selector> = Vec::with_capacity(company.keys.len());
+        for (i, value) in company.keys.iter().enumerate() {
+            let loc = format!("{base}.keys[{i}]");
+            let selector = match parse_selector(value) {
+                Ok(s) => s,
+                Err(message) => {
+                    problem(&loc, message);
+                    continue;
+                }
+            };
+            if let Selector::NameGlob(pattern) = &selector {
+                if let Err(e) = glob::Pattern::new(pattern) {
+                    problem(&loc, format!("invalid name_glob {pattern:?}: {e}"));
+                    continue;
+                }
+            }
+            if selectors.contains(&selector) {
+                problem(
+                    &loc,
+                    format!("duplicate selector {selector} in this company"),
+                );
+                continue;
+            }
+            if !matches!(selector, Selector::NameGlob(_)) {
+                if let Some(other) = exact_owner.get(&selector) {
+                    problem(
+                        &loc,
+                        format!("{selector} is already claimed by company {other:?}"),
+                    );
+                } else {
+                    exact_owner.insert(selector.clone(), name.clone());
+                }
+            }
+            selectors.push(selector);
+        }
+        for (window, value) in [
+            ("daily", company.budget_usd.daily),
+            ("weekly", company.budget_usd.weekly),
+            ("monthly", company.budget_usd.monthly),
+        ] {
+            if let Some(v) = value {
+                if !v.is_finite() || v < 0.0 {
+                    problem(
+                        &format!("{base}.budget_usd.{window}"),
+                        format!("must be a finite amount >= 0, got {v}"),
+                    );
+                }
+            }
+        }
+        companies.push(Company {
+            name,
+            selectors,
+            budget: company.budget_usd,
+        });
+    }
+
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(Config {
+        refresh_interval: raw.refresh_interval,
+        openrouter: OpenRouterConfig {
+            base_url: or.base_url.trim_end_matches('/').to_string(),
+            management_key,
+            request_timeout: or.request_timeout,
+            workspaces,
+        },
+        companies,
+        unassigned_company: raw.unassigned_company,
+        stale_after_intervals: raw.stale_after_intervals,
+        metrics: raw.metrics,
+    })
+}
+
+/// A selector is a bare string (exact name) or a one-entry map: `name`, `hash` or `name_glob`.
+fn parse_selector(value: &serde_yaml::Value) -> Result<Selector, String> {
+    use serde_yaml::Value;
+    let non_empty = |kind: &str, v: &Value| -> Result<String, String> {
+        match v {
+            Value::String(s) if !s.is_empty() => Ok(s.clone()),
+            Value::String(_) => Err(format!("{kind} must not be empty")),
+            other => Err(format!("{kind} must be a string, got {}", type_name(other))),
+        }
+    };
+    match value {
+        Value::String(_) => non_empty("key name", value).map(Selector::Name),
+        Value::Mapping(map) => {
+            if map.len() != 1 {
+                return Err(format!(
+                    "a selector has exactly one of name, hash, name_glob; got {} entries",
+                    map.len()
+                ));
+            }
+            let Some((k, v)) = map.iter().next() else {
+                return Err("empty selector".to_string());
+            };
+            match k.as_str() {
+                Some("name") => non_empty("name", v).map(Selector::Name),
+                Some("hash") => non_empty("hash", v).map(|h| Selector::Hash(h.to_lowercase())),
+                Some("name_glob") => non_empty("name_glob", v).map(Selector::NameGlob),
+                Some(other) => Err(format!(
+                    "unknown selector {other:?}: expected name, hash or name_glob"
+                )),
+                None => Err("selector keys must be strings".to_string()),
+            }
+        }
+        other => Err(format!(
+            "a selector is a key name or a map with name, hash or name_glob; got {}",
+            type_name(other)
+        )),
+    }
+}
+
+fn type_name(v: &serde_yaml::Value) -> &'static str {
+    use serde_yaml::Value;
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Sequence(_) => "a list",
+        Value::Mapping(_) => "a map",
+        Value::Tagged(_) => "a tagged value",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Result<Config, ConfigError> {
+        Config::parse(yaml, "test.yaml")
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let cfg = parse("companies:\n  acme:\n    keys: [acme-prod]\n").unwrap();
+        assert_eq!(cfg.refresh_interval, Duration::from_secs(300));
+        assert_eq!(cfg.openrouter.base_url, DEFAULT_BASE_URL);
+        assert_eq!(
+            cfg.openrouter.management_key,
+            SecretSource::Env(DEFAULT_KEY_ENV.into())
+        );
+        assert_eq!(cfg.openrouter.workspaces, Workspaces::All);
+        assert_eq!(cfg.unassigned_company, "unassigned");
+        assert_eq!(
+            cfg.companies[0].selectors,
+            vec![Selector::Name("acme-prod".into())]
+        );
+    }
+
+    #[test]
+    fn all_selector_forms_parse_in_order() {
+        let cfg = parse(
+            "companies:\n  b:\n    keys: [x]\n  a:\n    keys:\n      - plain\n      - name: n\n      - hash: ABC\n      - name_glob: 'a-*'\n",
+        )
+        .unwrap();
+        let names: Vec<_> = cfg.company_names().collect();
+        assert_eq!(names, ["b", "a"]);
+        assert_eq!(
+            cfg.companies[1].selectors,
+            vec![
+                Selector::Name("plain".into()),
+                Selector::Name("n".into()),
+                Selector::Hash("abc".into()),
+                Selector::NameGlob("a-*".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let err = parse(
+            "refresh_interval: 500ms\nopenrouter:\n  workspaces: []\ncompanies:\n  a:\n    keys: [{hash: h}, {bogus: x}]\n    budget_usd: {daily: -1}\n  b:\n    keys: [{hash: h}]\n",
+        )
+        .unwrap_err();
+        let ConfigError::Invalid { problems, .. } = err else {
+            panic!("expected validation errors")
+        };
+        let locations: Vec<_> = problems.iter().map(|p| p.location.as_str()).collect();
+        assert!(locations.contains(&"refresh_interval"), "{locations:?}");
+        assert!(locations.contains(&"openrouter.workspaces"));
+        assert!(locations.contains(&"companies.a.keys[1]"));
+        assert!(locations.contains(&"companies.a.budget_usd.daily"));
+        assert!(locations.contains(&"companies.b.keys[0]"));
+    }
+
+    #[test]
+    fn secret_file_trailing_newline_is_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, "sk-or-v1-abc\n").unwrap();
+        let secret = SecretSource::File(path).load().unwrap();
+        use secrecy::ExposeSecret;
+        assert_eq!(secret.expose_secret(), "sk-or-v1-abc");
+    }
+
+    #[test]
+    fn missing_secret_names_the_source() {
+        let err = SecretSource::Env("OPENROUTER_TEST_SURELY_UNSET_VAR".into())
+            .load()
+            .unwrap_err();
+        assert!(err.to_string().contains("OPENROUTER_TEST_SURELY_UNSET_VAR"));
+        let err = SecretSource::File("/nonexistent/secret".into())
+            .load()
+            .unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/secret"));
+    }
+}

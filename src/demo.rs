@@ -1,0 +1,305 @@
+//! `demo`: the exporter against a simulated OpenRouter account in the same process.
+//!
+//! Four companies and eleven keys in two workspaces, spend that grows every two
+//! seconds and resets at the real UTC day/week/month boundaries, a disabled key,
+//! unassigned keys, a key over its limit, a key that expires, and a selector
+//! that matches nothing. The real client talks to it over loopback HTTP.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{Datelike, Utc};
+use serde_json::{json, Value};
+
+use crate::config::{Config, ConfigError};
+use crate::sim::{SimKey, SimServer, SimState};
+
+pub const DEMO_CONFIG: &str = include_str!("demo_config.yaml");
+pub const INITECH_API_HASH: &str =
+    "9f2c4e71b3a85d06e4f1c2b7a9d3e8f05c6b1a2d4e7f8091a3b5c7d9e1f20384";
+const PRODUCTION: &str = "3b6f1a8e-2c4d-4e5f-9a7b-1c2d3e4f5a6b";
+const RESEARCH: &str = "7d9e0f1a-3b4c-4d5e-8f6a-7b8c9d0e1f2a";
+
+/// A stable 64-hex-digit hash for a demo key name (OpenRouter hashes look like this).
+pub fn demo_hash(name: &str) -> String {
+    let mut seed = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    (0..4)
+        .map(|_| {
+            seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = seed;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            format!("{:016x}", z ^ (z >> 31))
+        })
+        .collect()
+}
+
+/// Spend rate of each key in US dollars per second (0 = idle).
+struct Spender {
+    hash: String,
+    rate: f64,
+    byok_share: f64,
+}
+
+/// The demo account as it starts: realistic month-to-date figures.
+pub fn demo_state(management_key: &str) -> (SimState, Vec<(String, f64, f64)>) {
+    let mut state = SimState::new(management_key);
+    state.workspaces = vec![
+        (PRODUCTION.to_string(), "Production".to_string()),
+        (RESEARCH.to_string(), "Research".to_string()),
+    ];
+    let expires = (Utc::now() + chrono::Duration::days(45))
+        .format("%Y-%m-%dT00:00:00Z")
+        .to_string();
+    // (workspace, name, hash, [daily, weekly, monthly, lifetime], byok share, $/s, extra fields)
+    let keys: Vec<(SimKey, f64, f64)> = vec![
+        (
+            key(PRODUCTION, "acme-production")
+                .usage(41.8, 262.1, 1184.2, 8421.37)
+                .set("limit", json!(2000))
+                .set("limit_reset", json!("monthly")),
+            0.012,
+            0.0,
+        ),
+        (
+            key(PRODUCTION, "acme-staging").usage(0.9, 5.3, 21.4, 312.5),
+            0.0005,
+            0.0,
+        ),
+        (
+            key(RESEARCH, "acme-research")
+                .usage(3.1, 14.2, 48.6, 210.0)
+                .byok(1.2, 6.0, 19.5, 88.0),
+            0.002,
+            0.4,
+        ),
+        (
+            key(PRODUCTION, "globex-prod")
+                .usage(14.7, 96.3, 402.15, 2950.0)
+                .byok(2.0, 11.0, 40.0, 310.0),
+            0.004,
+            0.1,
+        ),
+        (
+            key(RESEARCH, "globex-staging").usage(0.4, 2.2, 11.2, 64.9),
+            0.0002,
+            0.0,
+        ),
+        (
+            SimKey::new(PRODUCTION, INITECH_API_HASH, "initech-api")
+                .usage(22.5, 151.0, 655.3, 4120.8)
+                .set("expires_at", json!(expires)),
+            0.004,
+            0.0,
+        ),
+        (
+            key(PRODUCTION, "initech-batch")
+                .usage(0.0, 0.0, 31.0, 977.4)
+                .set("disabled", json!(true)),
+            0.0,
+            0.0,
+        ),
+        (
+            key(RESEARCH, "umbrella-chat")
+                .usage(9.8, 61.0, 262.4, 1490.2)
+                .set("limit", json!(250))
+                .set("limit_reset", json!("monthly")),
+            0.0,
+            0.0,
+        ),
+        (
+            key(RESEARCH, "umbrella-embed")
+                .usage(1.3, 7.9, 30.6, 122.0)
+                .set("limit", json!(5))
+                .set("limit_reset", json!("daily")),
+            0.0003,
+            0.0,
+        ),
+        (
+            key(PRODUCTION, "legacy-shared-key").usage(2.2, 13.0, 58.7, 1733.0),
+            0.0008,
+            0.0,
+        ),
+        (
+            key(RESEARCH, "intern-sandbox")
+                .usage(0.1, 0.8, 3.2, 9.9)
+                .set("limit", json!(10))
+                .set("limit_reset", json!("weekly")),
+            0.0001,
+            0.0,
+        ),
+    ];
+    let mut rates = Vec::new();
+    for (k, rate, byok_share) in keys {
+        rates.push((k.hash().to_string(), rate, byok_share));
+        state.keys.push(k);
+    }
+    for k in &mut state.keys {
+        update_remaining(k);
+    }
+    // Spend of keys deleted long ago: the account total is larger than the listed keys'.
+    state.total_usage = state.keys_lifetime_usage() + 412.63;
+    state.total_credits = 25_000.0;
+    (state, rates)
+}
+
+fn key(workspace: &str, name: &str) -> SimKey {
+    SimKey::new(workspace, &demo_hash(name), name)
+}
+
+/// `limit_remaining` = limit − usage of the limit's reset window (lifetime when it never resets).
+fn update_remaining(k: &mut SimKey) {
+    let Some(limit) = k.num("limit") else { return };
+    let window = match k.fields.get("limit_reset").and_then(Value::as_str) {
+        Some("daily") => "usage_daily",
+        Some("weekly") => "usage_weekly",
+        Some("monthly") => "usage_monthly",
+        _ => "usage",
+    };
+    let used = k.num(window).unwrap_or(0.0);
+    k.fields
+        .insert("limit_remaining".into(), json!(round9(limit - used)));
+}
+
+fn round9(v: f64) -> f64 {
+    (v * 1e9).round() / 1e9
+}
+
+/// One tick of simulated traffic: spend grows, windows reset at UTC boundaries.
+fn tick(state: &mut SimState, spenders: &[Spender], seconds: f64, period: &mut (u32, u32, u32)) {
+    let now = Utc::now();
+    let today = (now.ordinal(), now.iso_week().week(), now.month());
+    let reset_day = today.0 != period.0;
+    let reset_week = today.1 != period.1;
+    let reset_month = today.2 != period.2;
+    *period = today;
+    let mut spent_total = 0.0;
+    for spender in spenders {
+        let Some(k) = state.key_mut(&spender.hash) else {
+            continue;
+        };
+        for (reset, fields) in [
+            (reset_day, ["usage_daily", "byok_usage_daily"]),
+            (reset_week, ["usage_weekly", "byok_usage_weekly"]),
+            (reset_month, ["usage_monthly", "byok_usage_monthly"]),
+        ] {
+            if reset {
+                for f in fields {
+                    k.fields.insert(f.into(), json!(0.0));
+                }
+            }
+        }
+        let disabled = k
+            .fields
+            .get("disabled")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let exhausted = k.num("limit_remaining").is_some_and(|r| r <= 0.0);
+        if spender.rate > 0.0 && !disabled && !exhausted {
+            let spend = round9(spender.rate * seconds * (0.5 + fastrand::f64()));
+            let byok = round9(spend * spender.byok_share);
+            for f in ["usage", "usage_daily", "usage_weekly", "usage_monthly"] {
+                let v = k.num(f).unwrap_or(0.0);
+                k.fields.insert(f.into(), json!(round9(v + spend)));
+            }
+            for f in [
+                "byok_usage",
+                "byok_usage_daily",
+                "byok_usage_weekly",
+                "byok_usage_monthly",
+            ] {
+                let v = k.num(f).unwrap_or(0.0);
+                k.fields.insert(f.into(), json!(round9(v + byok)));
+            }
+            spent_total += spend;
+        }
+        update_remaining(k);
+    }
+    state.total_usage = round9(state.total_usage + spent_total);
+}
+
+/// The running simulated account; spend grows until it is dropped.
+pub struct DemoUpstream {
+    pub server: SimServer,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for DemoUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl DemoUpstream {
+    pub async fn start(management_key: &str) -> std::io::Result<DemoUpstream> {
+        let (state, rates) = demo_state(management_key);
+        let server = SimServer::start(state).await?;
+        let shared: Arc<Mutex<SimState>> = server.shared_state();
+        let spenders: Vec<Spender> = rates
+            .into_iter()
+            .map(|(hash, rate, byok_share)| Spender {
+                hash,
+                rate,
+                byok_share,
+            })
+            .collect();
+        let task = tokio::spawn(async move {
+            let now = Utc::now();
+            let mut period = (now.ordinal(), now.iso_week().week(), now.month());
+            let step = Duration::from_secs(2);
+            let mut ticker = tokio::time::interval(step);
+            loop {
+                ticker.tick().await;
+                let mut state = shared.lock().unwrap_or_else(|p| p.into_inner());
+                tick(&mut state, &spenders, step.as_secs_f64(), &mut period);
+            }
+        });
+        Ok(DemoUpstream { server, task })
+    }
+}
+
+/// The bundled demo config pointed at the simulated server.
+pub fn demo_config(base_url: &str) -> Result<Config, ConfigError> {
+    let mut config = Config::parse(DEMO_CONFIG, "built-in demo config")?;
+    config.openrouter.base_url = base_url.to_string();
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_config_parses_and_hashes_are_stable() {
+        demo_config("http://127.0.0.1:1/api/v1").unwrap();
+        assert_eq!(demo_hash("x"), demo_hash("x"));
+        assert_eq!(demo_hash("acme-production").len(), 64);
+        assert_ne!(demo_hash("a"), demo_hash("b"));
+    }
+
+    #[test]
+    fn ticks_grow_spend_and_keep_windows_ordered() {
+        let (mut state, rates) = demo_state("k");
+        let spenders: Vec<Spender> = rates
+            .into_iter()
+            .map(|(hash, rate, byok_share)| Spender {
+                hash,
+                rate,
+                byok_share,
+            })
+            .collect();
+        let before = state.total_usage;
+        let now = Utc::now();
+        let mut period = (now.ordinal(), now.iso_week().week(), now.month());
+        tick(&mut state, &spenders, 2.0, &mut period);
+        assert!(state.total_usage > before);
+        let over = state
+            .keys
+            .iter()
+            .find(|k| k.fields["name"] == "umbrella-chat")
+            .unwrap();
+        assert!(over.num("limit_remaining").unwrap() < 0.0);
+    }
+}

@@ -1,0 +1,513 @@
+//! Prometheus text exposition (format 0.0.4) of a snapshot and of the exporter's status.
+//!
+//! The snapshot is written once per successful refresh straight into an
+//! `io::Write` (a buffer and a gzip stream at once), so a scrape only copies
+//! bytes. We write the text format directly rather than through the
+//! `prometheus` crate's registry because at 100k keys that model allocates a
+//! struct per label pair of over a million series on every refresh.
+
+use std::io::{self, Write};
+
+use chrono::{DateTime, Utc};
+
+use crate::config::MetricsOptions;
+use crate::snapshot::{key_byok_usage, key_usage, Snapshot, Usd, Window};
+
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Writes families and samples with correct escaping; skips non-finite values.
+pub struct MetricWriter<W: Write> {
+    out: W,
+    line: Vec<u8>,
+}
+
+impl<W: Write> MetricWriter<W> {
+    pub fn new(out: W) -> Self {
+        MetricWriter {
+            out,
+            line: Vec::with_capacity(512),
+        }
+    }
+
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+
+    /// Appends already encoded exposition text (the `prometheus` crate's output).
+    pub fn raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.out.write_all(bytes)
+    }
+
+    /// `# HELP` and `# TYPE` lines. Every sample of a family must follow its header.
+    pub fn family(&mut self, name: &str, kind: &str, help: &str) -> io::Result<()> {
+        self.line.clear();
+        self.line.extend_from_slice(b"# HELP ");
+        self.line.extend_from_slice(name.as_bytes());
+        self.line.push(b' ');
+        for c in help.bytes() {
+            match c {
+                b'\\' => self.line.extend_from_slice(b"\\\\"),
+                b'\n' => self.line.extend_from_slice(b"\\n"),
+                c => self.line.push(c),
+            }
+        }
+        self.line.extend_from_slice(b"\n# TYPE ");
+        self.line.extend_from_slice(name.as_bytes());
+        self.line.push(b' ');
+        self.line.extend_from_slice(kind.as_bytes());
+        self.line.push(b'\n');
+        self.out.write_all(&self.line)
+    }
+
+    /// A sample with a float value; NaN and infinities are omitted, never exported.
+    pub fn sample_f64(
+        &mut self,
+        name: &str,
+        labels: &[(&str, &str)],
+        value: f64,
+    ) -> io::Result<()> {
+        if !value.is_finite() {
+            return Ok(());
+        }
+        // `{}` on f64 prints the shortest text that parses back to the same number.
+        self.sample(name, labels, format_args!("{value}"))
+    }
+
+    pub fn sample_usd(
+        &mut self,
+        name: &str,
+        labels: &[(&str, &str)],
+        value: Usd,
+    ) -> io::Result<()> {
+        self.sample(name, labels, format_args!("{value}"))
+    }
+
+    pub fn sample(
+        &mut self,
+        name: &str,
+        labels: &[(&str, &str)],
+        value: std::fmt::Arguments<'_>,
+    ) -> io::Result<()> {
+        self.line.clear();
+        self.line.extend_from_slice(name.as_bytes());
+        if !labels.is_empty() {
+            self.line.push(b'{');
+            for (i, (label, value)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.line.push(b',');
+                }
+                self.line.extend_from_slice(label.as_bytes());
+                self.line.extend_from_slice(b"=\"");
+                escape_label_value(&mut self.line, value);
+                self.line.push(b'"');
+            }
+            self.line.push(b'}');
+        }
+        self.line.push(b' ');
+        // Writing into a Vec cannot fail.
+        let _ = self.line.write_fmt(value);
+        self.line.push(b'\n');
+        self.out.write_all(&self.line)
+    }
+}
+
+/// Label value escaping per the text format: backslash, double quote and line feed.
+pub fn escape_label_value(out: &mut Vec<u8>, value: &str) {
+    for &b in value.as_bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b => out.push(b),
+        }
+    }
+}
+
+const CALENDAR_NOTE: &str = "window: daily = current UTC day, weekly = current UTC week from Monday, \
+monthly = current UTC month (each to date, dropping to 0 at its UTC boundary); lifetime = since the key was created. \
+Refreshed in the background; up to one refresh interval old.";
+
+/// Renders every OpenRouter family of a snapshot.
+pub fn write_snapshot<W: Write>(
+    w: &mut MetricWriter<W>,
+    snap: &Snapshot,
+    options: MetricsOptions,
+) -> io::Result<()> {
+    let keys = snap.keys();
+    if options.per_key {
+        let key_labels = |i: usize| {
+            let key = &keys[i];
+            [
+                ("key_hash", key.hash.as_str()),
+                ("key", key.name.as_str()),
+                ("company", snap.company_of(i)),
+            ]
+        };
+
+        let name = "openrouter_key_usage_usd";
+        w.family(
+            name,
+            "gauge",
+            &format!("OpenRouter credit spend of one API key in US dollars; {CALENDAR_NOTE}"),
+        )?;
+        for i in 0..keys.len() {
+            let [h, k, c] = key_labels(i);
+            for window in Window::ALL {
+                if let Some(v) = key_usage(&keys[i], window) {
+                    w.sample_f64(name, &[h, k, c, ("window", window.as_str())], v)?;
+                }
+            }
+        }
+
+        if options.per_key_byok {
+            let name = "openrouter_key_byok_usage_usd";
+            w.family(
+                name,
+                "gauge",
+                &format!(
+                    "Bring-your-own-key (external provider) spend of one API key in US dollars, \
+                     as estimated by OpenRouter; {CALENDAR_NOTE}"
+                ),
+            )?;
+            for i in 0..keys.len() {
+                let [h, k, c] = key_labels(i);
+                for window in Window::ALL {
+                    if let Some(v) = key_byok_usage(&keys[i], window) {
+                        w.sample_f64(name, &[h, k, c, ("window", window.as_str())], v)?;
+                    }
+                }
+            }
+        }
+
+        let name = "openrouter_key_limit_usd";
+        w.family(
+            name,
+            "gauge",
+            "Credit limit of one API key in US dollars; reset = when the limit restarts \
+             (daily/weekly/monthly at the UTC boundary, or never). Absent when the key is unlimited.",
+        )?;
+        for i in 0..keys.len() {
+            if let Some(limit) = keys[i].limit {
+                let [h, k, c] = key_labels(i);
+                let reset = match keys[i].limit_reset.as_deref() {
+                    None | Some("") => "never",
+                    Some(other) => other,
+                };
+                w.sample_f64(name, &[h, k, c, ("reset", reset)], limit)?;
+            }
+        }
+
+        let name = "openrouter_key_limit_remaining_usd";
+        w.family(
+            name,
+            "gauge",
+            "Credit left under the key's limit in the current limit period, in US dollars; \
+             negative when overspent (OpenRouter then refuses the key). Absent when unlimited.",
+        )?;
+        for i in 0..keys.len() {
+            if let Some(remaining) = keys[i].limit_remaining {
+                w.sample_f64(name, &key_labels(i), remaining)?;
+            }
+        }
+
+        let name = "openrouter_key_disabled";
+        w.family(
+            name,
+            "gauge",
+            "1 when the API key is disabled, 0 otherwise.",
+        )?;
+        for i in 0..keys.len() {
+            let v = if keys[i].disabled { "1" } else { "0" };
+            w.sample(name, &key_labels(i), format_args!("{v}"))?;
+        }
+
+        let name = "openrouter_key_expiry_timestamp_seconds";
+        w.family(
+            name,
+            "gauge",
+            "When the API key expires, as a Unix timestamp in seconds. Absent when it never expires.",
+        )?;
+        for i in 0..keys.len() {
+            if let Some(ts) = keys[i].expires_at.as_deref().and_then(parse_timestamp) {
+                w.sample(name, &key_labels(i), format_args!("{ts}"))?;
+            }
+        }
+
+        let name = "openrouter_key_info";
+        w.family(
+            name,
+            "gauge",
+            "Metadata of one API key, always 1: label is OpenRouter's masked key, workspace_id its workspace.",
+        )?;
+        for i in 0..keys.len() {
+            let [h, k, c] = key_labels(i);
+            let key = &keys[i];
+            let labels = [
+                h,
+                k,
+                c,
+                ("label", key.label.as_str()),
+                ("workspace_id", key.workspace_id.as_deref().unwrap_or("")),
+            ];
+            w.sample(name, &labels, format_args!("1"))?;
+        }
+    }
+
+    let name = "openrouter_company_usage_usd";
+    w.family(
+        name,
+        "gauge",
+        &format!(
+            "OpenRouter credit spend of one company in US dollars: the exact sum over the keys \
+             attributed to it. Absent when a key's figure is unknown. {CALENDAR_NOTE}"
+        ),
+    )?;
+    for company in &snap.companies {
+        for (i, window) in Window::ALL.into_iter().enumerate() {
+            if let Some(v) = company.usage[i] {
+                let labels = [
+                    ("company", company.name.as_str()),
+                    ("window", window.as_str()),
+                ];
+                w.sample_usd(name, &labels, v)?;
+            }
+        }
+    }
+
+    let name = "openrouter_company_byok_usage_usd";
+    w.family(
+        name,
+        "gauge",
+        &format!(
+            "Bring-your-own-key spend of one company in US dollars, summed over its keys. {CALENDAR_NOTE}"
+        ),
+    )?;
+    for company in &snap.companies {
+        for (i, window) in Window::ALL.into_iter().enumerate() {
+            if let Some(v) = company.byok_usage[i] {
+                let labels = [
+                    ("company", company.name.as_str()),
+                    ("window", window.as_str()),
+                ];
+                w.sample_usd(name, &labels, v)?;
+            }
+        }
+    }
+
+    let name = "openrouter_company_budget_usd";
+    w.family(
+        name,
+        "gauge",
+        "Budget of one company in US dollars from the exporter config, per UTC calendar window \
+         (daily, weekly from Monday, monthly). Absent when not configured.",
+    )?;
+    for company in &snap.companies {
+        let budget = company.budget;
+        for (window, value) in [
+            (Window::Daily, budget.daily),
+            (Window::Weekly, budget.weekly),
+            (Window::Monthly, budget.monthly),
+        ] {
+            if let Some(v) = value {
+                let labels = [
+                    ("company", company.name.as_str()),
+                    ("window", window.as_str()),
+                ];
+                w.sample_f64(name, &labels, v)?;
+            }
+        }
+    }
+
+    let name = "openrouter_company_keys";
+    w.family(
+        name,
+        "gauge",
+        "Number of OpenRouter API keys attributed to the company.",
+    )?;
+    for company in &snap.companies {
+        w.sample(
+            name,
+            &[("company", company.name.as_str())],
+            format_args!("{}", company.keys),
+        )?;
+    }
+
+    if let Some(credits) = snap.credits {
+        let name = "openrouter_account_credits_usd";
+        w.family(
+            name,
+            "gauge",
+            "Total credits ever purchased on the OpenRouter account, in US dollars.",
+        )?;
+        w.sample_f64(name, &[], credits.total_credits)?;
+        let name = "openrouter_account_usage_usd";
+        w.family(
+            name,
+            "gauge",
+            "Total credits used on the OpenRouter account, all keys, in US dollars (lifetime).",
+        )?;
+        w.sample_f64(name, &[], credits.total_usage)?;
+    }
+    if let Some(unattributed) = snap.unattributed_usage {
+        let name = "openrouter_account_unattributed_usage_usd";
+        w.family(
+            name,
+            "gauge",
+            "Account usage minus the lifetime usage of every listed key, in US dollars: spend of \
+             deleted keys and of anything OpenRouter does not list.",
+        )?;
+        w.sample_usd(name, &[], unattributed)?;
+    }
+
+    let name = "openrouter_window_end_timestamp_seconds";
+    w.family(
+        name,
+        "gauge",
+        "When the UTC calendar window of the published figures resets, as a Unix timestamp in seconds.",
+    )?;
+    for window in [Window::Daily, Window::Weekly, Window::Monthly] {
+        if let Some(end) = window.end(snap.taken_at) {
+            w.sample(
+                name,
+                &[("window", window.as_str())],
+                format_args!("{}", end.timestamp()),
+            )?;
+        }
+    }
+
+    let name = "openrouter_config_selector_matches";
+    w.family(
+        name,
+        "gauge",
+        "Keys each config selector matched in the last listing; 0 means a typo or a deleted key.",
+    )?;
+    for m in &snap.selector_matches {
+        w.sample(
+            name,
+            &[
+                ("company", m.company.as_str()),
+                ("selector", m.selector.as_str()),
+            ],
+            format_args!("{}", m.matches),
+        )?;
+    }
+
+    let name = "openrouter_attribution_conflicts";
+    w.family(
+        name,
+        "gauge",
+        "Keys claimed by more than one company; each went to the first company in config file order.",
+    )?;
+    w.sample(name, &[], format_args!("{}", snap.conflicts))?;
+    Ok(())
+}
+
+/// The exporter's own state, written after the snapshot on every refresh attempt.
+#[derive(Debug, Clone, Copy)]
+pub struct Status {
+    pub up: bool,
+    pub last_success: Option<DateTime<Utc>>,
+    pub last_duration_seconds: Option<f64>,
+    pub refresh_interval_seconds: f64,
+    pub reload_successful: bool,
+}
+
+pub fn write_status<W: Write>(w: &mut MetricWriter<W>, status: &Status) -> io::Result<()> {
+    let name = "openrouter_up";
+    w.family(
+        name,
+        "gauge",
+        "1 when the last refresh from OpenRouter fully succeeded; 0 when it failed and the \
+         previous data is still being served.",
+    )?;
+    w.sample(name, &[], format_args!("{}", u8::from(status.up)))?;
+
+    if let Some(ts) = status.last_success {
+        let name = "openrouter_last_refresh_success_timestamp_seconds";
+        w.family(
+            name,
+            "gauge",
+            "When the published OpenRouter data was fetched, as a Unix timestamp in seconds.",
+        )?;
+        let seconds = ts.timestamp_millis() as f64 / 1000.0;
+        w.sample_f64(name, &[], seconds)?;
+    }
+    if let Some(d) = status.last_duration_seconds {
+        let name = "openrouter_refresh_duration_seconds";
+        w.family(
+            name,
+            "gauge",
+            "Wall time of the last refresh attempt in seconds.",
+        )?;
+        w.sample_f64(name, &[], d)?;
+    }
+    let name = "openrouter_refresh_interval_seconds";
+    w.family(
+        name,
+        "gauge",
+        "Configured time between refreshes in seconds.",
+    )?;
+    w.sample_f64(name, &[], status.refresh_interval_seconds)?;
+
+    let name = "openrouter_config_last_reload_successful";
+    w.family(
+        name,
+        "gauge",
+        "1 when the last config (re)load succeeded; 0 when it failed and the previous config is still in use.",
+    )?;
+    w.sample(
+        name,
+        &[],
+        format_args!("{}", u8::from(status.reload_successful)),
+    )?;
+
+    let name = "openrouter_exporter_build_info";
+    w.family(name, "gauge", "Build of the running exporter, always 1.")?;
+    w.sample(
+        name,
+        &[("version", env!("CARGO_PKG_VERSION"))],
+        format_args!("1"),
+    )?;
+    Ok(())
+}
+
+/// RFC 3339 timestamp (with offset or `Z`, any fraction) to Unix seconds.
+pub fn parse_timestamp(text: &str) -> Option<i64> {
+    DateTime::parse_from_rfc3339(text.trim())
+        .ok()
+        .map(|t| t.timestamp())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut out = Vec::new();
+        escape_label_value(&mut out, "a\"b\\c\nd é");
+        assert_eq!(String::from_utf8(out).unwrap(), "a\\\"b\\\\c\\nd é");
+    }
+
+    #[test]
+    fn non_finite_samples_are_omitted() {
+        let mut w = MetricWriter::new(Vec::new());
+        w.sample_f64("m", &[], f64::NAN).unwrap();
+        w.sample_f64("m", &[], f64::INFINITY).unwrap();
+        w.sample_f64("m", &[("a", "b")], 0.5).unwrap();
+        assert_eq!(
+            String::from_utf8(w.into_inner()).unwrap(),
+            "m{a=\"b\"} 0.5\n"
+        );
+    }
+
+    #[test]
+    fn timestamps_parse_leniently() {
+        assert_eq!(parse_timestamp("2027-12-31T23:59:59Z"), Some(1830297599));
+        assert_eq!(
+            parse_timestamp("2025-02-19T20:52:27.363244+00:00"),
+            Some(1739998347)
+        );
+        assert_eq!(parse_timestamp("not a date"), None);
+    }
+}

@@ -1,0 +1,333 @@
+//! Command line entry point: flags, logging, signals, and wiring of the library.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use openrouter_cost_exporter::config::Config;
+use openrouter_cost_exporter::demo::{demo_config, DemoUpstream};
+use openrouter_cost_exporter::exporter::Exporter;
+use openrouter_cost_exporter::server::{serve, ServerOptions};
+use openrouter_cost_exporter::upstream::RetryPolicy;
+
+const DEFAULT_LISTEN: &str = ":10115";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "openrouter-cost-exporter",
+    version,
+    about = "Prometheus exporter for OpenRouter spend per API key and per company"
+)]
+struct Cli {
+    /// Path to the YAML config file.
+    #[arg(
+        long = "config.file",
+        value_name = "PATH",
+        default_value = "config.yaml"
+    )]
+    config_file: PathBuf,
+
+    /// Validate the config file and the management key's presence, then exit (0 = valid).
+    #[arg(long = "config.check")]
+    config_check: bool,
+
+    /// Address to serve metrics on, as host:port (":10115" = all interfaces).
+    #[arg(long = "web.listen-address", value_name = "ADDR", default_value = DEFAULT_LISTEN, global = true)]
+    listen_address: String,
+
+    /// Path under which to expose metrics.
+    #[arg(
+        long = "web.telemetry-path",
+        value_name = "PATH",
+        default_value = "/metrics",
+        global = true
+    )]
+    telemetry_path: String,
+
+    /// Log level.
+    #[arg(long = "log.level", value_enum, default_value = "info", global = true)]
+    log_level: LogLevel,
+
+    /// Log format.
+    #[arg(long = "log.format", value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run against a built-in simulated OpenRouter account: no key, no network.
+    Demo,
+    /// Exit 0 when URL answers 200 (a container HEALTHCHECK without a shell).
+    Healthcheck {
+        /// URL to probe; defaults to /healthz on --web.listen-address.
+        #[arg(long)]
+        url: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_level, cli.log_format);
+    let result = match &cli.command {
+        _ if cli.config_check => check_config(&cli.config_file),
+        Some(Command::Healthcheck { url }) => healthcheck(url.as_deref(), &cli.listen_address),
+        Some(Command::Demo) => run_async(run_demo(&cli)),
+        None => run_async(run_exporter(&cli)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(level: LogLevel, format: LogFormat) {
+    let level = match level {
+        LogLevel::Error => "error",
+        LogLevel::Warn => "warn",
+        LogLevel::Info => "info",
+        LogLevel::Debug => "debug",
+        LogLevel::Trace => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn run_async(future: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(future)
+}
+
+fn check_config(path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    config.openrouter.management_key.load()?;
+    let selectors: usize = config.companies.iter().map(|c| c.selectors.len()).sum();
+    println!(
+        "{}: valid ({} companies, {} key selectors, refresh every {}; management key found in {})",
+        path.display(),
+        config.companies.len(),
+        selectors,
+        humantime::format_duration(config.refresh_interval),
+        config.openrouter.management_key
+    );
+    Ok(())
+}
+
+/// `:10115` means every interface, as in Go exporters.
+fn parse_listen_address(addr: &str) -> anyhow::Result<SocketAddr> {
+    let full = if addr.starts_with(':') {
+        format!("0.0.0.0{addr}")
+    } else {
+        addr.to_string()
+    };
+    full.to_socket_addrs()
+        .with_context(|| format!("invalid --web.listen-address {addr:?}"))?
+        .next()
+        .with_context(|| format!("--web.listen-address {addr:?} resolves to nothing"))
+}
+
+fn server_options(cli: &Cli) -> anyhow::Result<ServerOptions> {
+    if !cli.telemetry_path.starts_with('/') {
+        bail!(
+            "--web.telemetry-path must start with '/', got {:?}",
+            cli.telemetry_path
+        );
+    }
+    Ok(ServerOptions {
+        telemetry_path: cli.telemetry_path.clone(),
+        ..ServerOptions::default()
+    })
+}
+
+async fn bind(cli: &Cli) -> anyhow::Result<TcpListener> {
+    let addr = parse_listen_address(&cli.listen_address)?;
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+}
+
+/// Turns SIGTERM/SIGINT into the shutdown signal; returns its receiver.
+fn shutdown_on_signals() -> anyhow::Result<watch::Receiver<bool>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (tx, rx) = watch::channel(false);
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => info!(signal = "SIGTERM", "shutting down"),
+            _ = int.recv() => info!(signal = "SIGINT", "shutting down"),
+        }
+        let _ = tx.send(true);
+    });
+    Ok(rx)
+}
+
+async fn run_exporter(cli: &Cli) -> anyhow::Result<()> {
+    let path = cli.config_file.clone();
+    let config = Config::load(&path)?;
+    if config.refresh_interval < Duration::from_secs(60) {
+        warn!(
+            refresh_interval = %humantime::format_duration(config.refresh_interval),
+            "refresh_interval below 1m: every refresh lists every key, mind OpenRouter's rate limits"
+        );
+    }
+    let exporter = Exporter::new(config, Some(path.clone()))?;
+    let listener = bind(cli).await?;
+    let shutdown = shutdown_on_signals()?;
+    spawn_reloaders(exporter.clone(), path, shutdown.clone())?;
+    let refresher = {
+        let exporter = exporter.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { exporter.run(shutdown).await })
+    };
+    serve(listener, exporter, server_options(cli)?, shutdown).await?;
+    refresher.abort();
+    info!("stopped");
+    Ok(())
+}
+
+/// SIGHUP and a change of the config file's content both reload it.
+fn spawn_reloaders(
+    exporter: Exporter,
+    path: PathBuf,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    tokio::spawn(async move {
+        // Polling the content survives editors' rename-over and Kubernetes' symlink swaps.
+        let mut last = std::fs::read(&path).ok();
+        let mut poll = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            let reason = tokio::select! {
+                _ = hup.recv() => "SIGHUP",
+                _ = poll.tick() => {
+                    let now = std::fs::read(&path).ok();
+                    if now.is_none() || now == last {
+                        continue;
+                    }
+                    last = now;
+                    "config file changed"
+                }
+                _ = shutdown.changed() => return,
+            };
+            match exporter.reload().await {
+                Ok(()) => info!(reason, "config reloaded"),
+                Err(e) => {
+                    error!(reason, error = %e, "config reload failed; keeping the previous config")
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+async fn run_demo(cli: &Cli) -> anyhow::Result<()> {
+    let key = format!("sk-or-v1-demo-{:016x}", fastrand::u64(..));
+    let upstream = DemoUpstream::start(&key)
+        .await
+        .context("cannot start the simulated OpenRouter")?;
+    let config = demo_config(&upstream.server.base_url())?;
+    let exporter = Exporter::with_key(config, SecretString::from(key), RetryPolicy::default())?;
+    let listener = bind(cli).await?;
+    let local = listener.local_addr()?;
+    info!(
+        upstream = %upstream.server.base_url(),
+        "demo: simulated OpenRouter running; open http://{}{}",
+        local,
+        cli.telemetry_path
+    );
+    let shutdown = shutdown_on_signals()?;
+    let refresher = {
+        let exporter = exporter.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { exporter.run(shutdown).await })
+    };
+    serve(listener, exporter, server_options(cli)?, shutdown).await?;
+    refresher.abort();
+    drop(upstream);
+    Ok(())
+}
+
+/// A minimal HTTP/1.1 GET: distroless images have no curl.
+fn healthcheck(url: Option<&str>, listen: &str) -> anyhow::Result<()> {
+    let url = match url {
+        Some(u) => u.to_string(),
+        None => {
+            let port = parse_listen_address(listen)?.port();
+            format!("http://127.0.0.1:{port}/healthz")
+        }
+    };
+    let rest = url
+        .strip_prefix("http://")
+        .with_context(|| format!("only http:// URLs are supported, got {url:?}"))?;
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let addr = host
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve {host:?}"))?
+        .next()
+        .with_context(|| format!("{host:?} resolves to nothing"))?;
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+        .with_context(|| format!("cannot connect to {addr}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut head = [0u8; 64];
+    let n = stream.read(&mut head)?;
+    let status_line = String::from_utf8_lossy(&head[..n]);
+    if status_line.starts_with("HTTP/1.1 200") || status_line.starts_with("HTTP/1.0 200") {
+        Ok(())
+    } else {
+        bail!(
+            "{url} answered {:?}",
+            status_line.lines().next().unwrap_or("")
+        )
+    }
+}

@@ -1,0 +1,307 @@
+//! One refresh's view of the account: every key with its company, per-company
+//! totals, and account figures. Built from config + upstream data, then rendered.
+//!
+//! Sums are exact: amounts are added as integer nano-dollars (OpenRouter reports
+//! at most 9 decimals), so a company total equals the sum of its keys to the
+//! last reported digit, with no float drift. An unknown amount makes every sum
+//! that includes it unknown; it never counts as zero.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Datelike, Duration as ChronoDuration, NaiveDate, TimeZone, Utc};
+
+use crate::attribution::Attributor;
+use crate::config::{Budget, Config};
+use crate::upstream::{ApiKey, Credits, UpstreamData};
+
+/// The calendar windows OpenRouter reports, plus lifetime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    Daily,
+    Weekly,
+    Monthly,
+    Lifetime,
+}
+
+impl Window {
+    pub const ALL: [Window; 4] = [
+        Window::Daily,
+        Window::Weekly,
+        Window::Monthly,
+        Window::Lifetime,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Window::Daily => "daily",
+            Window::Weekly => "weekly",
+            Window::Monthly => "monthly",
+            Window::Lifetime => "lifetime",
+        }
+    }
+
+    /// When the calendar window containing `now` resets (UTC); `None` for lifetime.
+    pub fn end(self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let today = now.date_naive();
+        let next_day = |d: NaiveDate| d.succ_opt();
+        let end_date = match self {
+            Window::Daily => next_day(today)?,
+            Window::Weekly => {
+                let days_to_monday = 7 - i64::from(today.weekday().num_days_from_monday());
+                today.checked_add_signed(ChronoDuration::days(days_to_monday))?
+            }
+            Window::Monthly => {
+                let (y, m) = if today.month() == 12 {
+                    (today.year() + 1, 1)
+                } else {
+                    (today.year(), today.month() + 1)
+                };
+                NaiveDate::from_ymd_opt(y, m, 1)?
+            }
+            Window::Lifetime => return None,
+        };
+        Some(Utc.from_utc_datetime(&end_date.and_hms_opt(0, 0, 0)?))
+    }
+}
+
+/// US dollars as integer nano-dollars: exact sums of what OpenRouter reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Usd(i128);
+
+impl Usd {
+    pub const ZERO: Usd = Usd(0);
+
+    /// `None` for NaN or infinities, which have no place in an exposition.
+    pub fn from_f64(value: f64) -> Option<Usd> {
+        if !value.is_finite() {
+            return None;
+        }
+        let nanos = (value * 1e9).round();
+        // i128 holds any finite f64 scaled by 1e9 up to ~1.7e29 dollars.
+        if nanos.abs() >= 1e38 {
+            return None;
+        }
+        Some(Usd(nanos as i128))
+    }
+
+    pub fn nanos(self) -> i128 {
+        self.0
+    }
+
+    pub fn checked_add(self, other: Usd) -> Option<Usd> {
+        self.0.checked_add(other.0).map(Usd)
+    }
+
+    pub fn checked_sub(self, other: Usd) -> Option<Usd> {
+        self.0.checked_sub(other.0).map(Usd)
+    }
+}
+
+impl std::fmt::Display for Usd {
+    /// Exact decimal, shortest form: `12.5`, `-0.000000001`, `3`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sign = if self.0 < 0 { "-" } else { "" };
+        let abs = self.0.unsigned_abs();
+        let whole = abs / 1_000_000_000;
+        let frac = abs % 1_000_000_000;
+        if frac == 0 {
+            write!(f, "{sign}{whole}")
+        } else {
+            let digits = format!("{frac:09}");
+            write!(f, "{sign}{whole}.{}", digits.trim_end_matches('0'))
+        }
+    }
+}
+
+/// Per-window amounts; `None` = unknown.
+pub type WindowAmounts = [Option<Usd>; 4];
+
+#[derive(Debug, Clone)]
+pub struct CompanyTotals {
+    pub name: String,
+    pub budget: Budget,
+    pub keys: u64,
+    pub usage: WindowAmounts,
+    pub byok_usage: WindowAmounts,
+}
+
+#[derive(Debug, Clone)]
+pub struct SelectorMatches {
+    pub company: String,
+    pub selector: String,
+    pub matches: u64,
+}
+
+/// Everything `/metrics` publishes about OpenRouter for one successful refresh.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub taken_at: DateTime<Utc>,
+    /// The listing this snapshot was built from, shared, not copied.
+    pub data: Arc<UpstreamData>,
+    /// Parallel to `keys`: index into `companies`.
+    pub company_of_key: Vec<usize>,
+    /// Config companies in file order, then the unassigned company.
+    pub companies: Vec<CompanyTotals>,
+    pub selector_matches: Vec<SelectorMatches>,
+    pub conflicts: u64,
+    pub credits: Option<Credits>,
+    /// Account usage minus the lifetime usage of every listed key.
+    pub unattributed_usage: Option<Usd>,
+}
+
+pub fn key_usage(key: &ApiKey, window: Window) -> Option<f64> {
+    match window {
+        Window::Daily => key.usage_daily,
+        Window::Weekly => key.usage_weekly,
+        Window::Monthly => key.usage_monthly,
+        Window::Lifetime => key.usage,
+    }
+}
+
+pub fn key_byok_usage(key: &ApiKey, window: Window) -> Option<f64> {
+    match window {
+        Window::Daily => key.byok_usage_daily,
+        Window::Weekly => key.byok_usage_weekly,
+        Window::Monthly => key.byok_usage_monthly,
+        Window::Lifetime => key.byok_usage,
+    }
+}
+
+/// Adds `value` into `total`; an unknown value poisons the total.
+fn accumulate(total: &mut Option<Usd>, value: Option<f64>) {
+    *total = match (*total, value.and_then(Usd::from_f64)) {
+        (Some(t), Some(v)) => t.checked_add(v),
+        _ => None,
+    };
+}
+
+impl Snapshot {
+    pub fn build(config: &Config, data: Arc<UpstreamData>, taken_at: DateTime<Utc>) -> Snapshot {
+        let attributor = Attributor::new(config);
+        let attribution = attributor.attribute(&data.keys);
+
+        let mut companies: Vec<CompanyTotals> = config
+            .companies
+            .iter()
+            .map(|c| (c.name.clone(), c.budget))
+            .chain(std::iter::once((
+                config.unassigned_company.clone(),
+                Budget::default(),
+            )))
+            .map(|(name, budget)| CompanyTotals {
+                name,
+                budget,
+                keys: 0,
+                usage: [Some(Usd::ZERO); 4],
+                byok_usage: [Some(Usd::ZERO); 4],
+            })
+            .collect();
+
+        let mut all_keys_lifetime = Some(Usd::ZERO);
+        for (key, &company) in data.keys.iter().zip(&attribution.company_of_key) {
+            let totals = &mut companies[company];
+            totals.keys += 1;
+            for (i, window) in Window::ALL.into_iter().enumerate() {
+                accumulate(&mut totals.usage[i], key_usage(key, window));
+                accumulate(&mut totals.byok_usage[i], key_byok_usage(key, window));
+            }
+            accumulate(&mut all_keys_lifetime, key.usage);
+        }
+
+        let unattributed_usage = match (data.credits, all_keys_lifetime) {
+            (Some(credits), Some(keys_total)) => {
+                Usd::from_f64(credits.total_usage).and_then(|u| u.checked_sub(keys_total))
+            }
+            _ => None,
+        };
+
+        let selector_matches = config
+            .companies
+            .iter()
+            .zip(&attribution.selector_matches)
+            .flat_map(|(company, counts)| {
+                company
+                    .selectors
+                    .iter()
+                    .zip(counts)
+                    .map(|(selector, &matches)| SelectorMatches {
+                        company: company.name.clone(),
+                        selector: selector.to_string(),
+                        matches,
+                    })
+            })
+            .collect();
+
+        Snapshot {
+            taken_at,
+            company_of_key: attribution.company_of_key,
+            companies,
+            selector_matches,
+            conflicts: attribution.conflicts,
+            credits: data.credits,
+            unattributed_usage,
+            data,
+        }
+    }
+
+    pub fn keys(&self) -> &[ApiKey] {
+        &self.data.keys
+    }
+
+    pub fn company_of(&self, key_index: usize) -> &str {
+        &self.companies[self.company_of_key[key_index]].name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usd_sums_are_exact_where_f64_drifts() {
+        let parts = [0.1, 0.2, 454.542594979, 29.9999982];
+        let f64_sum: f64 = parts.iter().sum();
+        let mut exact = Some(Usd::ZERO);
+        for p in parts {
+            accumulate(&mut exact, Some(p));
+        }
+        assert_eq!(exact.unwrap().to_string(), "484.842594179");
+        assert_ne!(f64_sum.to_string(), "484.842594179");
+    }
+
+    #[test]
+    fn usd_formats_exact_decimals() {
+        assert_eq!(Usd::from_f64(12.5).unwrap().to_string(), "12.5");
+        assert_eq!(Usd::from_f64(3.0).unwrap().to_string(), "3");
+        assert_eq!(Usd::from_f64(-0.25).unwrap().to_string(), "-0.25");
+        assert_eq!(Usd::from_f64(-1e-9).unwrap().to_string(), "-0.000000001");
+        assert_eq!(Usd::from_f64(f64::NAN), None);
+        assert_eq!(Usd::from_f64(f64::INFINITY), None);
+    }
+
+    #[test]
+    fn unknown_poisons_the_sum() {
+        let mut total = Some(Usd::ZERO);
+        accumulate(&mut total, Some(1.0));
+        accumulate(&mut total, None);
+        accumulate(&mut total, Some(1.0));
+        assert_eq!(total, None);
+    }
+
+    #[test]
+    fn window_ends_are_utc_calendar_boundaries() {
+        // Wednesday 2026-12-30 15:00 UTC.
+        let now = Utc.with_ymd_and_hms(2026, 12, 30, 15, 0, 0).unwrap();
+        let ymd = |w: Window| w.end(now).unwrap().format("%Y-%m-%d %H:%M").to_string();
+        assert_eq!(ymd(Window::Daily), "2026-12-31 00:00");
+        assert_eq!(ymd(Window::Weekly), "2027-01-04 00:00"); // next Monday
+        assert_eq!(ymd(Window::Monthly), "2027-01-01 00:00");
+        assert_eq!(Window::Lifetime.end(now), None);
+        // On a Monday the week ends the next Monday.
+        let monday = Utc.with_ymd_and_hms(2026, 11, 23, 0, 0, 0).unwrap();
+        assert_eq!(
+            Window::Weekly.end(monday).unwrap(),
+            Utc.with_ymd_and_hms(2026, 11, 30, 0, 0, 0).unwrap()
+        );
+    }
+}

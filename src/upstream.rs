@@ -1,0 +1,641 @@
+//! The OpenRouter management API client: workspaces, paginated key listings, credits.
+//!
+//! One `reqwest` client with explicit timeouts. Every HTTP call is counted in
+//! `openrouter_upstream_requests_total`; 429, 5xx, connection errors and
+//! timeouts are retried with bounded exponential backoff and jitter, honouring
+//! `Retry-After`. 401/403 are never retried.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use tracing::{debug, warn};
+
+use crate::config::Workspaces;
+use crate::telemetry::Telemetry;
+
+/// OpenRouter returns at most this many keys per page; a shorter page is the last one.
+pub const PAGE_SIZE: usize = 100;
+/// Bodies above this are refused: a key page is ~100 KiB, so this is a hostile or broken upstream.
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// Pagination guard: 100,000 pages is 10 million keys per workspace.
+const MAX_PAGES: usize = 100_000;
+/// Workspaces listed at once.
+const WORKSPACE_CONCURRENCY: usize = 4;
+
+/// One key as listed by `GET /keys`. Every field that is nullable or newer than
+/// the first API revision is optional, so older or partial responses still parse.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct ApiKey {
+    pub hash: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub label: String,
+    #[serde(default)]
+    pub disabled: bool,
+    #[serde(default)]
+    pub limit: Option<f64>,
+    #[serde(default)]
+    pub limit_remaining: Option<f64>,
+    #[serde(default)]
+    pub limit_reset: Option<String>,
+    #[serde(default)]
+    pub usage: Option<f64>,
+    #[serde(default)]
+    pub usage_daily: Option<f64>,
+    #[serde(default)]
+    pub usage_weekly: Option<f64>,
+    #[serde(default)]
+    pub usage_monthly: Option<f64>,
+    #[serde(default)]
+    pub byok_usage: Option<f64>,
+    #[serde(default)]
+    pub byok_usage_daily: Option<f64>,
+    #[serde(default)]
+    pub byok_usage_weekly: Option<f64>,
+    #[serde(default)]
+    pub byok_usage_monthly: Option<f64>,
+    #[serde(default)]
+    pub workspace_id: Option<String>,
+    #[serde(default)]
+    pub expires_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Workspace {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+pub struct Credits {
+    pub total_credits: f64,
+    pub total_usage: f64,
+}
+
+#[derive(Debug, Deserialize)]
+struct DataEnvelope<T> {
+    data: T,
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorEnvelope {
+    error: ErrorBody,
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    message: String,
+}
+
+/// Everything one refresh learned from OpenRouter.
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamData {
+    /// Every listed key once, in listing order, with the workspace it was listed under.
+    pub keys: Vec<ApiKey>,
+    pub credits: Option<Credits>,
+}
+
+/// Which API call failed; a bounded label value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    Workspaces,
+    Keys,
+    Credits,
+}
+
+impl Endpoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Workspaces => "workspaces",
+            Endpoint::Keys => "keys",
+            Endpoint::Credits => "credits",
+        }
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error(
+        "GET /{endpoint}: HTTP {status}: {message} (OpenRouter needs a management key here, \
+         created at https://openrouter.ai/settings/management-keys; an inference key is refused)"
+    )]
+    Unauthorized {
+        endpoint: Endpoint,
+        status: u16,
+        message: String,
+    },
+    #[error("GET /{endpoint}: HTTP {status}: {message}")]
+    Status {
+        endpoint: Endpoint,
+        status: u16,
+        message: String,
+    },
+    #[error("GET /{endpoint}: timed out")]
+    Timeout { endpoint: Endpoint },
+    #[error("GET /{endpoint}: {message}")]
+    Transport { endpoint: Endpoint, message: String },
+    #[error("GET /{endpoint}: invalid response: {message}")]
+    Decode { endpoint: Endpoint, message: String },
+    #[error("GET /{endpoint}: response body larger than {MAX_BODY_BYTES} bytes")]
+    TooLarge { endpoint: Endpoint },
+    #[error("GET /keys{workspace}: pagination did not end: {message}")]
+    Pagination { workspace: String, message: String },
+    #[error("refresh did not finish within its deadline of {0:?}")]
+    Deadline(Duration),
+}
+
+impl UpstreamError {
+    /// Bounded `reason` label for `openrouter_refresh_failures_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            UpstreamError::Unauthorized { .. } => "unauthorized",
+            UpstreamError::Status { status: 429, .. } => "rate_limited",
+            UpstreamError::Status { status, .. } if *status >= 500 => "server_error",
+            UpstreamError::Status { .. } => "client_error",
+            UpstreamError::Timeout { .. } | UpstreamError::Deadline(_) => "timeout",
+            UpstreamError::Transport { .. } => "connection",
+            UpstreamError::Decode { .. } | UpstreamError::TooLarge { .. } => "invalid_response",
+            UpstreamError::Pagination { .. } => "pagination",
+        }
+    }
+
+    fn retryable(&self) -> bool {
+        match self {
+            UpstreamError::Status { status, .. } => *status == 429 || *status >= 500,
+            UpstreamError::Timeout { .. } | UpstreamError::Transport { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// Bounded exponential backoff with jitter.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts per call, the first included.
+    pub attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 4,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Delay before retry number `retry` (1-based): exponential, capped, with 50–100% jitter.
+    /// A server's `Retry-After` wins when it is longer, up to `max_delay`.
+    pub fn delay(&self, retry: u32, retry_after: Option<Duration>) -> Duration {
+        let exp = self
+            .base_delay
+            .saturating_mul(2u32.saturating_pow(retry.saturating_sub(1)))
+            .min(self.max_delay);
+        let jittered = exp.mul_f64(0.5 + fastrand::f64() * 0.5);
+        match retry_after {
+            Some(after) => after.min(self.max_delay).max(jittered),
+            None => jittered,
+        }
+    }
+}
+
+/// The management API client. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base_url: String,
+    management_key: SecretString,
+    retry: RetryPolicy,
+    telemetry: Arc<Telemetry>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base_url", &self.base_url)
+            .field("management_key", &"[REDACTED]")
+            .finish()
+    }
+}
+
+impl Client {
+    pub fn new(
+        base_url: &str,
+        management_key: SecretString,
+        request_timeout: Duration,
+        retry: RetryPolicy,
+        telemetry: Arc<Telemetry>,
+    ) -> Result<Client, UpstreamError> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!(
+                env!("CARGO_PKG_NAME"),
+                "/",
+                env!("CARGO_PKG_VERSION")
+            ))
+            .connect_timeout(request_timeout.min(Duration::from_secs(10)))
+            .timeout(request_timeout)
+            .build()
+            .map_err(|e| UpstreamError::Transport {
+                endpoint: Endpoint::Keys,
+                message: format!("cannot build HTTP client: {e}"),
+            })?;
+        Ok(Client {
+            http,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            management_key,
+            retry,
+            telemetry,
+        })
+    }
+
+    /// One full pass: workspaces, every key page of every workspace, then credits.
+    /// Fails whole if any call fails, so callers never see a partial account.
+    pub async fn fetch_all(&self, workspaces: &Workspaces) -> Result<UpstreamData, UpstreamError> {
+        let workspace_ids: Vec<Option<String>> = match workspaces {
+            Workspaces::Only(ids) => ids.iter().cloned().map(Some).collect(),
+            Workspaces::All => match self.list_workspaces().await? {
+                Some(list) => list.into_iter().map(|w| Some(w.id)).collect(),
+                // No workspaces API on this server: the default listing is everything.
+                None => vec![None],
+            },
+        };
+
+        let semaphore = Arc::new(tokio::sync::Semaphore::new(WORKSPACE_CONCURRENCY));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (index, workspace) in workspace_ids.into_iter().enumerate() {
+            let client = self.clone();
+            let semaphore = Arc::clone(&semaphore);
+            tasks.spawn(async move {
+                let _permit = semaphore.acquire_owned().await;
+                (index, client.list_keys(workspace.as_deref()).await)
+            });
+        }
+        let mut per_workspace = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            let (index, result) = joined.map_err(|e| UpstreamError::Transport {
+                endpoint: Endpoint::Keys,
+                message: format!("listing task failed: {e}"),
+            })?;
+            per_workspace.push((index, result?));
+        }
+        per_workspace.sort_by_key(|(index, _)| *index);
+
+        // A key listed twice (offsets shift when keys are created mid-listing) counts once.
+        let mut seen = HashSet::new();
+        let mut keys = Vec::new();
+        for (_, listed) in per_workspace {
+            for key in listed {
+                if seen.insert(key.hash.clone()) {
+                    keys.push(key);
+                }
+            }
+        }
+        let credits = self.credits().await?;
+        Ok(UpstreamData {
+            keys,
+            credits: Some(credits),
+        })
+    }
+
+    /// `None` when the server has no workspaces API (404).
+    async fn list_workspaces(&self) -> Result<Option<Vec<Workspace>>, UpstreamError> {
+        let mut all = Vec::new();
+        let mut offset = 0;
+        loop {
+            let path = format!("/workspaces?offset={offset}&limit={PAGE_SIZE}");
+            let page: Vec<Workspace> = match self.get(Endpoint::Workspaces, &path).await {
+                Ok(page) => page,
+                Err(UpstreamError::Status { status: 404, .. }) if offset == 0 => {
+                    warn!("GET /workspaces answered 404; listing the default workspace only");
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            };
+            let len = page.len();
+            all.extend(page);
+            if len < PAGE_SIZE {
+                return Ok(Some(all));
+            }
+            offset += len;
+            if offset / PAGE_SIZE > MAX_PAGES {
+                return Err(UpstreamError::Pagination {
+                    workspace: String::new(),
+                    message: "too many workspace pages".into(),
+                });
+            }
+        }
+    }
+
+    /// Every key of one workspace (or the default one), disabled keys included.
+    pub async fn list_keys(&self, workspace: Option<&str>) -> Result<Vec<ApiKey>, UpstreamError> {
+        let ws_query = workspace
+            .map(|w| format!("&workspace_id={}", urlencode(w)))
+            .unwrap_or_default();
+        let ws_label = workspace
+            .map(|w| format!("?workspace_id={w}"))
+            .unwrap_or_default();
+        let mut keys: Vec<ApiKey> = Vec::new();
+        let mut seen = HashSet::new();
+        for page_number in 0..MAX_PAGES {
+            let offset = page_number * PAGE_SIZE;
+            let path = format!("/keys?include_disabled=true&offset={offset}{ws_query}");
+            let page: Vec<ApiKey> = self.get(Endpoint::Keys, &path).await?;
+            let len = page.len();
+            let mut new_on_page = 0;
+            for mut key in page {
+                if key.workspace_id.is_none() {
+                    key.workspace_id = workspace.map(str::to_string);
+                }
+                if seen.insert(key.hash.clone()) {
+                    new_on_page += 1;
+                    keys.push(key);
+                }
+            }
+            if len < PAGE_SIZE {
+                debug!(
+                    workspace = workspace.unwrap_or("default"),
+                    keys = keys.len(),
+                    "listed keys"
+                );
+                return Ok(keys);
+            }
+            if new_on_page == 0 {
+                // A full page of keys we already have: the server ignores `offset`.
+                return Err(UpstreamError::Pagination {
+                    workspace: ws_label,
+                    message: format!("page at offset {offset} repeats earlier keys"),
+                });
+            }
+        }
+        Err(UpstreamError::Pagination {
+            workspace: ws_label,
+            message: format!("more than {MAX_PAGES} pages"),
+        })
+    }
+
+    pub async fn credits(&self) -> Result<Credits, UpstreamError> {
+        let credits: Credits = self.get(Endpoint::Credits, "/credits").await?;
+        if !credits.total_credits.is_finite() || !credits.total_usage.is_finite() {
+            return Err(UpstreamError::Decode {
+                endpoint: Endpoint::Credits,
+                message: "non-finite amount".into(),
+            });
+        }
+        Ok(credits)
+    }
+
+    /// GET with retries; decodes `{"data": T}`.
+    async fn get<T: DeserializeOwned>(
+        &self,
+        endpoint: Endpoint,
+        path: &str,
+    ) -> Result<T, UpstreamError> {
+        let mut retry = 0;
+        loop {
+            match self.get_once(endpoint, path).await {
+                Ok(body) => {
+                    return serde_json::from_slice::<DataEnvelope<T>>(&body)
+                        .map(|envelope| envelope.data)
+                        .map_err(|e| UpstreamError::Decode {
+                            endpoint,
+                            message: e.to_string(),
+                        })
+                }
+                Err((error, retry_after)) => {
+                    retry += 1;
+                    if !error.retryable() || retry >= self.retry.attempts {
+                        return Err(error);
+                    }
+                    let delay = self.retry.delay(retry, retry_after);
+                    warn!(%error, retry, delay_ms = delay.as_millis() as u64, "retrying OpenRouter call");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    /// One HTTP call; on failure also returns the server's `Retry-After`.
+    async fn get_once(
+        &self,
+        endpoint: Endpoint,
+        path: &str,
+    ) -> Result<Vec<u8>, (UpstreamError, Option<Duration>)> {
+        let url = format!("{}{}", self.base_url, path);
+        let sent = self
+            .http
+            .get(&url)
+            .bearer_auth(self.management_key.expose_secret())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await;
+        let mut response = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                let code = if e.is_timeout() { "timeout" } else { "error" };
+                self.telemetry.count_request(endpoint, code);
+                return Err((transport_error(endpoint, e), None));
+            }
+        };
+        let status = response.status().as_u16();
+        self.telemetry.count_request(endpoint, &status.to_string());
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_ascii_lowercase);
+
+        let body = read_capped(endpoint, &mut response)
+            .await
+            .map_err(|e| (e, retry_after))?;
+        if !(200..300).contains(&status) {
+            let message = upstream_message(&body);
+            let error = if status == 401 || status == 403 {
+                UpstreamError::Unauthorized {
+                    endpoint,
+                    status,
+                    message,
+                }
+            } else {
+                UpstreamError::Status {
+                    endpoint,
+                    status,
+                    message,
+                }
+            };
+            return Err((error, retry_after));
+        }
+        if let Some(ct) = content_type {
+            if !ct.contains("json") {
+                return Err((
+                    UpstreamError::Decode {
+                        endpoint,
+                        message: format!("expected JSON, got content type {ct:?}"),
+                    },
+                    None,
+                ));
+            }
+        }
+        Ok(body)
+    }
+}
+
+async fn read_capped(
+    endpoint: Endpoint,
+    response: &mut reqwest::Response,
+) -> Result<Vec<u8>, UpstreamError> {
+    if response
+        .content_length()
+        .is_some_and(|len| len > MAX_BODY_BYTES as u64)
+    {
+        return Err(UpstreamError::TooLarge { endpoint });
+    }
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_BODY_BYTES {
+                    return Err(UpstreamError::TooLarge { endpoint });
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => return Err(transport_error(endpoint, e)),
+        }
+    }
+}
+
+fn transport_error(endpoint: Endpoint, error: reqwest::Error) -> UpstreamError {
+    if error.is_timeout() {
+        return UpstreamError::Timeout { endpoint };
+    }
+    // The URL holds no secret, but the error chain is what operators need.
+    let error = error.without_url();
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(inner) = source {
+        message.push_str(": ");
+        message.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    UpstreamError::Transport { endpoint, message }
+}
+
+/// The `error.message` of an OpenRouter error body, or a short excerpt of whatever came back.
+fn upstream_message(body: &[u8]) -> String {
+    if let Ok(envelope) = serde_json::from_slice::<ErrorEnvelope>(body) {
+        return truncate(&envelope.error.message, 300);
+    }
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() {
+        "empty body".to_string()
+    } else {
+        truncate(text, 300)
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+fn urlencode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_with_only_required_fields_parses_and_nulls_stay_unknown() {
+        let key: ApiKey = serde_json::from_str(
+            r#"{"hash":"h","name":"n","label":"l","disabled":false,"limit":null,
+                "limit_remaining":null,"limit_reset":null,"usage":1.5,"usage_daily":null,
+                "created_at":"2025-01-01T00:00:00Z","some_future_field":{"x":1}}"#,
+        )
+        .unwrap();
+        assert_eq!(key.usage, Some(1.5));
+        assert_eq!(key.usage_daily, None);
+        assert_eq!(key.limit, None);
+        assert_eq!(key.workspace_id, None);
+        assert_eq!(key.expires_at, None);
+    }
+
+    #[test]
+    fn backoff_is_bounded_and_honours_retry_after() {
+        let policy = RetryPolicy {
+            attempts: 5,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(2),
+        };
+        for retry in 1..10 {
+            let d = policy.delay(retry, None);
+            assert!(d <= Duration::from_secs(2), "{d:?}");
+            assert!(d >= Duration::from_millis(50));
+        }
+        assert!(policy.delay(1, Some(Duration::from_secs(1))) >= Duration::from_secs(1));
+        assert_eq!(
+            policy.delay(1, Some(Duration::from_secs(3600))),
+            Duration::from_secs(2)
+        );
+    }
+
+    #[test]
+    fn error_messages_are_extracted_and_truncated() {
+        assert_eq!(
+            upstream_message(br#"{"error":{"code":500,"message":"boom"}}"#),
+            "boom"
+        );
+        assert_eq!(upstream_message(b""), "empty body");
+        let long = "x".repeat(1000);
+        assert!(upstream_message(long.as_bytes()).chars().count() <= 301);
+    }
+
+    #[test]
+    fn workspace_ids_are_url_encoded() {
+        assert_eq!(urlencode("a b&c"), "a%20b%26c");
+        assert_eq!(
+            urlencode("0df9e665-d932-5740-b2c7-b52af166bc11"),
+            "0df9e665-d932-5740-b2c7-b52af166bc11"
+        );
+    }
+}
