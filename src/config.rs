@@ -21,10 +21,10 @@ pub const DEFAULT_UNASSIGNED: &str = "unassigned";
 /// Everything that can be wrong with a config file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{origin}: {message}")]
     Syntax { origin: String, message: String },
@@ -63,10 +63,10 @@ pub enum SecretError {
     EnvMissing(String),
     #[error("management key: environment variable {0} is empty")]
     EnvEmpty(String),
-    #[error("management key: cannot read file {path}: {source}")]
+    #[error("management key: cannot read file {path}: {error}")]
     FileUnreadable {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("management key: file {0} is empty")]
     FileEmpty(PathBuf),
@@ -205,12 +205,11 @@ impl SecretSource {
                 value.trim().to_string()
             }
             SecretSource::File(path) => {
-                let value = std::fs::read_to_string(path).map_err(|source| {
-                    SecretError::FileUnreadable {
+                let value =
+                    std::fs::read_to_string(path).map_err(|error| SecretError::FileUnreadable {
                         path: path.clone(),
-                        source,
-                    }
-                })?;
+                        error,
+                    })?;
                 // Secret files usually end with a newline (echo, kubectl create secret).
                 let value = value.trim_end_matches(['\n', '\r']).to_string();
                 if value.trim().is_empty() {
@@ -292,9 +291,9 @@ fn yes() -> bool {
 impl Config {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         Config::parse(&text, &path.display().to_string())
     }

@@ -104,8 +104,12 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            error!("{e:#}");
-            eprintln!("error: {e:#}");
+            // A check talks to a person at a terminal; a daemon to its log pipeline.
+            if cli.config_check || matches!(cli.command, Some(Command::Healthcheck { .. })) {
+                eprintln!("error: {e:#}");
+            } else {
+                error!("{e:#}");
+            }
             ExitCode::FAILURE
         }
     }

@@ -1,0 +1,431 @@
+//! The real binary: `--config.check`, the bad-config table, the demo, the HTTP
+//! surface, and a real-mode run against a simulated OpenRouter at trace level.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+fn check(yaml: &str, env: &[(&str, &str)]) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let mut cmd = Command::new(binary());
+    cmd.args(["--config.check", "--config.file"])
+        .arg(&path)
+        .env_remove("OPENROUTER_MANAGEMENT_KEY");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run --config.check");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+const KEY_ENV: &[(&str, &str)] = &[("OPENROUTER_MANAGEMENT_KEY", "sk-or-v1-cli-test")];
+
+#[test]
+fn config_example_is_valid_with_the_key_set() {
+    let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml"))
+        .unwrap();
+    let (ok, out) = check(&yaml, KEY_ENV);
+    assert!(ok, "{out}");
+    assert!(out.contains("valid"), "{out}");
+    assert!(
+        !out.contains("sk-or-v1-cli-test"),
+        "the key is never printed: {out}"
+    );
+
+    let (ok, out) = check(&yaml, &[]);
+    assert!(!ok);
+    assert!(
+        out.contains("OPENROUTER_MANAGEMENT_KEY is not set"),
+        "{out}"
+    );
+}
+
+#[test]
+fn bad_configs_fail_with_a_clear_located_error() {
+    let table: &[(&str, &str, &[&str])] = &[
+        (
+            "unknown top-level field",
+            "refresh_interval: 1m\nbogus: 1\n",
+            &["unknown field `bogus`", "line 2"],
+        ),
+        (
+            "unknown nested field",
+            "openrouter:\n  base_ur1: x\n",
+            &["unknown field `base_ur1`", "line 2"],
+        ),
+        ("malformed YAML", "companies: [\n", &["config.yaml"]),
+        (
+            "interval too short",
+            "refresh_interval: 10ms\n",
+            &["refresh_interval: must be at least 1s"],
+        ),
+        (
+            "interval not a duration",
+            "refresh_interval: soon\n",
+            &["refresh_interval"],
+        ),
+        (
+            "timeout not below interval",
+            "refresh_interval: 10s\nopenrouter:\n  request_timeout: 10s\n",
+            &["openrouter.request_timeout: must be shorter than refresh_interval"],
+        ),
+        (
+            "bad base_url",
+            "openrouter:\n  base_url: 'not a url'\n",
+            &["openrouter.base_url: not a URL"],
+        ),
+        (
+            "ftp base_url",
+            "openrouter:\n  base_url: 'ftp://x/api'\n",
+            &["scheme must be http or https"],
+        ),
+        (
+            "both secret sources",
+            "openrouter:\n  management_key_env: A\n  management_key_file: /b\n",
+            &["set only one of management_key_env and management_key_file"],
+        ),
+        (
+            "key pasted instead of variable name",
+            "openrouter:\n  management_key_env: sk-or-v1-abcdef\n",
+            &["looks like a key, not a variable name"],
+        ),
+        (
+            "bad workspaces keyword",
+            "openrouter:\n  workspaces: some\n",
+            &["openrouter.workspaces: must be \"all\""],
+        ),
+        (
+            "duplicate workspace",
+            "openrouter:\n  workspaces: [w1, w1]\n",
+            &["openrouter.workspaces[1]: duplicate of openrouter.workspaces[0]"],
+        ),
+        (
+            "company without keys",
+            "companies:\n  acme: {}\n",
+            &["companies.acme.keys: a company needs at least one key selector"],
+        ),
+        (
+            "unknown selector kind",
+            "companies:\n  acme:\n    keys: [{regex: 'a.*'}]\n",
+            &["companies.acme.keys[0]: unknown selector \"regex\""],
+        ),
+        (
+            "selector with two kinds",
+            "companies:\n  acme:\n    keys: [{name: a, hash: b}]\n",
+            &["companies.acme.keys[0]: a selector has exactly one of name, hash, name_glob"],
+        ),
+        (
+            "numeric key name",
+            "companies:\n  acme:\n    keys: [{name: 5}]\n",
+            &["companies.acme.keys[0]: name must be a string"],
+        ),
+        (
+            "invalid glob",
+            "companies:\n  acme:\n    keys: [{name_glob: '[a'}]\n",
+            &["companies.acme.keys[0]: invalid name_glob"],
+        ),
+        (
+            "same name in two companies",
+            "companies:\n  acme:\n    keys: [shared]\n  globex:\n    keys: [{name: shared}]\n",
+            &["companies.globex.keys[0]: name:shared is already claimed by company \"acme\""],
+        ),
+        (
+            "same hash in two companies",
+            "companies:\n  acme:\n    keys: [{hash: ABC}]\n  globex:\n    keys: [{hash: abc}]\n",
+            &["companies.globex.keys[0]: hash:abc is already claimed by company \"acme\""],
+        ),
+        (
+            "duplicate selector in one company",
+            "companies:\n  acme:\n    keys: [a, a]\n",
+            &["companies.acme.keys[1]: duplicate selector name:a"],
+        ),
+        (
+            "negative budget",
+            "companies:\n  acme:\n    keys: [a]\n    budget_usd: {monthly: -5}\n",
+            &["companies.acme.budget_usd.monthly: must be a finite amount >= 0"],
+        ),
+        (
+            "unknown budget window",
+            "companies:\n  acme:\n    keys: [a]\n    budget_usd: {yearly: 5}\n",
+            &["unknown field `yearly`"],
+        ),
+        (
+            "company named like unassigned",
+            "companies:\n  unassigned:\n    keys: [a]\n",
+            &["companies.unassigned: \"unassigned\" is the unassigned_company label"],
+        ),
+        (
+            "empty unassigned label",
+            "unassigned_company: ''\n",
+            &["unassigned_company: must not be empty"],
+        ),
+        (
+            "zero staleness",
+            "stale_after_intervals: 0\n",
+            &["stale_after_intervals: must be at least 1"],
+        ),
+    ];
+    for (what, yaml, wants) in table {
+        let (ok, out) = check(yaml, KEY_ENV);
+        assert!(!ok, "{what}: expected failure, got: {out}");
+        for want in *wants {
+            assert!(out.contains(want), "{what}: expected {want:?} in:\n{out}");
+        }
+        assert!(!out.contains("panicked"), "{what}: {out}");
+    }
+}
+
+#[test]
+fn all_problems_are_reported_at_once() {
+    let (ok, out) = check(
+        "refresh_interval: 100ms\ncompanies:\n  a:\n    keys: [{hash: h}]\n  b:\n    keys: [{hash: h}, {bogus: 1}]\n",
+        KEY_ENV,
+    );
+    assert!(!ok);
+    assert!(out.contains("4 problem(s)"), "{out}");
+    assert!(out.contains("refresh_interval: must be at least 1s"));
+    assert!(out.contains("openrouter.request_timeout"));
+    assert!(out.contains("companies.b.keys[0]"));
+    assert!(out.contains("companies.b.keys[1]"));
+}
+
+#[test]
+fn secret_from_file_and_missing_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("key");
+    std::fs::write(&secret, "sk-or-v1-from-file\n").unwrap();
+    let yaml = format!("openrouter:\n  management_key_file: {}\n", secret.display());
+    let (ok, out) = check(&yaml, &[]);
+    assert!(ok, "{out}");
+    let missing = dir.path().join("nope");
+    let (ok, out) = check(
+        &format!(
+            "openrouter:\n  management_key_file: {}\n",
+            missing.display()
+        ),
+        &[],
+    );
+    assert!(!ok);
+    assert!(out.contains(&missing.display().to_string()), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_serves_realistic_data_within_seconds() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _demo = spawn_binary(&["demo", "--web.listen-address", &listen], &[]);
+    let base = format!("http://{listen}");
+    let first = wait_for(
+        &format!("{base}/metrics"),
+        Duration::from_secs(15),
+        |s, b| s == 200 && b.contains("openrouter_up 1"),
+    )
+    .await;
+    let samples = parse(&first);
+    let companies: std::collections::BTreeSet<_> = find(&samples, "openrouter_company_keys", &[])
+        .iter()
+        .map(|s| s.labels["company"].clone())
+        .collect();
+    assert!(companies.len() >= 4, "{companies:?}"); // 3+ companies and unassigned
+    assert!(companies.contains("unassigned"));
+    let infos = find(&samples, "openrouter_key_info", &[]);
+    assert!(infos.len() >= 10);
+    let workspaces: std::collections::BTreeSet<_> = infos
+        .iter()
+        .map(|s| s.labels["workspace_id"].clone())
+        .collect();
+    assert_eq!(workspaces.len(), 2);
+    assert!(find(&samples, "openrouter_key_disabled", &[])
+        .iter()
+        .any(|s| s.value == 1.0));
+    assert!(find(&samples, "openrouter_key_limit_remaining_usd", &[])
+        .iter()
+        .any(|s| s.value < 0.0));
+    assert!(
+        find(
+            &samples,
+            "openrouter_key_usage_usd",
+            &[("company", "unassigned")]
+        )
+        .len()
+            >= 4
+    );
+    if let Some(report) = promtool_check_metrics(&first) {
+        assert!(report.trim().is_empty(), "promtool: {report}");
+    }
+
+    // Spend grows: a later refresh shows more lifetime spend for the account.
+    let before = value(&samples, "openrouter_account_usage_usd", &[]);
+    let later = wait_for(
+        &format!("{base}/metrics"),
+        Duration::from_secs(20),
+        |s, b| {
+            s == 200
+                && parse(b)
+                    .iter()
+                    .any(|x| x.name == "openrouter_account_usage_usd" && x.value > before)
+        },
+    )
+    .await;
+    assert!(value(&parse(&later), "openrouter_account_usage_usd", &[]) > before);
+
+    // The rest of the HTTP surface.
+    let client = reqwest::Client::new();
+    let get = |path: &str| client.get(format!("{base}{path}")).send();
+    assert_eq!(get("/healthz").await.unwrap().status(), 200);
+    assert_eq!(get("/readyz").await.unwrap().status(), 200);
+    let landing = get("/").await.unwrap().text().await.unwrap();
+    assert!(
+        landing.contains("href=\"/metrics\"")
+            && landing.contains("/healthz")
+            && landing.contains("/readyz")
+    );
+    assert_eq!(get("/nope").await.unwrap().status(), 404);
+    let post = client.post(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(post.status(), 405);
+    assert_eq!(post.headers()["allow"], "GET, HEAD");
+    let head = client.head(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    assert!(head.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+
+    // gzip when asked, identical content once decompressed.
+    let gz = client
+        .get(format!("{base}/metrics"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gz.headers()["content-encoding"], "gzip");
+    let compressed = gz.bytes().await.unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::MultiGzDecoder::new(&compressed[..]),
+        &mut text,
+    )
+    .unwrap();
+    assert!(text.contains("openrouter_company_usage_usd{company=\"acme\",window=\"monthly\"}"));
+    assert!(text.ends_with('\n'));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn custom_telemetry_path() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _demo = spawn_binary(
+        &[
+            "demo",
+            "--web.listen-address",
+            &listen,
+            "--web.telemetry-path",
+            "/custom",
+        ],
+        &[],
+    );
+    let base = format!("http://{listen}");
+    wait_for(
+        &format!("{base}/custom"),
+        Duration::from_secs(15),
+        |s, b| s == 200 && b.contains("openrouter_up"),
+    )
+    .await;
+    let status = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn real_mode_against_simulated_openrouter_never_logs_the_key() {
+    let mut state = empty_state();
+    for n in 0..150 {
+        state.keys.push(key_with_usage(
+            if n % 2 == 0 { WS_A } else { WS_B },
+            n,
+            &format!("acme-{n}"),
+            1.0,
+        ));
+    }
+    state.total_usage = state.keys_lifetime_usage();
+    let sim = start_sim(state).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("config.yaml");
+    std::fs::write(
+        &config_path,
+        config_yaml(
+            &sim.base_url(),
+            "  acme:\n    keys: [{name_glob: 'acme-*'}]\n",
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let exporter = spawn_binary(
+        &[
+            "--config.file",
+            config_path.to_str().unwrap(),
+            "--web.listen-address",
+            &listen,
+            "--log.level",
+            "trace",
+        ],
+        &[("OPENROUTER_MANAGEMENT_KEY", MANAGEMENT_KEY)],
+    );
+    let text = wait_for(
+        &format!("http://{listen}/metrics"),
+        Duration::from_secs(15),
+        |s, b| s == 200 && b.contains("openrouter_up 1"),
+    )
+    .await;
+    let samples = parse(&text);
+    assert_eq!(
+        find(&samples, "openrouter_key_info", &[("company", "acme")]).len(),
+        150
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "openrouter_company_usage_usd",
+            &[("company", "acme"), ("window", "lifetime")]
+        ),
+        1500.0
+    );
+    // A failure path too: the upstream starts refusing the key.
+    sim.state().management_key = "something-else".into();
+    let logs = exporter.logs();
+    assert!(
+        logs.contains("TRACE") || logs.contains("DEBUG"),
+        "trace logging is on"
+    );
+    assert!(!logs.contains(MANAGEMENT_KEY), "key leaked into logs");
+    assert!(!logs.contains("TESTSECRET"));
+    assert!(!text.contains("TESTSECRET"));
+}
+
+#[test]
+fn healthcheck_subcommand_reports_failure_for_a_closed_port() {
+    let port = free_port();
+    let out = Command::new(binary())
+        .args([
+            "healthcheck",
+            "--url",
+            &format!("http://127.0.0.1:{port}/healthz"),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
+}

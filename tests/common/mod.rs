@@ -1,0 +1,306 @@
+//! Shared test helpers: a simulated OpenRouter, configs pointing at it, an
+//! exposition-format parser, and a guard for the real binary.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use openrouter_cost_exporter::config::Config;
+use openrouter_cost_exporter::exporter::Exporter;
+use openrouter_cost_exporter::sim::{SimKey, SimServer, SimState};
+use openrouter_cost_exporter::upstream::RetryPolicy;
+use secrecy::SecretString;
+
+pub const MANAGEMENT_KEY: &str = "sk-or-v1-TESTSECRET-0123456789abcdef0123456789abcdef";
+pub const WS_A: &str = "11111111-1111-4111-8111-111111111111";
+pub const WS_B: &str = "22222222-2222-4222-8222-222222222222";
+
+/// Fast retries so fault tests do not wait seconds.
+pub fn fast_retry() -> RetryPolicy {
+    RetryPolicy {
+        attempts: 3,
+        base_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(50),
+    }
+}
+
+/// A 64-hex-digit hash from a number.
+pub fn hash(n: usize) -> String {
+    format!("{n:064x}")
+}
+
+/// An account with two workspaces and no keys yet.
+pub fn empty_state() -> SimState {
+    let mut state = SimState::new(MANAGEMENT_KEY);
+    state.workspaces = vec![
+        (WS_A.to_string(), "A".to_string()),
+        (WS_B.to_string(), "B".to_string()),
+    ];
+    state
+}
+
+pub async fn start_sim(state: SimState) -> SimServer {
+    SimServer::start(state)
+        .await
+        .expect("start simulated OpenRouter")
+}
+
+/// A config YAML pointing at `base_url`; `companies` is the YAML under `companies:`.
+pub fn config_yaml(base_url: &str, companies: &str) -> String {
+    format!(
+        "refresh_interval: 30s\nopenrouter:\n  base_url: {base_url}\n  request_timeout: 2s\ncompanies:\n{companies}"
+    )
+}
+
+pub fn config(base_url: &str, companies: &str) -> Config {
+    Config::parse(&config_yaml(base_url, companies), "test config").expect("valid test config")
+}
+
+pub fn exporter(config: Config) -> Exporter {
+    Exporter::with_key(
+        config,
+        SecretString::from(MANAGEMENT_KEY.to_string()),
+        fast_retry(),
+    )
+    .expect("exporter")
+}
+
+pub fn body(exporter: &Exporter) -> String {
+    String::from_utf8(exporter.published().plain.to_vec()).expect("UTF-8 body")
+}
+
+/// One parsed sample of the text exposition format.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// Parses the Prometheus text format (enough of it for our output), unescaping label values.
+pub fn parse(text: &str) -> Vec<Sample> {
+    let mut samples = Vec::new();
+    for line in text.lines() {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name, rest) = match line.find(['{', ' ']) {
+            Some(i) => line.split_at(i),
+            None => panic!("bad line {line:?}"),
+        };
+        let mut labels = BTreeMap::new();
+        let mut rest = rest;
+        if let Some(stripped) = rest.strip_prefix('{') {
+            let mut chars = stripped.char_indices().peekable();
+            let end;
+            loop {
+                // label name
+                let mut label = String::new();
+                while let Some(&(_, c)) = chars.peek() {
+                    if c == '=' {
+                        break;
+                    }
+                    if c == '}' {
+                        break;
+                    }
+                    label.push(c);
+                    chars.next();
+                }
+                if let Some(&(i, '}')) = chars.peek() {
+                    end = i;
+                    break;
+                }
+                chars.next(); // '='
+                assert_eq!(chars.next().map(|(_, c)| c), Some('"'), "in {line:?}");
+                let mut value = String::new();
+                loop {
+                    match chars.next() {
+                        Some((_, '\\')) => match chars.next() {
+                            Some((_, 'n')) => value.push('\n'),
+                            Some((_, '\\')) => value.push('\\'),
+                            Some((_, '"')) => value.push('"'),
+                            other => panic!("bad escape {other:?} in {line:?}"),
+                        },
+                        Some((_, '"')) => break,
+                        Some((_, c)) => value.push(c),
+                        None => panic!("unterminated label value in {line:?}"),
+                    }
+                }
+                labels.insert(label, value);
+                match chars.next() {
+                    Some((_, ',')) => continue,
+                    Some((i, '}')) => {
+                        end = i;
+                        break;
+                    }
+                    other => panic!("unexpected {other:?} in {line:?}"),
+                }
+            }
+            rest = &stripped[end + 1..];
+        }
+        let value: f64 = rest
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        samples.push(Sample {
+            name: name.to_string(),
+            labels,
+            value,
+        });
+    }
+    samples
+}
+
+/// The samples of `name` whose labels include every pair in `want`.
+pub fn find<'a>(samples: &'a [Sample], name: &str, want: &[(&str, &str)]) -> Vec<&'a Sample> {
+    samples
+        .iter()
+        .filter(|s| s.name == name)
+        .filter(|s| {
+            want.iter()
+                .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .collect()
+}
+
+/// The single value of `name` with labels `want`; panics when absent or ambiguous.
+pub fn value(samples: &[Sample], name: &str, want: &[(&str, &str)]) -> f64 {
+    let found = find(samples, name, want);
+    assert_eq!(
+        found.len(),
+        1,
+        "expected one {name}{want:?}, found {found:?}"
+    );
+    found[0].value
+}
+
+/// A child process killed on drop, with its stderr captured to a file.
+pub struct ChildGuard {
+    pub child: Child,
+    pub log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ChildGuard {
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_openrouter-cost-exporter")
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Starts the real binary with `args` and extra env; stdout+stderr go to a log file.
+pub fn spawn_binary(args: &[&str], env: &[(&str, &str)]) -> ChildGuard {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("exporter.log");
+    let out = std::fs::File::create(&log).expect("log file");
+    let err = out.try_clone().expect("log file");
+    let mut cmd = Command::new(binary());
+    cmd.args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().expect("spawn exporter binary");
+    ChildGuard {
+        child,
+        log,
+        _dir: dir,
+    }
+}
+
+/// GETs `url` until `ok` accepts the body, or panics after `timeout`.
+pub async fn wait_for(url: &str, timeout: Duration, ok: impl Fn(u16, &str) -> bool) -> String {
+    let client = reqwest::Client::new();
+    let start = Instant::now();
+    loop {
+        if let Ok(resp) = client.get(url).send().await {
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap_or_default();
+            if ok(status, &text) {
+                return text;
+            }
+        }
+        assert!(start.elapsed() < timeout, "timed out waiting for {url}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs `promtool check metrics` on `text`. `None` when promtool is absent
+/// locally (the reason is printed); panics when absent in CI.
+pub fn promtool_check_metrics(text: &str) -> Option<String> {
+    use std::io::Write;
+    let Some(promtool) = which("promtool") else {
+        require_in_ci("promtool", "apt-get install prometheus");
+        return None;
+    };
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write to promtool");
+    let out = child.wait_with_output().expect("promtool output");
+    let mut report = String::from_utf8_lossy(&out.stdout).into_owned();
+    report.push_str(&String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() && report.trim().is_empty() {
+        report = format!("promtool exited with {}", out.status);
+    }
+    Some(report)
+}
+
+pub fn which(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// Skips locally with a printed reason; fails in CI where the tool must be installed.
+pub fn require_in_ci(tool: &str, install: &str) {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{tool} is required in CI but was not found on PATH (install: {install})");
+    }
+    eprintln!("SKIP: {tool} not found on PATH; install with `{install}` to run this check");
+}
+
+/// A key with every window set from one base amount, for value checks.
+pub fn key_with_usage(ws: &str, n: usize, name: &str, base: f64) -> SimKey {
+    SimKey::new(ws, &hash(n), name)
+        .usage(base, base * 2.0, base * 3.0, base * 10.0)
+        .byok(base / 10.0, base / 5.0, base * 0.3, base)
+}

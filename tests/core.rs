@@ -1,0 +1,487 @@
+//! The core contract, in process: discovery across workspaces and pages,
+//! exact values, attribution, failure keeps the previous snapshot.
+
+mod common;
+
+use common::*;
+use openrouter_cost_exporter::sim::{Fault, FaultResponse, SimKey};
+use serde_json::json;
+
+const WINDOWS: [(&str, &str); 4] = [
+    ("daily", "usage_daily"),
+    ("weekly", "usage_weekly"),
+    ("monthly", "usage_monthly"),
+    ("lifetime", "usage"),
+];
+
+/// 230 keys in workspace A (3 pages), 25 in B, with every awkward shape.
+fn big_account() -> openrouter_cost_exporter::sim::SimState {
+    let mut state = empty_state();
+    for n in 0..230 {
+        let company = ["acme", "globex", "initech", "stray"][n % 4];
+        let mut key = key_with_usage(
+            WS_A,
+            n,
+            &format!("{company}-{n:03}"),
+            0.01 * n as f64 + 0.001,
+        );
+        if n % 7 == 0 {
+            key = key.set("disabled", json!(true));
+        }
+        if n % 5 == 0 {
+            key = key
+                .set("limit", json!(1.5))
+                .set("limit_remaining", json!(-0.25 - n as f64))
+                .set("limit_reset", json!("monthly"));
+        }
+        if n % 11 == 0 {
+            key = key.without("workspace_id").without("expires_at");
+        }
+        state.keys.push(key);
+    }
+    for n in 1000..1025 {
+        state.keys.push(
+            key_with_usage(WS_B, n, &format!("acme-b-{n}"), 1.25)
+                .set("expires_at", json!("2027-12-31T23:59:59Z")),
+        );
+    }
+    // Names that need escaping in the exposition format.
+    state.keys.push(key_with_usage(
+        WS_B,
+        2000,
+        "quote\"back\\slash\nnewline é",
+        2.0,
+    ));
+    state.total_credits = 10_000.0;
+    state.total_usage = state.keys_lifetime_usage() + 123.456;
+    state
+}
+
+const COMPANIES: &str = "  acme:\n    keys:\n      - name_glob: 'acme-*'\n  globex:\n    keys: [{name_glob: 'globex-*'}]\n    budget_usd: {monthly: 100}\n  initech:\n    keys: [{name_glob: 'initech-*'}, typo-key]\n";
+
+#[tokio::test]
+async fn every_key_exported_once_with_upstream_values_and_exact_company_sums() {
+    let sim = start_sim(big_account()).await;
+    let exporter = exporter(config(&sim.base_url(), COMPANIES));
+    exporter.refresh().await.expect("refresh");
+    let text = body(&exporter);
+    let samples = parse(&text);
+    let upstream = sim.state().clone();
+
+    // Pagination across both workspaces: 230 keys = 3 pages in A, 1 page in B.
+    let key_pages: Vec<_> = upstream
+        .requests
+        .iter()
+        .filter(|r| r.starts_with("/api/v1/keys"))
+        .collect();
+    assert_eq!(key_pages.len(), 4, "{key_pages:?}");
+    assert!(key_pages
+        .iter()
+        .all(|r| r.contains("include_disabled=true")));
+
+    let infos = find(&samples, "openrouter_key_info", &[]);
+    assert_eq!(infos.len(), upstream.keys.len(), "every key exactly once");
+
+    for key in &upstream.keys {
+        let h = key.hash();
+        let name = key.fields["name"].as_str().unwrap();
+        for (window, field) in WINDOWS {
+            let got = value(
+                &samples,
+                "openrouter_key_usage_usd",
+                &[("key_hash", h), ("window", window)],
+            );
+            assert_eq!(got, key.num(field).unwrap(), "{name} {window}");
+            let byok = value(
+                &samples,
+                "openrouter_key_byok_usage_usd",
+                &[("key_hash", h), ("window", window)],
+            );
+            assert_eq!(byok, key.num(&format!("byok_{field}")).unwrap());
+        }
+        let info = find(&samples, "openrouter_key_info", &[("key_hash", h)]);
+        assert_eq!(
+            info[0].labels["key"], name,
+            "names round-trip through escaping"
+        );
+        // Keys that lack workspace_id carry the workspace they were listed under.
+        assert_eq!(info[0].labels["workspace_id"], key.workspace);
+        let company = &info[0].labels["company"];
+        let expected = ["acme", "globex", "initech"]
+            .into_iter()
+            .find(|c| name.starts_with(&format!("{c}-")))
+            .unwrap_or("unassigned");
+        assert_eq!(company, expected, "{name}");
+
+        let disabled = value(&samples, "openrouter_key_disabled", &[("key_hash", h)]);
+        assert_eq!(
+            disabled,
+            if key.fields["disabled"] == json!(true) {
+                1.0
+            } else {
+                0.0
+            }
+        );
+        let limit = find(&samples, "openrouter_key_limit_usd", &[("key_hash", h)]);
+        let remaining = find(
+            &samples,
+            "openrouter_key_limit_remaining_usd",
+            &[("key_hash", h)],
+        );
+        match key.num("limit") {
+            Some(l) => {
+                assert_eq!(limit.len(), 1);
+                assert_eq!(limit[0].value, l);
+                assert_eq!(limit[0].labels["reset"], "monthly");
+                assert_eq!(remaining[0].value, key.num("limit_remaining").unwrap());
+                assert!(remaining[0].value < 0.0);
+            }
+            None => {
+                assert!(limit.is_empty(), "unlimited key has no limit series");
+                assert!(remaining.is_empty());
+            }
+        }
+        let expiry = find(
+            &samples,
+            "openrouter_key_expiry_timestamp_seconds",
+            &[("key_hash", h)],
+        );
+        match key.fields.get("expires_at").and_then(|v| v.as_str()) {
+            Some(_) => assert_eq!(expiry[0].value, 1830297599.0),
+            None => assert!(expiry.is_empty(), "never-expiring key has no expiry series"),
+        }
+    }
+
+    // Company sums equal the sum of their keys, for every window.
+    for company in ["acme", "globex", "initech", "unassigned"] {
+        for (window, _) in WINDOWS {
+            let keys: f64 = find(
+                &samples,
+                "openrouter_key_usage_usd",
+                &[("company", company), ("window", window)],
+            )
+            .iter()
+            .map(|s| s.value)
+            .sum();
+            let total = value(
+                &samples,
+                "openrouter_company_usage_usd",
+                &[("company", company), ("window", window)],
+            );
+            assert!(
+                (total - keys).abs() < 1e-6,
+                "{company} {window}: {total} vs {keys}"
+            );
+        }
+        let count = find(&samples, "openrouter_key_info", &[("company", company)]).len();
+        assert_eq!(
+            value(&samples, "openrouter_company_keys", &[("company", company)]),
+            count as f64
+        );
+    }
+    // Every dollar lands in exactly one company.
+    let all_companies: f64 = find(
+        &samples,
+        "openrouter_company_usage_usd",
+        &[("window", "lifetime")],
+    )
+    .iter()
+    .map(|s| s.value)
+    .sum();
+    assert!((all_companies - upstream.keys_lifetime_usage()).abs() < 1e-6);
+
+    assert_eq!(
+        value(&samples, "openrouter_account_credits_usd", &[]),
+        10_000.0
+    );
+    assert_eq!(
+        value(&samples, "openrouter_account_usage_usd", &[]),
+        upstream.total_usage
+    );
+    let unattributed = value(&samples, "openrouter_account_unattributed_usage_usd", &[]);
+    assert!((unattributed - 123.456).abs() < 1e-6, "{unattributed}");
+
+    assert_eq!(
+        value(
+            &samples,
+            "openrouter_company_budget_usd",
+            &[("company", "globex"), ("window", "monthly")]
+        ),
+        100.0
+    );
+    assert!(find(
+        &samples,
+        "openrouter_company_budget_usd",
+        &[("company", "acme")]
+    )
+    .is_empty());
+    assert_eq!(
+        value(
+            &samples,
+            "openrouter_config_selector_matches",
+            &[("company", "initech"), ("selector", "name:typo-key")]
+        ),
+        0.0
+    );
+    assert_eq!(value(&samples, "openrouter_up", &[]), 1.0);
+    assert_eq!(
+        value(&samples, "openrouter_attribution_conflicts", &[]),
+        0.0
+    );
+
+    if let Some(report) = promtool_check_metrics(&text) {
+        assert!(report.trim().is_empty(), "promtool check metrics: {report}");
+    }
+}
+
+#[tokio::test]
+async fn deleted_keys_disappear_and_spend_changes_appear() {
+    let mut state = empty_state();
+    state.keys.push(key_with_usage(WS_A, 1, "acme-one", 1.0));
+    state.keys.push(key_with_usage(WS_A, 2, "acme-two", 2.0));
+    let sim = start_sim(state).await;
+    let exporter = exporter(config(
+        &sim.base_url(),
+        "  acme:\n    keys: [{name_glob: 'acme-*'}]\n",
+    ));
+    exporter.refresh().await.expect("first refresh");
+    let samples = parse(&body(&exporter));
+    assert_eq!(find(&samples, "openrouter_key_info", &[]).len(), 2);
+
+    {
+        let mut st = sim.state();
+        st.keys.retain(|k| k.hash() != hash(2));
+        let one = st.key_mut(&hash(1)).unwrap();
+        one.fields.insert("usage_daily".into(), json!(7.25));
+    }
+    exporter.refresh().await.expect("second refresh");
+    let samples = parse(&body(&exporter));
+    assert!(find(&samples, "openrouter_key_info", &[("key_hash", &hash(2))]).is_empty());
+    assert!(find(
+        &samples,
+        "openrouter_key_usage_usd",
+        &[("key_hash", &hash(2))]
+    )
+    .is_empty());
+    assert_eq!(
+        value(
+            &samples,
+            "openrouter_key_usage_usd",
+            &[("key_hash", &hash(1)), ("window", "daily")]
+        ),
+        7.25
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "openrouter_company_usage_usd",
+            &[("company", "acme"), ("window", "daily")]
+        ),
+        7.25
+    );
+    assert_eq!(
+        value(&samples, "openrouter_company_keys", &[("company", "acme")]),
+        1.0
+    );
+}
+
+/// The OpenRouter-derived part of the body (everything before the status families).
+fn snapshot_part(text: &str) -> String {
+    let cut = text
+        .find("# HELP openrouter_up ")
+        .expect("status part present");
+    text[..cut].to_string()
+}
+
+async fn failing_page_two_keeps_snapshot(fault: FaultResponse) {
+    let sim = start_sim(big_account()).await;
+    let exporter = exporter(config(&sim.base_url(), COMPANIES));
+    exporter.refresh().await.expect("first refresh");
+    let before = body(&exporter);
+
+    // Spend changes upstream, but page 2 of workspace A now fails.
+    sim.state()
+        .key_mut(&hash(3))
+        .unwrap()
+        .fields
+        .insert("usage".into(), json!(999.0));
+    sim.state()
+        .faults
+        .push(Fault::new("/keys", fault).at_offset(100));
+    assert!(exporter.refresh().await.is_err());
+    let after = body(&exporter);
+    assert_eq!(
+        snapshot_part(&before),
+        snapshot_part(&after),
+        "snapshot kept byte for byte"
+    );
+    let samples = parse(&after);
+    assert_eq!(value(&samples, "openrouter_up", &[]), 0.0);
+    assert_ne!(
+        value(
+            &samples,
+            "openrouter_key_usage_usd",
+            &[("key_hash", &hash(3)), ("window", "lifetime")]
+        ),
+        999.0
+    );
+
+    // The fault clears: the next refresh publishes the new figure.
+    sim.state().faults.clear();
+    exporter.refresh().await.expect("recovery");
+    let samples = parse(&body(&exporter));
+    assert_eq!(value(&samples, "openrouter_up", &[]), 1.0);
+    assert_eq!(
+        value(
+            &samples,
+            "openrouter_key_usage_usd",
+            &[("key_hash", &hash(3)), ("window", "lifetime")]
+        ),
+        999.0
+    );
+}
+
+#[tokio::test]
+async fn http_500_on_page_two_keeps_previous_snapshot() {
+    failing_page_two_keeps_snapshot(FaultResponse::Error {
+        status: 500,
+        retry_after: None,
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn truncated_json_on_page_two_keeps_previous_snapshot() {
+    failing_page_two_keeps_snapshot(FaultResponse::Raw {
+        content_type: "application/json".into(),
+        body: r#"{"data":[{"hash":"abc","name":"x","usa"#.into(),
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn before_the_first_refresh_nothing_is_invented() {
+    let sim = start_sim(empty_state()).await;
+    let exporter = exporter(config(&sim.base_url(), "  acme:\n    keys: [a]\n"));
+    let samples = parse(&body(&exporter));
+    assert_eq!(value(&samples, "openrouter_up", &[]), 0.0);
+    assert!(find(&samples, "openrouter_company_usage_usd", &[]).is_empty());
+    assert!(find(
+        &samples,
+        "openrouter_last_refresh_success_timestamp_seconds",
+        &[]
+    )
+    .is_empty());
+    assert!(!exporter.is_ready());
+}
+
+#[tokio::test]
+async fn unknown_amounts_are_omitted_not_zero() {
+    let mut state = empty_state();
+    state.keys.push(key_with_usage(WS_A, 1, "acme-one", 1.0));
+    // An older API response without the windowed fields.
+    state.keys.push(
+        SimKey::new(WS_A, &hash(2), "acme-old")
+            .without("usage_daily")
+            .without("byok_usage_daily")
+            .set("usage", json!(5.0)),
+    );
+    let sim = start_sim(state).await;
+    let exporter = exporter(config(
+        &sim.base_url(),
+        "  acme:\n    keys: [{name_glob: 'acme-*'}]\n",
+    ));
+    exporter.refresh().await.unwrap();
+    let samples = parse(&body(&exporter));
+    assert!(find(
+        &samples,
+        "openrouter_key_usage_usd",
+        &[("key_hash", &hash(2)), ("window", "daily")]
+    )
+    .is_empty());
+    // The company's daily total is unknown too, so it is absent rather than understated.
+    assert!(find(
+        &samples,
+        "openrouter_company_usage_usd",
+        &[("company", "acme"), ("window", "daily")]
+    )
+    .is_empty());
+    assert_eq!(
+        value(
+            &samples,
+            "openrouter_company_usage_usd",
+            &[("company", "acme"), ("window", "lifetime")]
+        ),
+        15.0
+    );
+}
+
+#[tokio::test]
+async fn management_key_never_in_metrics() {
+    let sim = start_sim(big_account()).await;
+    let exporter = exporter(config(&sim.base_url(), COMPANIES));
+    exporter.refresh().await.unwrap();
+    sim.state().faults.push(Fault::new(
+        "/credits",
+        FaultResponse::Error {
+            status: 401,
+            retry_after: None,
+        },
+    ));
+    let err = exporter.refresh().await.unwrap_err();
+    assert!(err.to_string().contains("management key"), "{err}");
+    assert!(!err.to_string().contains(MANAGEMENT_KEY));
+    assert!(!format!("{err:?}").contains(MANAGEMENT_KEY));
+    let text = body(&exporter);
+    assert!(!text.contains(MANAGEMENT_KEY));
+    assert!(!text.contains("TESTSECRET"));
+    assert!(!format!("{exporter:?}").contains("TESTSECRET"));
+}
+
+#[tokio::test]
+async fn workspace_list_config_and_servers_without_workspaces_api() {
+    let mut state = empty_state();
+    state.keys.push(key_with_usage(WS_A, 1, "a-key", 1.0));
+    state.keys.push(key_with_usage(WS_B, 2, "b-key", 2.0));
+    state.workspaces_api = false;
+    let sim = start_sim(state).await;
+    // `workspaces: all` on a server without /workspaces lists the default workspace.
+    let exporter = exporter(config(&sim.base_url(), "  acme:\n    keys: [a-key]\n"));
+    exporter.refresh().await.unwrap();
+    let samples = parse(&body(&exporter));
+    assert_eq!(find(&samples, "openrouter_key_info", &[]).len(), 1);
+
+    // An explicit list lists exactly those workspaces, with no /workspaces call.
+    let yaml = format!(
+        "refresh_interval: 30s\nopenrouter:\n  base_url: {}\n  workspaces: ['{WS_B}']\ncompanies:\n  acme:\n    keys: [a-key]\n",
+        sim.base_url()
+    );
+    let cfg = openrouter_cost_exporter::config::Config::parse(&yaml, "t").unwrap();
+    sim.state().requests.clear();
+    let exporter = common::exporter(cfg);
+    exporter.refresh().await.unwrap();
+    let samples = parse(&body(&exporter));
+    let infos = find(&samples, "openrouter_key_info", &[]);
+    assert_eq!(infos.len(), 1);
+    assert_eq!(infos[0].labels["key"], "b-key");
+    assert!(!sim
+        .state()
+        .requests
+        .iter()
+        .any(|r| r.contains("/workspaces")));
+}
+
+#[tokio::test]
+async fn upstream_calls_per_refresh_are_minimal() {
+    let sim = start_sim(big_account()).await;
+    let exporter = exporter(config(&sim.base_url(), COMPANIES));
+    exporter.refresh().await.unwrap();
+    let requests = sim.state().requests.clone();
+    let count = |p: &str| requests.iter().filter(|r| r.starts_with(p)).count();
+    assert_eq!(count("/api/v1/workspaces"), 1);
+    // Workspace A: 230 keys → pages at 0, 100, 200; workspace B: 26 keys → 1 page.
+    assert_eq!(count("/api/v1/keys"), 4);
+    assert_eq!(count("/api/v1/credits"), 1);
+    assert_eq!(requests.len(), 6);
+    assert_eq!(exporter.telemetry().total_requests(), 6);
+}
