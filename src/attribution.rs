@@ -47,6 +47,8 @@ impl Attributor {
                     Selector::Name(n) => {
                         by_name.entry(n.clone()).or_insert((c, s));
                     }
+                    // Polled with its own secret, never matched against the listing.
+                    Selector::Direct { .. } => {}
                     Selector::NameGlob(g) => {
                         // The validator rejected invalid patterns; skip defensively.
                         if let Ok(pattern) = glob::Pattern::new(g) {

@@ -90,6 +90,8 @@ struct RawConfig {
     stale_after_intervals: u32,
     #[serde(default)]
     metrics: MetricsOptions,
+    #[serde(default)]
+    activity: ActivityOptions,
 }
 
 #[derive(Debug, Deserialize)]
@@ -103,6 +105,8 @@ struct RawOpenRouter {
     request_timeout: Duration,
     #[serde(default)]
     workspaces: RawWorkspaces,
+    #[serde(default = "yes")]
+    use_management_key: bool,
 }
 
 impl Default for RawOpenRouter {
@@ -113,6 +117,7 @@ impl Default for RawOpenRouter {
             management_key_file: None,
             request_timeout: default_request_timeout(),
             workspaces: RawWorkspaces::default(),
+            use_management_key: true,
         }
     }
 }
@@ -168,17 +173,19 @@ pub struct Config {
     /// `/readyz` fails once the last success is older than this many intervals.
     pub stale_after_intervals: u32,
     pub metrics: MetricsOptions,
+    pub activity: ActivityOptions,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct OpenRouterConfig {
     pub base_url: String,
-    pub management_key: SecretSource,
+    /// `None` in direct-key mode (`use_management_key: false`).
+    pub management_key: Option<SecretSource>,
     pub request_timeout: Duration,
     pub workspaces: Workspaces,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum SecretSource {
     Env(String),
     File(PathBuf),
@@ -236,11 +243,13 @@ pub struct Company {
 }
 
 /// How a company claims a key. Precedence when matching: hash, then name, then glob.
+/// A `Direct` key is not listed by the management API but polled with its own secret.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Selector {
     Name(String),
     Hash(String),
     NameGlob(String),
+    Direct { name: String, secret: SecretSource },
 }
 
 impl fmt::Display for Selector {
@@ -250,6 +259,7 @@ impl fmt::Display for Selector {
             Selector::Name(v) => write!(f, "name:{v}"),
             Selector::Hash(v) => write!(f, "hash:{v}"),
             Selector::NameGlob(v) => write!(f, "name_glob:{v}"),
+            Selector::Direct { name, .. } => write!(f, "direct:{name}"),
         }
     }
 }
@@ -288,6 +298,44 @@ fn yes() -> bool {
     true
 }
 
+/// Optional per-key activity collection: rolling windows and the model mix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivityOptions {
+    #[serde(default)]
+    pub enabled: bool,
+    /// How often to look for days not yet fetched (also right after each UTC midnight).
+    #[serde(default = "default_activity_interval", with = "humantime_serde")]
+    pub refresh_interval: Duration,
+    /// Activity calls in flight at once.
+    #[serde(default = "default_activity_concurrency")]
+    pub concurrency: usize,
+    /// Models kept per company in the model mix; the rest fold into `model="other"`.
+    #[serde(default = "default_top_models")]
+    pub top_models: usize,
+}
+
+impl Default for ActivityOptions {
+    fn default() -> Self {
+        ActivityOptions {
+            enabled: false,
+            refresh_interval: default_activity_interval(),
+            concurrency: default_activity_concurrency(),
+            top_models: default_top_models(),
+        }
+    }
+}
+
+fn default_activity_interval() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_activity_concurrency() -> usize {
+    4
+}
+fn default_top_models() -> usize {
+    10
+}
+
 impl Config {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -300,13 +348,30 @@ impl Config {
 
     /// Parses and validates YAML text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        // Errors quote offending values; a key pasted into the file must not reach the log.
         let raw: RawConfig = serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax {
             origin: origin.to_string(),
-            message: e.to_string(),
+            message: redact_keys(&e.to_string()),
         })?;
         validate(raw).map_err(|problems| ConfigError::Invalid {
             origin: origin.to_string(),
-            problems,
+            problems: problems
+                .into_iter()
+                .map(|p| Problem {
+                    location: redact_keys(&p.location),
+                    message: redact_keys(&p.message),
+                })
+                .collect(),
+        })
+    }
+
+    /// Every direct key: (company index, key name, secret source).
+    pub fn direct_keys(&self) -> impl Iterator<Item = (usize, &str, &SecretSource)> {
+        self.companies.iter().enumerate().flat_map(|(c, company)| {
+            company.selectors.iter().filter_map(move |s| match s {
+                Selector::Direct { name, secret } => Some((c, name.as_str(), secret)),
+                _ => None,
+            })
         })
     }
 
@@ -350,12 +415,22 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         ),
     }
     let management_key = match (or.management_key_env, or.management_key_file) {
+        (env, file) if !or.use_management_key => {
+            if env.is_some() || file.is_some() {
+                problem(
+                    "openrouter.use_management_key",
+                    "is false, so management_key_env/management_key_file must not be set"
+                        .to_string(),
+                );
+            }
+            None
+        }
         (Some(_), Some(_)) => {
             problem(
                 "openrouter",
                 "set only one of management_key_env and management_key_file".to_string(),
             );
-            SecretSource::Env(DEFAULT_KEY_ENV.to_string())
+            None
         }
         (Some(var), None) => {
             if var.is_empty() || var.contains('=') || var.contains('\0') {
@@ -372,10 +447,10 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
                         .to_string(),
                 );
             }
-            SecretSource::Env(var)
+            Some(SecretSource::Env(var))
         }
-        (None, Some(path)) => SecretSource::File(path),
-        (None, None) => SecretSource::Env(DEFAULT_KEY_ENV.to_string()),
+        (None, Some(path)) => Some(SecretSource::File(path)),
+        (None, None) => Some(SecretSource::Env(DEFAULT_KEY_ENV.to_string())),
     };
     if or.request_timeout.is_zero() {
         problem("openrouter.request_timeout", "must be above 0".to_string());
@@ -420,6 +495,35 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             Workspaces::Only(ids)
         }
     };
+
+    let activity = raw.activity;
+    if activity.enabled {
+        if !or.use_management_key {
+            problem(
+                "activity.enabled",
+                "the activity API needs a management key (openrouter.use_management_key is false)"
+                    .to_string(),
+            );
+        }
+        if activity.refresh_interval < Duration::from_secs(60) {
+            problem(
+                "activity.refresh_interval",
+                format!(
+                    "must be at least 1m (one call per key), got {}",
+                    humantime::format_duration(activity.refresh_interval)
+                ),
+            );
+        }
+        if !(1..=64).contains(&activity.concurrency) {
+            problem(
+                "activity.concurrency",
+                format!("must be between 1 and 64, got {}", activity.concurrency),
+            );
+        }
+        if activity.top_models == 0 {
+            problem("activity.top_models", "must be at least 1".to_string());
+        }
+    }
 
     if raw.unassigned_company.trim().is_empty() {
         problem("unassigned_company", "must not be empty".to_string());
@@ -469,13 +573,18 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
                 continue;
             }
             if !matches!(selector, Selector::NameGlob(_)) {
-                if let Some(other) = exact_owner.get(&selector) {
+                // A direct key's name is its identity, unique across companies like exact names.
+                let identity = match &selector {
+                    Selector::Direct { name, .. } => Selector::Name(name.clone()),
+                    other => other.clone(),
+                };
+                if let Some(other) = exact_owner.get(&identity) {
                     problem(
                         &loc,
                         format!("{selector} is already claimed by company {other:?}"),
                     );
                 } else {
-                    exact_owner.insert(selector.clone(), name.clone());
+                    exact_owner.insert(identity, name.clone());
                 }
             }
             selectors.push(selector);
@@ -501,6 +610,20 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         });
     }
 
+    let has_direct = companies
+        .iter()
+        .flat_map(|c: &Company| &c.selectors)
+        .any(|s| matches!(s, Selector::Direct { .. }));
+    if management_key.is_none() && or.use_management_key {
+        // Already reported above (both sources set).
+    } else if !or.use_management_key && !has_direct {
+        problem(
+            "openrouter.use_management_key",
+            "is false, but no company has a direct key (name + secret_env/secret_file): nothing to poll"
+                .to_string(),
+        );
+    }
+
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -516,7 +639,25 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         unassigned_company: raw.unassigned_company,
         stale_after_intervals: raw.stale_after_intervals,
         metrics: raw.metrics,
+        activity,
     })
+}
+
+/// Replaces anything that looks like an OpenRouter key (`sk-or-…`) with `[REDACTED]`.
+fn redact_keys(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("sk-or-") {
+        out.push_str(&rest[..start]);
+        out.push_str("[REDACTED]");
+        let tail = &rest[start..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+            .unwrap_or(tail.len());
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A selector is a bare string (exact name) or a one-entry map: `name`, `hash` or `name_glob`.
@@ -531,6 +672,9 @@ fn parse_selector(value: &serde_yaml::Value) -> Result<Selector, String> {
     };
     match value {
         Value::String(_) => non_empty("key name", value).map(Selector::Name),
+        Value::Mapping(map) if map.contains_key("secret_env") || map.contains_key("secret_file") => {
+            parse_direct_key(map)
+        }
         Value::Mapping(map) => {
             if map.len() != 1 {
                 return Err(format!(
@@ -555,6 +699,45 @@ fn parse_selector(value: &serde_yaml::Value) -> Result<Selector, String> {
             "a selector is a key name or a map with name, hash or name_glob; got {}",
             type_name(other)
         )),
+    }
+}
+
+/// `{name: acme-direct, secret_env: ACME_KEY}` or `{name: …, secret_file: /path}`.
+fn parse_direct_key(map: &serde_yaml::Mapping) -> Result<Selector, String> {
+    let mut name = None;
+    let mut secret = None;
+    for (k, v) in map {
+        let value = v.as_str().filter(|s| !s.is_empty());
+        match (k.as_str(), value) {
+            (Some("name"), Some(n)) => name = Some(n.to_string()),
+            (Some("secret_env"), Some(var)) if secret.is_none() => {
+                if var.starts_with("sk-or-") {
+                    return Err("secret_env looks like a key, not a variable name: put the key \
+                                in the environment and name the variable here"
+                        .to_string());
+                }
+                secret = Some(SecretSource::Env(var.to_string()))
+            }
+            (Some("secret_file"), Some(path)) if secret.is_none() => {
+                secret = Some(SecretSource::File(PathBuf::from(path)))
+            }
+            (Some("secret_env" | "secret_file"), Some(_)) => {
+                return Err("a direct key has one of secret_env and secret_file, not both".to_string())
+            }
+            (Some(field @ ("name" | "secret_env" | "secret_file")), None) => {
+                return Err(format!("{field} must be a non-empty string"))
+            }
+            (Some(other), _) => {
+                return Err(format!(
+                    "unknown field {other:?} in a direct key: expected name and secret_env or secret_file"
+                ))
+            }
+            (None, _) => return Err("selector keys must be strings".to_string()),
+        }
+    }
+    match (name, secret) {
+        (Some(name), Some(secret)) => Ok(Selector::Direct { name, secret }),
+        _ => Err("a direct key needs a name (its key label) as well as secret_env or secret_file".to_string()),
     }
 }
 
@@ -586,7 +769,7 @@ mod tests {
         assert_eq!(cfg.openrouter.base_url, DEFAULT_BASE_URL);
         assert_eq!(
             cfg.openrouter.management_key,
-            SecretSource::Env(DEFAULT_KEY_ENV.into())
+            Some(SecretSource::Env(DEFAULT_KEY_ENV.into()))
         );
         assert_eq!(cfg.openrouter.workspaces, Workspaces::All);
         assert_eq!(cfg.unassigned_company, "unassigned");

@@ -18,10 +18,11 @@ use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, ConfigError, SecretError};
-use crate::exposition::{write_snapshot, write_status, MetricWriter, Status};
-use crate::snapshot::Snapshot;
+use crate::activity::{self, ActivityCache};
+use crate::exposition::{write_snapshot, write_status, ActivityStatus, MetricWriter, Status};
+use crate::snapshot::{DirectKey, Extras, Snapshot};
 use crate::telemetry::Telemetry;
-use crate::upstream::{Client, RetryPolicy, UpstreamData, UpstreamError};
+use crate::upstream::{Client, Endpoint, RetryPolicy, UpstreamData, UpstreamError};
 
 /// The body `/metrics` serves, in both encodings, rendered once per refresh attempt.
 #[derive(Debug, Clone, Default)]
@@ -76,6 +77,8 @@ pub enum ReloadError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Secret(#[from] SecretError),
+    #[error("direct key {0:?}: {1}")]
+    DirectKey(String, SecretError),
     #[error("cannot build the OpenRouter client: {0}")]
     Client(#[from] UpstreamError),
 }
@@ -90,10 +93,23 @@ enum KeyProvider {
 struct State {
     config: Arc<Config>,
     client: Client,
+    /// One client per direct key, authenticating with that key's own secret.
+    direct_clients: Arc<Vec<DirectClient>>,
     last_data: Option<Arc<UpstreamData>>,
+    /// When `last_data` was fetched: the snapshot's clock for calendar windows.
+    taken_at: Option<DateTime<Utc>>,
+    direct: Arc<Vec<DirectKey>>,
+    activity: Option<Arc<ActivityCache>>,
     snapshot: Rendered,
     status: Status,
     last_success: Option<Instant>,
+}
+
+#[derive(Clone)]
+struct DirectClient {
+    company: usize,
+    name: String,
+    client: Client,
 }
 
 struct Shared {
@@ -154,12 +170,14 @@ impl Exporter {
     ) -> Result<Exporter, ReloadError> {
         let telemetry = Arc::new(Telemetry::new());
         let client = make_client(&config, &keys, retry, &telemetry)?;
+        let direct_clients = Arc::new(make_direct_clients(&config, &client)?);
         let status = Status {
             up: false,
             last_success: None,
             last_duration_seconds: None,
             refresh_interval_seconds: config.refresh_interval.as_secs_f64(),
             reload_successful: true,
+            activity: config.activity.enabled.then(ActivityStatus::default),
         };
         let (config_changed, _) = watch::channel(config.refresh_interval);
         let exporter = Exporter {
@@ -167,7 +185,11 @@ impl Exporter {
                 state: Mutex::new(State {
                     config: Arc::new(config),
                     client,
+                    direct_clients,
                     last_data: None,
+                    taken_at: None,
+                    direct: Arc::new(Vec::new()),
+                    activity: None,
                     snapshot: Rendered::default(),
                     status,
                     last_success: None,
@@ -217,9 +239,15 @@ impl Exporter {
     /// failure the previous snapshot stays exactly as it was and `openrouter_up` drops to 0.
     pub async fn refresh(&self) -> Result<(), UpstreamError> {
         let _serial = self.shared.refresh_lock.lock().await;
-        let (client, config) = {
+        let (client, config, direct_clients, previous_direct, activity) = {
             let state = lock(&self.shared.state);
-            (state.client.clone(), Arc::clone(&state.config))
+            (
+                state.client.clone(),
+                Arc::clone(&state.config),
+                Arc::clone(&state.direct_clients),
+                Arc::clone(&state.direct),
+                state.activity.clone(),
+            )
         };
         let started = Instant::now();
         // The whole refresh must end before the next one is due.
@@ -227,22 +255,35 @@ impl Exporter {
             .refresh_interval
             .mul_f64(0.9)
             .max(Duration::from_millis(500));
-        let fetched =
-            match tokio::time::timeout(deadline, client.fetch_all(&config.openrouter.workspaces))
-                .await
-            {
-                Ok(result) => result,
-                Err(_) => Err(UpstreamError::Deadline(deadline)),
+        let work = async {
+            let data = match config.openrouter.management_key {
+                Some(_) => client.fetch_all(&config.openrouter.workspaces).await?,
+                None => UpstreamData::default(),
             };
+            let direct = poll_direct(&direct_clients, &previous_direct).await;
+            Ok::<_, UpstreamError>((data, direct))
+        };
+        let fetched = match tokio::time::timeout(deadline, work).await {
+            Ok(result) => result,
+            Err(_) => Err(UpstreamError::Deadline(deadline)),
+        };
         let outcome = match fetched {
-            Ok(data) => {
+            Ok((data, direct)) => {
                 let data = Arc::new(data);
+                let extras = Extras {
+                    direct: Arc::new(direct),
+                    activity,
+                };
                 let now = Utc::now();
-                let rendered = render_snapshot(Arc::clone(&config), Arc::clone(&data), now).await;
+                let rendered =
+                    render_snapshot(Arc::clone(&config), Arc::clone(&data), extras.clone(), now)
+                        .await;
                 match rendered {
                     Ok(rendered) => {
                         let mut state = lock(&self.shared.state);
                         state.last_data = Some(data);
+                        state.taken_at = Some(now);
+                        state.direct = extras.direct;
                         state.snapshot = rendered;
                         state.last_success = Some(Instant::now());
                         state.status.up = true;
@@ -293,63 +334,194 @@ impl Exporter {
     /// On error nothing changes except `openrouter_config_last_reload_successful 0`.
     pub async fn apply_config(&self, config: Config) -> Result<(), ReloadError> {
         let _serial = self.shared.refresh_lock.lock().await;
-        let (old, last_data) = {
+        let (old, client) = {
             let state = lock(&self.shared.state);
-            (Arc::clone(&state.config), state.last_data.clone())
+            (Arc::clone(&state.config), state.client.clone())
         };
-        let client = if old.openrouter == config.openrouter
+        let rebuilt = if old.openrouter == config.openrouter
             && matches!(self.shared.keys, KeyProvider::Fixed(_))
         {
-            None
+            Ok(client)
         } else {
-            match make_client(
+            make_client(
                 &config,
                 &self.shared.keys,
                 self.shared.retry,
                 &self.shared.telemetry,
-            ) {
-                Ok(client) => Some(client),
-                Err(e) => {
-                    self.reload_failed();
-                    return Err(e);
-                }
+            )
+        };
+        let clients = rebuilt.and_then(|client| {
+            let direct = make_direct_clients(&config, &client)?;
+            Ok((client, direct))
+        });
+        let (client, direct_clients) = match clients {
+            Ok(pair) => pair,
+            Err(e) => {
+                self.reload_failed();
+                return Err(e);
             }
         };
         let config = Arc::new(config);
-        let snapshot = match last_data {
-            Some(data) => {
-                let taken_at = lock(&self.shared.state)
-                    .status
-                    .last_success
-                    .unwrap_or_else(Utc::now);
-                match render_snapshot(Arc::clone(&config), data, taken_at).await {
-                    Ok(r) => Some(r),
-                    Err(e) => {
-                        warn!(error = %e, "re-rendering after reload failed");
-                        None
-                    }
-                }
-            }
-            None => None,
-        };
         {
             let mut state = lock(&self.shared.state);
             state.config = Arc::clone(&config);
-            if let Some(client) = client {
-                state.client = client;
-            }
-            if let Some(snapshot) = snapshot {
-                state.snapshot = snapshot;
-            }
+            state.client = client;
+            state.direct_clients = Arc::new(direct_clients);
+            // Direct keys keep their last figures only while they stay in the config.
+            let kept: Vec<DirectKey> = state
+                .direct
+                .iter()
+                .filter_map(|d| {
+                    let (company, _, _) = config
+                        .direct_keys()
+                        .find(|(_, name, _)| *name == d.name)?;
+                    Some(DirectKey {
+                        company,
+                        ..d.clone()
+                    })
+                })
+                .collect();
+            state.direct = Arc::new(kept);
             state.status.reload_successful = true;
             state.status.refresh_interval_seconds = config.refresh_interval.as_secs_f64();
+            state.status.activity = match (config.activity.enabled, state.status.activity) {
+                (true, Some(a)) => Some(a),
+                (true, None) => Some(ActivityStatus::default()),
+                (false, _) => None,
+            };
+            if !config.activity.enabled {
+                state.activity = None;
+            }
         }
+        self.rerender().await;
         self.shared
             .config_changed
             .send_replace(config.refresh_interval);
         self.publish();
-        info!(companies = config.companies.len(), "configuration applied");
+        info!(
+            companies = config.companies.len(),
+            "configuration applied"
+        );
         Ok(())
+    }
+
+    /// Re-renders the snapshot from the last listing with the current config
+    /// and activity data (after a reload or an activity run). Caller holds `refresh_lock`.
+    async fn rerender(&self) {
+        let (config, data, taken_at, extras) = {
+            let state = lock(&self.shared.state);
+            let Some(data) = state.last_data.clone() else {
+                return;
+            };
+            let extras = Extras {
+                direct: Arc::clone(&state.direct),
+                activity: state.activity.clone(),
+            };
+            (
+                Arc::clone(&state.config),
+                data,
+                state.taken_at.unwrap_or_else(Utc::now),
+                extras,
+            )
+        };
+        match render_snapshot(config, data, extras, taken_at).await {
+            Ok(rendered) => lock(&self.shared.state).snapshot = rendered,
+            Err(e) => warn!(error = %e, "re-rendering the snapshot failed; keeping the previous one"),
+        }
+    }
+
+    /// One activity run: fetches the days each listed key is missing, then
+    /// re-renders with the new cache. All-or-nothing: on failure the previous
+    /// activity data stays and `openrouter_activity_up` is 0. Returns the calls made.
+    pub async fn refresh_activity(&self) -> Result<usize, UpstreamError> {
+        let (client, config, data, cache) = {
+            let state = lock(&self.shared.state);
+            (
+                state.client.clone(),
+                Arc::clone(&state.config),
+                state.last_data.clone(),
+                state.activity.clone().unwrap_or_default(),
+            )
+        };
+        if !config.activity.enabled || config.openrouter.management_key.is_none() {
+            return Ok(0);
+        }
+        // Nothing is listed before the first refresh.
+        let Some(data) = data else { return Ok(0) };
+        let today = Utc::now().date_naive();
+        let plan = cache.plan(data.keys.iter().map(|k| k.hash.as_str()), today);
+        let calls = plan.len();
+        let fetched = activity::fetch(&client, plan, config.activity.concurrency).await;
+        let _serial = self.shared.refresh_lock.lock().await;
+        match fetched {
+            Ok(results) => {
+                let mut cache = (*cache).clone();
+                for (hash, what, rows) in &results {
+                    cache.apply(hash, what, rows, today);
+                }
+                let listed = data.keys.iter().map(|k| k.hash.as_str()).collect();
+                cache.prune(&listed, today);
+                {
+                    let mut state = lock(&self.shared.state);
+                    let cached_keys = cache.keys();
+                    state.activity = Some(Arc::new(cache));
+                    state.status.activity = Some(ActivityStatus {
+                        up: true,
+                        last_success: Some(Utc::now()),
+                        cached_keys,
+                    });
+                }
+                self.rerender().await;
+                self.publish();
+                info!(calls, "activity run succeeded");
+                Ok(calls)
+            }
+            Err(e) => {
+                {
+                    let mut state = lock(&self.shared.state);
+                    if let Some(status) = state.status.activity.as_mut() {
+                        status.up = false;
+                    }
+                }
+                self.shared.telemetry.count_refresh_failure("activity");
+                warn!(error = %e, "activity run failed; keeping the previous activity data");
+                self.publish();
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs activity collection every `activity.refresh_interval` and shortly
+    /// after each UTC midnight (when a day completes), until `shutdown`.
+    pub async fn run_activity(&self, mut shutdown: watch::Receiver<bool>) {
+        let mut config_changed = self.shared.config_changed.subscribe();
+        loop {
+            let config = self.config();
+            let listed = lock(&self.shared.state).last_data.is_some();
+            let wait = if config.activity.enabled && !listed {
+                // Activity is per listed key: wait for the first listing.
+                Duration::from_millis(250)
+            } else if config.activity.enabled {
+                let _ = self.refresh_activity().await;
+                let now = Utc::now();
+                let after_midnight = crate::snapshot::Window::Daily
+                    .end(now)
+                    .map(|end| end + chrono::Duration::minutes(10) - now)
+                    .and_then(|d| d.to_std().ok())
+                    .unwrap_or(config.activity.refresh_interval);
+                config.activity.refresh_interval.min(after_midnight)
+            } else {
+                Duration::from_secs(3600)
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = config_changed.changed() => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+        }
     }
 
     /// Re-reads the config file given at start (SIGHUP, file change).
@@ -426,6 +598,77 @@ impl Exporter {
     }
 }
 
+fn make_direct_clients(config: &Config, base: &Client) -> Result<Vec<DirectClient>, ReloadError> {
+    config
+        .direct_keys()
+        .map(|(company, name, secret)| {
+            let key = secret
+                .load()
+                .map_err(|e| ReloadError::DirectKey(name.to_string(), e))?;
+            Ok(DirectClient {
+                company,
+                name: name.to_string(),
+                client: base.with_bearer(key),
+            })
+        })
+        .collect()
+}
+
+/// Polls every direct key with its own secret. Never fails as a whole: a key
+/// that fails keeps its last good figures and is marked down.
+async fn poll_direct(clients: &[DirectClient], previous: &[DirectKey]) -> Vec<DirectKey> {
+    let mut tasks = tokio::task::JoinSet::new();
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(8));
+    for (index, direct) in clients.iter().cloned().enumerate() {
+        let semaphore = Arc::clone(&semaphore);
+        tasks.spawn(async move {
+            let _permit = semaphore.acquire_owned().await;
+            let result: Result<serde_json::Value, _> =
+                direct.client.get_data(Endpoint::Key, "/key").await;
+            let key = result.and_then(|mut value| {
+                if let Some(obj) = value.as_object_mut() {
+                    obj.insert("hash".into(), format!("direct:{}", direct.name).into());
+                    obj.insert("name".into(), direct.name.clone().into());
+                }
+                serde_json::from_value::<crate::upstream::ApiKey>(value).map_err(|e| {
+                    UpstreamError::Decode {
+                        endpoint: Endpoint::Key,
+                        message: e.to_string(),
+                    }
+                })
+            });
+            (index, direct, key)
+        });
+    }
+    let mut polled = Vec::with_capacity(clients.len());
+    while let Some(joined) = tasks.join_next().await {
+        let Ok((index, direct, key)) = joined else { continue };
+        let entry = match key {
+            Ok(key) => DirectKey {
+                company: direct.company,
+                name: direct.name,
+                key: Some(key),
+                up: true,
+            },
+            Err(e) => {
+                warn!(key = %direct.name, error = %e, "direct key poll failed; keeping its last figures");
+                DirectKey {
+                    company: direct.company,
+                    key: previous
+                        .iter()
+                        .find(|p| p.name == direct.name)
+                        .and_then(|p| p.key.clone()),
+                    name: direct.name,
+                    up: false,
+                }
+            }
+        };
+        polled.push((index, entry));
+    }
+    polled.sort_by_key(|(i, _)| *i);
+    polled.into_iter().map(|(_, d)| d).collect()
+}
+
 fn make_client(
     config: &Config,
     keys: &KeyProvider,
@@ -434,7 +677,11 @@ fn make_client(
 ) -> Result<Client, ReloadError> {
     let key = match keys {
         KeyProvider::Fixed(key) => key.clone(),
-        KeyProvider::FromConfig => config.openrouter.management_key.load()?,
+        KeyProvider::FromConfig => match &config.openrouter.management_key {
+            Some(source) => source.load()?,
+            // Direct-key mode: the management API is never called.
+            None => SecretString::from(String::new()),
+        },
     };
     Ok(Client::new(
         &config.openrouter.base_url,
@@ -449,10 +696,11 @@ fn make_client(
 async fn render_snapshot(
     config: Arc<Config>,
     data: Arc<UpstreamData>,
+    extras: Extras,
     taken_at: DateTime<Utc>,
 ) -> std::io::Result<Rendered> {
     let job = move || {
-        let snapshot = Snapshot::build(&config, data, taken_at);
+        let snapshot = Snapshot::build(&config, data, &extras, taken_at);
         render(|w| write_snapshot(w, &snapshot, config.metrics))
     };
     match tokio::task::spawn_blocking(job).await {

@@ -11,7 +11,8 @@ use std::io::{self, Write};
 use chrono::{DateTime, Utc};
 
 use crate::config::MetricsOptions;
-use crate::snapshot::{key_byok_usage, key_usage, Snapshot, Usd, Window};
+use crate::snapshot::{key_byok_usage, key_usage, Snapshot, Usd, Window, ROLLING};
+use crate::upstream::ApiKey;
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -124,7 +125,8 @@ pub fn escape_label_value(out: &mut Vec<u8>, value: &str) {
 }
 
 const CALENDAR_NOTE: &str = "window: daily = current UTC day, weekly = current UTC week from Monday, \
-monthly = current UTC month (each to date, dropping to 0 at its UTC boundary); lifetime = since the key was created. \
+monthly = current UTC month (each to date, dropping to 0 at its UTC boundary); lifetime = since the key was created; \
+rolling_7d / rolling_30d (with activity collection) = the last 6 / 29 completed UTC days plus today. \
 Refreshed in the background; up to one refresh interval old.";
 
 /// Renders every OpenRouter family of a snapshot.
@@ -133,14 +135,25 @@ pub fn write_snapshot<W: Write>(
     snap: &Snapshot,
     options: MetricsOptions,
 ) -> io::Result<()> {
-    let keys = snap.keys();
+    // Listed keys, then direct keys that have figures and are not also listed.
+    let listed = snap.keys().len();
+    let direct = snap
+        .direct
+        .iter()
+        .filter_map(|d| d.key.as_ref().map(|k| (k, snap.companies[d.company].name.as_str())))
+        .filter(|(k, _)| !snap.direct_duplicates.contains(&k.name));
+    let keys: Vec<&ApiKey> = snap.keys().iter().chain(direct.clone().map(|(k, _)| k)).collect();
+    let companies: Vec<&str> = (0..listed)
+        .map(|i| snap.company_of(i))
+        .chain(direct.map(|(_, c)| c))
+        .collect();
     if options.per_key {
         let key_labels = |i: usize| {
-            let key = &keys[i];
+            let key = keys[i];
             [
                 ("key_hash", key.hash.as_str()),
                 ("key", key.name.as_str()),
-                ("company", snap.company_of(i)),
+                ("company", companies[i]),
             ]
         };
 
@@ -153,8 +166,15 @@ pub fn write_snapshot<W: Write>(
         for i in 0..keys.len() {
             let [h, k, c] = key_labels(i);
             for window in Window::ALL {
-                if let Some(v) = key_usage(&keys[i], window) {
+                if let Some(v) = key_usage(keys[i], window) {
                     w.sample_f64(name, &[h, k, c, ("window", window.as_str())], v)?;
+                }
+            }
+            if let Some(rolling) = snap.key_rolling.get(i) {
+                for ((window, _), value) in ROLLING.iter().zip(rolling) {
+                    if let Some(v) = value {
+                        w.sample_f64(name, &[h, k, c, ("window", window)], *v)?;
+                    }
                 }
             }
         }
@@ -172,7 +192,7 @@ pub fn write_snapshot<W: Write>(
             for i in 0..keys.len() {
                 let [h, k, c] = key_labels(i);
                 for window in Window::ALL {
-                    if let Some(v) = key_byok_usage(&keys[i], window) {
+                    if let Some(v) = key_byok_usage(keys[i], window) {
                         w.sample_f64(name, &[h, k, c, ("window", window.as_str())], v)?;
                     }
                 }
@@ -272,6 +292,11 @@ pub fn write_snapshot<W: Write>(
                 w.sample_usd(name, &labels, v)?;
             }
         }
+        for ((window, _), value) in ROLLING.iter().zip(company.rolling) {
+            if let Some(v) = value {
+                w.sample_usd(name, &[("company", company.name.as_str()), ("window", window)], v)?;
+            }
+        }
     }
 
     let name = "openrouter_company_byok_usage_usd";
@@ -359,6 +384,74 @@ pub fn write_snapshot<W: Write>(
         w.sample_usd(name, &[], unattributed)?;
     }
 
+    if options.per_key && !snap.direct.is_empty() {
+        let name = "openrouter_key_up";
+        w.family(
+            name,
+            "gauge",
+            "Direct-key mode: 1 when the last GET /key with this key's own secret succeeded, 0 when it \
+             failed (e.g. 401: revoked); its figures are then the last good ones, or absent.",
+        )?;
+        for d in snap.direct.iter() {
+            let Some(key) = &d.key else { continue };
+            let labels = [
+                ("key_hash", key.hash.as_str()),
+                ("key", key.name.as_str()),
+                ("company", snap.companies[d.company].name.as_str()),
+            ];
+            w.sample(name, &labels, format_args!("{}", u8::from(d.up)))?;
+        }
+    }
+
+    if snap.companies.iter().any(|c| c.models.is_some()) {
+        const MIX: &str = "over the last 30 completed UTC days (window=\"rolling_30d\"; today is not broken \
+             down by model until it completes); the top models by spend, the rest summed as model=\"other\".";
+        let mixes = || {
+            snap.companies
+                .iter()
+                .filter_map(|c| c.models.as_ref().map(|m| (c.name.as_str(), m)))
+        };
+        let name = "openrouter_company_model_usage_usd";
+        w.family(name, "gauge", &format!("Credit spend of one company per model in US dollars, {MIX}"))?;
+        for (company, models) in mixes() {
+            for (model, t) in models {
+                let labels = [("company", company), ("model", model.as_str()), ("window", "rolling_30d")];
+                w.sample_usd(name, &labels, t.usage)?;
+            }
+        }
+        let name = "openrouter_company_model_requests";
+        w.family(name, "gauge", &format!("Requests of one company per model, {MIX}"))?;
+        for (company, models) in mixes() {
+            for (model, t) in models {
+                let labels = [("company", company), ("model", model.as_str()), ("window", "rolling_30d")];
+                w.sample(name, &labels, format_args!("{}", t.requests))?;
+            }
+        }
+        let name = "openrouter_company_model_tokens";
+        w.family(
+            name,
+            "gauge",
+            &format!("Tokens of one company per model and kind (prompt, completion, reasoning), {MIX}"),
+        )?;
+        for (company, models) in mixes() {
+            for (model, t) in models {
+                for (kind, v) in [
+                    ("prompt", t.prompt_tokens),
+                    ("completion", t.completion_tokens),
+                    ("reasoning", t.reasoning_tokens),
+                ] {
+                    let labels = [
+                        ("company", company),
+                        ("model", model.as_str()),
+                        ("window", "rolling_30d"),
+                        ("kind", kind),
+                    ];
+                    w.sample(name, &labels, format_args!("{v}"))?;
+                }
+            }
+        }
+    }
+
     let name = "openrouter_window_end_timestamp_seconds";
     w.family(
         name,
@@ -410,6 +503,15 @@ pub struct Status {
     pub last_duration_seconds: Option<f64>,
     pub refresh_interval_seconds: f64,
     pub reload_successful: bool,
+    /// `None` when activity collection is off.
+    pub activity: Option<ActivityStatus>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ActivityStatus {
+    pub up: bool,
+    pub last_success: Option<DateTime<Utc>>,
+    pub cached_keys: usize,
 }
 
 pub fn write_status<W: Write>(w: &mut MetricWriter<W>, status: &Status) -> io::Result<()> {
@@ -448,6 +550,25 @@ pub fn write_status<W: Write>(w: &mut MetricWriter<W>, status: &Status) -> io::R
         "Configured time between refreshes in seconds.",
     )?;
     w.sample_f64(name, &[], status.refresh_interval_seconds)?;
+
+    if let Some(activity) = status.activity {
+        let name = "openrouter_activity_up";
+        w.family(
+            name,
+            "gauge",
+            "1 when the last activity run (GET /activity per key, for rolling windows and the model mix) \
+             fully succeeded; 0 when it failed and the previous activity data is kept.",
+        )?;
+        w.sample(name, &[], format_args!("{}", u8::from(activity.up)))?;
+        if let Some(ts) = activity.last_success {
+            let name = "openrouter_activity_last_success_timestamp_seconds";
+            w.family(name, "gauge", "When the last activity run succeeded, as a Unix timestamp in seconds.")?;
+            w.sample_f64(name, &[], ts.timestamp_millis() as f64 / 1000.0)?;
+        }
+        let name = "openrouter_activity_cached_keys";
+        w.family(name, "gauge", "Keys whose daily activity is cached.")?;
+        w.sample(name, &[], format_args!("{}", activity.cached_keys))?;
+    }
 
     let name = "openrouter_config_last_reload_successful";
     w.family(

@@ -4,6 +4,7 @@
 //! [`snapshot`] → [`exposition`] (rendered once per refresh by [`exporter`]) →
 //! [`server`]. [`sim`] is a simulated OpenRouter used by [`demo`] and the tests.
 
+pub mod activity;
 pub mod attribution;
 pub mod config;
 pub mod demo;

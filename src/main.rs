@@ -16,7 +16,7 @@ use tracing::{error, info, warn};
 use openrouter_cost_exporter::config::Config;
 use openrouter_cost_exporter::demo::{demo_config, DemoUpstream};
 use openrouter_cost_exporter::exporter::Exporter;
-use openrouter_cost_exporter::server::{serve, ServerOptions};
+use openrouter_cost_exporter::server::{serve, ServerOptions, WebConfig};
 use openrouter_cost_exporter::upstream::RetryPolicy;
 
 const DEFAULT_LISTEN: &str = ":10115";
@@ -52,6 +52,10 @@ struct Cli {
         global = true
     )]
     telemetry_path: String,
+
+    /// TLS and basic auth config, in the Prometheus exporter-toolkit web-config format.
+    #[arg(long = "web.config.file", value_name = "PATH", global = true)]
+    web_config_file: Option<PathBuf>,
 
     /// Log level.
     #[arg(long = "log.level", value_enum, default_value = "info", global = true)]
@@ -146,15 +150,25 @@ fn run_async(future: impl std::future::Future<Output = anyhow::Result<()>>) -> a
 
 fn check_config(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
-    config.openrouter.management_key.load()?;
+    if let Some(source) = &config.openrouter.management_key {
+        source.load()?;
+    }
+    for (_, name, secret) in config.direct_keys() {
+        secret
+            .load()
+            .with_context(|| format!("direct key {name:?}"))?;
+    }
     let selectors: usize = config.companies.iter().map(|c| c.selectors.len()).sum();
     println!(
-        "{}: valid ({} companies, {} key selectors, refresh every {}; management key found in {})",
+        "{}: valid ({} companies, {} key selectors, refresh every {}; {})",
         path.display(),
         config.companies.len(),
         selectors,
         humantime::format_duration(config.refresh_interval),
-        config.openrouter.management_key
+        match &config.openrouter.management_key {
+            Some(source) => format!("management key found in {source}"),
+            None => "direct-key mode, no management key".to_string(),
+        }
     );
     Ok(())
 }
@@ -179,8 +193,13 @@ fn server_options(cli: &Cli) -> anyhow::Result<ServerOptions> {
             cli.telemetry_path
         );
     }
+    let web = match &cli.web_config_file {
+        Some(path) => WebConfig::load(path)?,
+        None => WebConfig::default(),
+    };
     Ok(ServerOptions {
         telemetry_path: cli.telemetry_path.clone(),
+        web,
         ..ServerOptions::default()
     })
 }
@@ -218,18 +237,26 @@ async fn run_exporter(cli: &Cli) -> anyhow::Result<()> {
         );
     }
     let exporter = Exporter::new(config, Some(path.clone()))?;
+    // The web config (TLS files, hashes) is checked before anything starts.
+    let options = server_options(cli)?;
     let listener = bind(cli).await?;
     let shutdown = shutdown_on_signals()?;
     spawn_reloaders(exporter.clone(), path, shutdown.clone())?;
-    let refresher = {
-        let exporter = exporter.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move { exporter.run(shutdown).await })
-    };
-    serve(listener, exporter, server_options(cli)?, shutdown).await?;
-    refresher.abort();
+    let mut background = spawn_background(&exporter, &shutdown);
+    serve(listener, exporter, options, shutdown).await?;
+    background.abort_all();
     info!("stopped");
     Ok(())
+}
+
+/// The refresh loop and the (opt-in) activity loop.
+fn spawn_background(exporter: &Exporter, shutdown: &watch::Receiver<bool>) -> tokio::task::JoinSet<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    let (e, s) = (exporter.clone(), shutdown.clone());
+    tasks.spawn(async move { e.run(s).await });
+    let (e, s) = (exporter.clone(), shutdown.clone());
+    tasks.spawn(async move { e.run_activity(s).await });
+    tasks
 }
 
 /// SIGHUP and a change of the config file's content both reload it.
@@ -269,6 +296,7 @@ fn spawn_reloaders(
 }
 
 async fn run_demo(cli: &Cli) -> anyhow::Result<()> {
+    let options = server_options(cli)?;
     let key = format!("sk-or-v1-demo-{:016x}", fastrand::u64(..));
     let upstream = DemoUpstream::start(&key)
         .await
@@ -284,13 +312,9 @@ async fn run_demo(cli: &Cli) -> anyhow::Result<()> {
         cli.telemetry_path
     );
     let shutdown = shutdown_on_signals()?;
-    let refresher = {
-        let exporter = exporter.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move { exporter.run(shutdown).await })
-    };
-    serve(listener, exporter, server_options(cli)?, shutdown).await?;
-    refresher.abort();
+    let mut background = spawn_background(&exporter, &shutdown);
+    serve(listener, exporter, options, shutdown).await?;
+    background.abort_all();
     drop(upstream);
     Ok(())
 }

@@ -2,9 +2,27 @@
 //!
 //! A scrape never calls OpenRouter and never renders: it serves the body the
 //! last refresh published, gzip-compressed when the scraper accepts it.
+//!
+//! With a web config ([`WebConfig`], `--web.config.file`) the same endpoints
+//! are served over TLS (optionally requiring client certificates) and/or
+//! behind HTTP basic auth. Basic auth protects every endpoint, `/healthz`
+//! included, as exporter-toolkit does, unless the web config lists the path
+//! in `auth_excluded_paths`.
+//!
+//! Hostile clients: a connection must finish its TLS handshake, and then each
+//! request's headers, within `header_read_timeout`, or it is closed; a
+//! response write that makes no progress for `write_timeout` (a client that
+//! stopped reading) closes it too. At most `max_connections` are served at
+//! once (more wait in the kernel's accept queue). A stalled connection
+//! therefore holds a slot for a bounded time, and the accept loop itself never
+//! waits on a client.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,20 +31,38 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use crate::exporter::Exporter;
 use crate::exposition::CONTENT_TYPE;
 
+// The web config lives in its own file; it is declared here so that the
+// server owns it. Moving it to `lib.rs` (`pub mod webconfig;`) only needs
+// this declaration changed: the re-exports below keep every path working.
+#[path = "webconfig.rs"]
+pub mod webconfig;
+pub use webconfig::{ClientAuth, WebConfig, WebConfigError};
+
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
     pub telemetry_path: String,
-    /// A client must send its request headers within this time.
+    /// A client must finish its TLS handshake, and then send each request's
+    /// headers, within this time (idle keep-alive connections included).
     pub header_read_timeout: Duration,
+    /// A write to the client that makes no progress for this long (the
+    /// client stopped reading) closes the connection.
+    pub write_timeout: Duration,
     /// Connections served at once; more wait in the kernel's accept queue.
+    /// Kept below the common 1024 open-files soft limit so that a flood of
+    /// connections cannot starve the OpenRouter client or config reloads of
+    /// file descriptors.
     pub max_connections: usize,
+    /// TLS, client certificates, basic auth and extra headers (`--web.config.file`).
+    pub web: WebConfig,
 }
 
 impl Default for ServerOptions {
@@ -34,10 +70,15 @@ impl Default for ServerOptions {
         ServerOptions {
             telemetry_path: "/metrics".to_string(),
             header_read_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
             max_connections: 512,
+            web: WebConfig::default(),
         }
     }
 }
+
+/// What a plain-HTTP client gets from the TLS port (as Go's net/http answers).
+const PLAINTEXT_ON_TLS: &[u8] = b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
 
 /// Serves until `shutdown` turns true, then lets in-flight requests finish (at most 5 s).
 pub async fn serve(
@@ -48,13 +89,21 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let options = Arc::new(options);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let slots = Arc::new(tokio::sync::Semaphore::new(options.max_connections));
+    let slots = Arc::new(tokio::sync::Semaphore::new(options.max_connections.max(1)));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(options.header_read_timeout)
         .max_buf_size(64 * 1024);
-    info!(address = %listener.local_addr()?, path = %options.telemetry_path, "serving metrics");
+    let tls = options.web.tls().map(TlsAcceptor::from);
+    info!(
+        address = %listener.local_addr()?,
+        path = %options.telemetry_path,
+        tls = tls.is_some(),
+        client_auth = ?options.web.client_auth(),
+        basic_auth = options.web.basic_auth().is_some(),
+        "serving metrics"
+    );
     loop {
         let permit = tokio::select! {
             permit = Arc::clone(&slots).acquire_owned() => match permit {
@@ -76,18 +125,52 @@ pub async fn serve(
                 continue;
             }
         };
+        let _ = stream.set_nodelay(true);
+        // Everything that can wait on the client happens in the connection's
+        // own task, never in this loop.
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
+        let tls = tls.clone();
         let exporter = exporter.clone();
         let options = Arc::clone(&options);
-        let service = hyper::service::service_fn(move |req| {
-            let response = route(&req, &exporter, &options);
-            async move { Ok::<_, Infallible>(response) }
-        });
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let _permit = permit;
+            let handshake_timeout = options.header_read_timeout;
+            let write_timeout = options.write_timeout;
+            let service = hyper::service::service_fn(move |req| {
+                let exporter = exporter.clone();
+                let options = Arc::clone(&options);
+                async move { Ok::<_, Infallible>(handle(req, &exporter, &options).await) }
+            });
+            let result = match tls {
+                None => {
+                    let stream = WriteTimeout::new(stream, write_timeout);
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
+                Some(acceptor) => {
+                    let stream = match tokio::time::timeout(
+                        handshake_timeout,
+                        tls_handshake(&acceptor, stream, peer, write_timeout),
+                    )
+                    .await
+                    {
+                        Ok(Some(stream)) => stream,
+                        Ok(None) => return,
+                        Err(_) => {
+                            debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
+            };
+            if let Err(e) = result {
                 debug!(%peer, error = %e, "connection ended with an error");
             }
-            drop(permit);
         });
     }
     drop(listener);
@@ -96,6 +179,180 @@ pub async fn serve(
         _ = tokio::time::sleep(Duration::from_secs(5)) => warn!("connections still open after 5s; closing"),
     }
     Ok(())
+}
+
+/// The TLS handshake; `None` when it failed or the client spoke plain HTTP
+/// (which gets a 400 explaining why, then the connection is closed).
+async fn tls_handshake(
+    acceptor: &TlsAcceptor,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    write_timeout: Duration,
+) -> Option<tokio_rustls::server::TlsStream<WriteTimeout<TcpStream>>> {
+    let mut first = [0u8; 1];
+    match stream.peek(&mut first).await {
+        Ok(1) => {}
+        _ => return None,
+    }
+    // Every TLS connection starts with a handshake record (content type 22).
+    if first[0] != 0x16 {
+        if first[0].is_ascii_alphabetic() {
+            debug!(%peer, "plain HTTP request on the TLS port");
+            let _ = stream.write_all(PLAINTEXT_ON_TLS).await;
+            let _ = stream.shutdown().await;
+            // Drain what the client sent, so closing does not reset the
+            // connection before it has read the answer.
+            let mut sink = [0u8; 4096];
+            let mut drained = 0;
+            while drained < 64 * 1024 {
+                match stream.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => drained += n,
+                }
+            }
+        } else {
+            debug!(%peer, "not a TLS handshake; closing");
+        }
+        return None;
+    }
+    match acceptor
+        .accept(WriteTimeout::new(stream, write_timeout))
+        .await
+    {
+        Ok(stream) => Some(stream),
+        Err(e) => {
+            debug!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
+    }
+}
+
+/// Basic auth first (it protects every endpoint not excluded), then routing, then the configured headers.
+async fn handle(
+    req: Request<Incoming>,
+    exporter: &Exporter,
+    options: &ServerOptions,
+) -> Response<Full<Bytes>> {
+    let authorized = match options.web.basic_auth_for(req.uri().path()) {
+        Some(auth) => auth.check(req.headers().get(header::AUTHORIZATION)).await,
+        None => true,
+    };
+    let mut response = if authorized {
+        route(&req, exporter, options)
+    } else {
+        unauthorized()
+    };
+    let headers = response.headers_mut();
+    for (name, value) in options.web.headers() {
+        headers.insert(name.clone(), value.clone());
+    }
+    response
+}
+
+fn unauthorized() -> Response<Full<Bytes>> {
+    let mut response = text(StatusCode::UNAUTHORIZED, "Unauthorized\n");
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(webconfig::WWW_AUTHENTICATE),
+    );
+    response
+}
+
+/// Fails a write (or flush) that has made no progress for `timeout`: hyper
+/// has no write timeout, and a client that stops reading would otherwise hold
+/// its connection slot forever. Reads pass through (hyper's header timeout
+/// covers them).
+struct WriteTimeout<T> {
+    inner: T,
+    timeout: Duration,
+    stalled_since: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<T> WriteTimeout<T> {
+    fn new(inner: T, timeout: Duration) -> Self {
+        WriteTimeout {
+            inner,
+            timeout,
+            stalled_since: None,
+        }
+    }
+
+    /// Called when the inner write is pending: starts or polls the stall timer.
+    fn stalled<R>(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<R>> {
+        let timeout = self.timeout;
+        let timer = self
+            .stalled_since
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "client stopped reading",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn progressed<R>(
+        &mut self,
+        result: Poll<std::io::Result<R>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<R>> {
+        match result {
+            Poll::Ready(r) => {
+                self.stalled_since = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => self.stalled(cx),
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for WriteTimeout<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for WriteTimeout<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.progressed(result, cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.progressed(result, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_flush(cx);
+        this.progressed(result, cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.progressed(result, cx)
+    }
 }
 
 fn route(

@@ -6,14 +6,15 @@
 //! make any call fail, hang or return garbage.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Map, Value};
@@ -99,14 +100,31 @@ pub enum FaultResponse {
     Raw { content_type: String, body: String },
     /// Wait, then answer normally (longer than the client timeout = a timeout).
     Delay(Duration),
+    /// Answer normally, but with this `Content-Type`.
+    ContentType(String),
+    /// Answer as if the request had no `offset`: a server that repeats its first page forever.
+    IgnoreOffset,
+    /// A 200 whose body is `bytes` bytes of filler, streamed from one small
+    /// buffer (cheap at any size). With `content_length` the size is announced
+    /// up front; without, it is sent chunked and only its length gives it away.
+    Stream { bytes: u64, content_length: bool },
+    /// A 200 that announces `declared` bytes, sends `body`, then drops the connection.
+    CutOff { body: String, declared: u64 },
+    /// Read the request, then close the connection without answering.
+    Disconnect,
+    /// A broken proxy: this status with a plain-text body echoing the request
+    /// line and its `Authorization` header (the management key).
+    EchoRequest { status: u16 },
 }
 
 /// A fault for requests whose path (after `/api/v1`) equals `path` and, when
-/// set, whose `offset` query parameter equals `offset`.
+/// set, whose `offset` query parameter equals `offset` and whose
+/// `workspace_id` equals `workspace`.
 #[derive(Debug, Clone)]
 pub struct Fault {
     pub path: String,
     pub offset: Option<usize>,
+    pub workspace: Option<String>,
     pub response: FaultResponse,
     /// How many matching requests it answers; `None` = all of them.
     pub times: Option<u32>,
@@ -117,6 +135,7 @@ impl Fault {
         Fault {
             path: path.to_string(),
             offset: None,
+            workspace: None,
             response,
             times: None,
         }
@@ -127,9 +146,119 @@ impl Fault {
         self
     }
 
+    /// Only requests for this `workspace_id` (e.g. a workspace deleted mid-refresh).
+    pub fn for_workspace(mut self, workspace: &str) -> Fault {
+        self.workspace = Some(workspace.to_string());
+        self
+    }
+
     pub fn times(mut self, n: u32) -> Fault {
         self.times = Some(n);
         self
+    }
+
+    fn matches(&self, path: &str, offset: Option<usize>, workspace: Option<&str>) -> bool {
+        self.times != Some(0)
+            && self.path == path
+            && (self.offset.is_none() || self.offset == Some(offset.unwrap_or(0)))
+            && (self.workspace.is_none() || self.workspace.as_deref() == workspace)
+    }
+}
+
+/// The simulated server's response body: a buffer, a cheap stream of filler,
+/// or a body that breaks off.
+pub struct SimBody {
+    kind: BodyKind,
+}
+
+enum BodyKind {
+    Full(Option<Bytes>),
+    Repeat {
+        chunk: Bytes,
+        remaining: u64,
+        exact: bool,
+    },
+    /// Sends its data, pauses (so the head and data reach the client), then breaks.
+    CutOff {
+        data: Option<Bytes>,
+        pause: Pin<Box<tokio::time::Sleep>>,
+    },
+}
+
+impl SimBody {
+    fn full(bytes: impl Into<Bytes>) -> SimBody {
+        SimBody {
+            kind: BodyKind::Full(Some(bytes.into())),
+        }
+    }
+}
+
+impl Default for SimBody {
+    fn default() -> Self {
+        SimBody::full(Bytes::new())
+    }
+}
+
+impl Body for SimBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let frame = match &mut self.kind {
+            BodyKind::Full(data) => data
+                .take()
+                .filter(|d| !d.is_empty())
+                .map(|d| Ok(Frame::data(d))),
+            BodyKind::Repeat {
+                chunk, remaining, ..
+            } => {
+                if *remaining == 0 {
+                    None
+                } else {
+                    let n = (*remaining).min(chunk.len() as u64);
+                    *remaining -= n;
+                    Some(Ok(Frame::data(chunk.slice(..n as usize))))
+                }
+            }
+            BodyKind::CutOff { data, pause } => match data.take() {
+                Some(d) => Some(Ok(Frame::data(d))),
+                None => {
+                    if pause.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    Some(Err(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionAborted,
+                        "simulated cut-off",
+                    )))
+                }
+            },
+        };
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            BodyKind::Full(data) => !matches!(data, Some(d) if !d.is_empty()),
+            BodyKind::Repeat { remaining, .. } => *remaining == 0,
+            BodyKind::CutOff { .. } => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            BodyKind::Full(data) => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            BodyKind::Repeat {
+                remaining,
+                exact: true,
+                ..
+            } => SizeHint::with_exact(*remaining),
+            _ => SizeHint::default(),
+        }
     }
 }
 
@@ -147,6 +276,10 @@ pub struct SimState {
     pub faults: Vec<Fault>,
     /// Every request's path and query, in order.
     pub requests: Vec<String>,
+    /// `GET /activity` rows per key hash (`date`, `model`, `usage`, …).
+    pub activity: std::collections::HashMap<String, Vec<Value>>,
+    /// Inference keys' secrets → the hash of the key they belong to (`GET /key`).
+    pub inference_keys: std::collections::HashMap<String, String>,
 }
 
 impl SimState {
@@ -160,6 +293,8 @@ impl SimState {
             total_usage: 0.0,
             faults: Vec::new(),
             requests: Vec::new(),
+            activity: Default::default(),
+            inference_keys: Default::default(),
         }
     }
 
@@ -200,9 +335,10 @@ impl SimServer {
                 };
                 let state = Arc::clone(&shared);
                 tokio::spawn(async move {
+                    // An `Err` from the service makes hyper drop the connection unanswered.
                     let service = hyper::service::service_fn(move |req| {
                         let state = Arc::clone(&state);
-                        async move { Ok::<_, Infallible>(handle(req, &state).await) }
+                        async move { handle(req, &state).await }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -266,29 +402,32 @@ fn percent_decode(value: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn json_response(status: u16, body: Value) -> Response<Full<Bytes>> {
+fn json_response(status: u16, body: Value) -> Response<SimBody> {
     Response::builder()
         .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
+        .body(SimBody::full(body.to_string()))
         .unwrap_or_default()
 }
 
-fn error_response(status: u16, message: &str) -> Response<Full<Bytes>> {
+fn error_response(status: u16, message: &str) -> Response<SimBody> {
     json_response(
         status,
         json!({"error": {"code": status, "message": message}}),
     )
 }
 
-async fn handle(req: Request<Incoming>, state: &Mutex<SimState>) -> Response<Full<Bytes>> {
+async fn handle(
+    req: Request<Incoming>,
+    state: &Mutex<SimState>,
+) -> Result<Response<SimBody>, std::io::Error> {
     let path = req
         .uri()
         .path()
         .strip_prefix("/api/v1")
         .unwrap_or(req.uri().path())
         .to_string();
-    let params = query_params(req.uri().query());
+    let mut params = query_params(req.uri().query());
     let auth = req
         .headers()
         .get("authorization")
@@ -305,10 +444,11 @@ async fn handle(req: Request<Incoming>, state: &Mutex<SimState>) -> Response<Ful
                 .unwrap_or_default(),
         );
         let offset: Option<usize> = params.get("offset").and_then(|o| o.parse().ok());
+        let workspace = params.get("workspace_id").map(String::as_str);
         let hit = st
             .faults
             .iter()
-            .position(|f| f.path == path && (f.offset.is_none() || f.offset == offset.or(Some(0))));
+            .position(|f| f.matches(&path, offset, workspace));
         match hit {
             Some(i) => {
                 let response = st.faults[i].response.clone();
@@ -323,6 +463,7 @@ async fn handle(req: Request<Incoming>, state: &Mutex<SimState>) -> Response<Ful
             None => None,
         }
     };
+    let mut content_type = None;
     match fault {
         Some(FaultResponse::Error {
             status,
@@ -334,24 +475,108 @@ async fn handle(req: Request<Incoming>, state: &Mutex<SimState>) -> Response<Ful
                     response.headers_mut().insert("retry-after", v);
                 }
             }
-            return response;
+            return Ok(response);
         }
         Some(FaultResponse::Raw { content_type, body }) => {
-            return Response::builder()
+            return Ok(Response::builder()
                 .header("content-type", content_type)
-                .body(Full::new(Bytes::from(body)))
-                .unwrap_or_default();
+                .body(SimBody::full(body))
+                .unwrap_or_default());
         }
         Some(FaultResponse::Delay(d)) => tokio::time::sleep(d).await,
+        Some(FaultResponse::ContentType(ct)) => content_type = Some(ct),
+        Some(FaultResponse::IgnoreOffset) => {
+            params.remove("offset");
+        }
+        Some(FaultResponse::Stream {
+            bytes,
+            content_length,
+        }) => {
+            // 64 KiB of JSON-ish filler, sliced and re-sent: no allocation per byte sent.
+            let chunk = Bytes::from(b"[0,".repeat(64 * 1024 / 3));
+            return Ok(Response::builder()
+                .header("content-type", "application/json")
+                .body(SimBody {
+                    kind: BodyKind::Repeat {
+                        chunk,
+                        remaining: bytes,
+                        exact: content_length,
+                    },
+                })
+                .unwrap_or_default());
+        }
+        Some(FaultResponse::CutOff { body, declared }) => {
+            return Ok(Response::builder()
+                .header("content-type", "application/json")
+                .header("content-length", declared)
+                .body(SimBody {
+                    kind: BodyKind::CutOff {
+                        data: Some(Bytes::from(body)),
+                        pause: Box::pin(tokio::time::sleep(Duration::from_millis(20))),
+                    },
+                })
+                .unwrap_or_default());
+        }
+        Some(FaultResponse::EchoRequest { status }) => {
+            let echo = format!(
+                "bad gateway; request was: GET {}\nauthorization: {}\n",
+                req.uri(),
+                auth.as_deref().unwrap_or("")
+            );
+            return Ok(Response::builder()
+                .status(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY))
+                .header("content-type", "text/plain")
+                .body(SimBody::full(echo))
+                .unwrap_or_default());
+        }
+        Some(FaultResponse::Disconnect) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "simulated disconnect",
+            ));
+        }
         None => {}
     }
 
-    let st = lock(state);
+    let mut response = answer(&path, &params, auth.as_deref(), &lock(state));
+    if let Some(ct) = content_type {
+        if let Ok(v) = ct.parse() {
+            response.headers_mut().insert("content-type", v);
+        }
+    }
+    Ok(response)
+}
+
+/// The normal, fault-free answer.
+fn answer(
+    path: &str,
+    params: &HashMap<String, String>,
+    auth: Option<&str>,
+    st: &SimState,
+) -> Response<SimBody> {
+    // `GET /key` answers for any key: the key that authenticates.
+    if path == "/key" {
+        let secret = auth.and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("");
+        let Some(hash) = st.inference_keys.get(secret) else {
+            return error_response(401, "User not found.");
+        };
+        let Some(key) = st.keys.iter().find(|k| k.hash() == hash) else {
+            return error_response(401, "User not found.");
+        };
+        let mut fields = key.fields.clone();
+        for hidden in ["hash", "name", "disabled", "workspace_id", "created_at", "updated_at"] {
+            fields.remove(hidden);
+        }
+        fields.insert("is_free_tier".into(), json!(false));
+        fields.insert("is_management_key".into(), json!(false));
+        fields.insert("is_provisioning_key".into(), json!(false));
+        return json_response(200, json!({ "data": fields }));
+    }
     let expected = format!("Bearer {}", st.management_key);
-    if auth.as_deref() != Some(expected.as_str()) {
+    if auth != Some(expected.as_str()) {
         return error_response(401, "No auth credentials found");
     }
-    match path.as_str() {
+    match path {
         "/workspaces" if st.workspaces_api => {
             let offset: usize = params
                 .get("offset")
@@ -416,6 +641,43 @@ async fn handle(req: Request<Incoming>, state: &Mutex<SimState>) -> Response<Ful
             200,
             json!({"data": {"total_credits": st.total_credits, "total_usage": st.total_usage}}),
         ),
+        "/activity" => {
+            // The last 30 completed UTC days; today or older dates are a 400, as upstream.
+            let today = chrono::Utc::now().date_naive();
+            let oldest = today - chrono::Duration::days(30);
+            let date = match params.get("date") {
+                Some(d) => match chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d") {
+                    Ok(d) if d < today && d >= oldest => Some(d),
+                    _ => {
+                        return error_response(
+                            400,
+                            "Date must be within the last 30 (completed) UTC days",
+                        )
+                    }
+                },
+                None => None,
+            };
+            let hash = params.get("api_key_hash").cloned().unwrap_or_default();
+            let rows: Vec<Value> = st
+                .activity
+                .get(&hash)
+                .into_iter()
+                .flatten()
+                .filter(|row| {
+                    let d = row
+                        .get("date")
+                        .and_then(Value::as_str)
+                        .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+                    match (d, date) {
+                        (Some(d), Some(want)) => d == want,
+                        (Some(d), None) => d < today && d >= oldest,
+                        (None, _) => false,
+                    }
+                })
+                .cloned()
+                .collect();
+            json_response(200, json!({ "data": rows }))
+        }
         _ => error_response(404, "Not Found"),
     }
 }

@@ -10,9 +10,34 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Datelike, Duration as ChronoDuration, NaiveDate, TimeZone, Utc};
 
+use crate::activity::{top_models, ActivityCache, ModelTotals};
 use crate::attribution::Attributor;
 use crate::config::{Budget, Config};
 use crate::upstream::{ApiKey, Credits, UpstreamData};
+
+/// Rolling windows built from activity: (label, completed days added to today's usage).
+pub const ROLLING: [(&str, i64); 2] = [("rolling_7d", 6), ("rolling_30d", 29)];
+
+/// A key polled with its own secret (`GET /key`), not listed by the management API.
+#[derive(Debug, Clone)]
+pub struct DirectKey {
+    /// Index into the config's companies.
+    pub company: usize,
+    /// The key's name from the config.
+    pub name: String,
+    /// Last good figures (`hash` = `direct:<name>`); `None` until the first success.
+    pub key: Option<ApiKey>,
+    /// Whether the last poll succeeded.
+    pub up: bool,
+}
+
+/// What a snapshot is built from besides the listing.
+#[derive(Debug, Clone, Default)]
+pub struct Extras {
+    pub direct: Arc<Vec<DirectKey>>,
+    /// Present once an activity run has succeeded.
+    pub activity: Option<Arc<ActivityCache>>,
+}
 
 /// The calendar windows OpenRouter reports, plus lifetime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +148,10 @@ pub struct CompanyTotals {
     pub keys: u64,
     pub usage: WindowAmounts,
     pub byok_usage: WindowAmounts,
+    /// rolling_7d, rolling_30d; `None` without complete activity data.
+    pub rolling: [Option<Usd>; 2],
+    /// Top models by spend over the last 30 completed days, the rest as `other`.
+    pub models: Option<Vec<(String, ModelTotals)>>,
 }
 
 #[derive(Debug, Clone)]
@@ -147,6 +176,12 @@ pub struct Snapshot {
     pub credits: Option<Credits>,
     /// Account usage minus the lifetime usage of every listed key.
     pub unattributed_usage: Option<Usd>,
+    /// Direct keys: (key, company index, up). Keys without any data yet have no figures.
+    pub direct: Arc<Vec<DirectKey>>,
+    /// Parallel to `keys()`: rolling_7d and rolling_30d of each listed key.
+    pub key_rolling: Vec<[Option<f64>; 2]>,
+    /// Direct keys also found in the listing (same masked label): not counted twice.
+    pub direct_duplicates: Vec<String>,
 }
 
 pub fn key_usage(key: &ApiKey, window: Window) -> Option<f64> {
@@ -176,7 +211,12 @@ fn accumulate(total: &mut Option<Usd>, value: Option<f64>) {
 }
 
 impl Snapshot {
-    pub fn build(config: &Config, data: Arc<UpstreamData>, taken_at: DateTime<Utc>) -> Snapshot {
+    pub fn build(
+        config: &Config,
+        data: Arc<UpstreamData>,
+        extras: &Extras,
+        taken_at: DateTime<Utc>,
+    ) -> Snapshot {
         let attributor = Attributor::new(config);
         let attribution = attributor.attribute(&data.keys);
 
@@ -194,8 +234,15 @@ impl Snapshot {
                 keys: 0,
                 usage: [Some(Usd::ZERO); 4],
                 byok_usage: [Some(Usd::ZERO); 4],
+                rolling: [Some(Usd::ZERO); 2],
+                models: Some(Vec::new()),
             })
             .collect();
+        let today = taken_at.date_naive();
+        let activity = extras.activity.as_deref();
+        let mut model_sums: Vec<Option<std::collections::BTreeMap<String, ModelTotals>>> =
+            vec![Some(Default::default()); companies.len()];
+        let mut key_rolling = Vec::with_capacity(if activity.is_some() { data.keys.len() } else { 0 });
 
         let mut all_keys_lifetime = Some(Usd::ZERO);
         for (key, &company) in data.keys.iter().zip(&attribution.company_of_key) {
@@ -206,6 +253,74 @@ impl Snapshot {
                 accumulate(&mut totals.byok_usage[i], key_byok_usage(key, window));
             }
             accumulate(&mut all_keys_lifetime, key.usage);
+            if let Some(cache) = activity {
+                let mut rolling = [None; 2];
+                for (i, (_, days)) in ROLLING.iter().enumerate() {
+                    let value = match (cache.completed_usage(&key.hash, today, *days), key.usage_daily) {
+                        (Some(done), Some(today_usage)) => {
+                            Usd::from_f64(today_usage).and_then(|t| t.checked_add(done))
+                        }
+                        _ => None,
+                    };
+                    rolling[i] = value.map(|v| v.nanos() as f64 / 1e9);
+                    totals.rolling[i] = match (totals.rolling[i], value) {
+                        (Some(a), Some(b)) => a.checked_add(b),
+                        _ => None,
+                    };
+                }
+                key_rolling.push(rolling);
+                let mix = &mut model_sums[company];
+                match (mix.as_mut(), cache.models(&key.hash, today, 30)) {
+                    (Some(mix), Some(models)) => {
+                        for (model, t) in models {
+                            mix.entry(model).or_default().add(&t);
+                        }
+                    }
+                    _ => *mix = None,
+                }
+            }
+        }
+
+        // Direct keys: their company is fixed by the config; a key also listed
+        // by the management API (same masked label) is counted there only.
+        let listed_labels: std::collections::HashSet<&str> = data
+            .keys
+            .iter()
+            .map(|k| k.label.as_str())
+            .filter(|l| !l.is_empty())
+            .collect();
+        let mut direct_duplicates = Vec::new();
+        for direct in extras.direct.iter() {
+            let totals = &mut companies[direct.company];
+            let Some(key) = &direct.key else {
+                // Never polled successfully: the company's figures are unknown.
+                totals.usage = [None; 4];
+                totals.byok_usage = [None; 4];
+                totals.rolling = [None; 2];
+                continue;
+            };
+            if listed_labels.contains(key.label.as_str()) {
+                direct_duplicates.push(key.name.clone());
+                continue;
+            }
+            totals.keys += 1;
+            for (i, window) in Window::ALL.into_iter().enumerate() {
+                accumulate(&mut totals.usage[i], key_usage(key, window));
+                accumulate(&mut totals.byok_usage[i], key_byok_usage(key, window));
+            }
+            // Activity needs a key hash, which direct mode does not have.
+            totals.rolling = [None; 2];
+            model_sums[direct.company] = None;
+        }
+        if activity.is_some() {
+            for (totals, mix) in companies.iter_mut().zip(model_sums) {
+                totals.models = mix.map(|m| top_models(m, config.activity.top_models));
+            }
+        } else {
+            for totals in &mut companies {
+                totals.rolling = [None; 2];
+                totals.models = None;
+            }
         }
 
         let unattributed_usage = match (data.credits, all_keys_lifetime) {
@@ -241,6 +356,9 @@ impl Snapshot {
             credits: data.credits,
             unattributed_usage,
             data,
+            direct: Arc::clone(&extras.direct),
+            key_rolling,
+            direct_duplicates,
         }
     }
 
@@ -259,14 +377,14 @@ mod tests {
 
     #[test]
     fn usd_sums_are_exact_where_f64_drifts() {
-        let parts = [0.1, 0.2, 454.542594979, 29.9999982];
+        let parts = [0.1, 0.2, 0.3, 454.542594979, -29.9999982];
         let f64_sum: f64 = parts.iter().sum();
         let mut exact = Some(Usd::ZERO);
         for p in parts {
             accumulate(&mut exact, Some(p));
         }
-        assert_eq!(exact.unwrap().to_string(), "484.842594179");
-        assert_ne!(f64_sum.to_string(), "484.842594179");
+        assert_eq!(exact.unwrap().to_string(), "425.142596779");
+        assert_ne!(f64_sum.to_string(), "425.142596779");
     }
 
     #[test]

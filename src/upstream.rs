@@ -94,6 +94,21 @@ struct ErrorBody {
     message: String,
 }
 
+/// Decodes one `GET /keys` page body (`{"data": [key, ...]}`): the code the
+/// client runs on every page, exposed for fuzzing. Never panics.
+pub fn parse_keys_page(bytes: &[u8]) -> Result<Vec<ApiKey>, UpstreamError> {
+    decode(Endpoint::Keys, bytes)
+}
+
+fn decode<T: DeserializeOwned>(endpoint: Endpoint, bytes: &[u8]) -> Result<T, UpstreamError> {
+    serde_json::from_slice::<DataEnvelope<T>>(bytes)
+        .map(|envelope| envelope.data)
+        .map_err(|e| UpstreamError::Decode {
+            endpoint,
+            message: e.to_string(),
+        })
+}
+
 /// Everything one refresh learned from OpenRouter.
 #[derive(Debug, Clone, Default)]
 pub struct UpstreamData {
@@ -108,6 +123,9 @@ pub enum Endpoint {
     Workspaces,
     Keys,
     Credits,
+    Activity,
+    /// `GET /key`: the calling key itself (direct-key mode).
+    Key,
 }
 
 impl Endpoint {
@@ -116,6 +134,8 @@ impl Endpoint {
             Endpoint::Workspaces => "workspaces",
             Endpoint::Keys => "keys",
             Endpoint::Credits => "credits",
+            Endpoint::Activity => "activity",
+            Endpoint::Key => "key",
         }
     }
 }
@@ -151,8 +171,9 @@ pub enum UpstreamError {
     Decode { endpoint: Endpoint, message: String },
     #[error("GET /{endpoint}: response body larger than {MAX_BODY_BYTES} bytes")]
     TooLarge { endpoint: Endpoint },
-    #[error("GET /keys{workspace}: pagination did not end: {message}")]
-    Pagination { workspace: String, message: String },
+    /// `listing` names what was being listed: `/workspaces` or `/keys?workspace_id=…`.
+    #[error("GET {listing}: pagination did not end: {message}")]
+    Pagination { listing: String, message: String },
     #[error("refresh did not finish within its deadline of {0:?}")]
     Deadline(Duration),
 }
@@ -316,7 +337,8 @@ impl Client {
 
     /// `None` when the server has no workspaces API (404).
     async fn list_workspaces(&self) -> Result<Option<Vec<Workspace>>, UpstreamError> {
-        let mut all = Vec::new();
+        let mut all: Vec<Workspace> = Vec::new();
+        let mut seen = HashSet::new();
         let mut offset = 0;
         loop {
             let path = format!("/workspaces?offset={offset}&limit={PAGE_SIZE}");
@@ -329,15 +351,24 @@ impl Client {
                 Err(e) => return Err(e),
             };
             let len = page.len();
-            all.extend(page);
+            let before = all.len();
+            // A workspace listed twice would have its keys listed twice.
+            all.extend(page.into_iter().filter(|w| seen.insert(w.id.clone())));
             if len < PAGE_SIZE {
                 return Ok(Some(all));
+            }
+            if all.len() == before {
+                // A full page of workspaces we already have: the server ignores `offset`.
+                return Err(UpstreamError::Pagination {
+                    listing: "/workspaces".into(),
+                    message: format!("page at offset {offset} repeats earlier workspaces"),
+                });
             }
             offset += len;
             if offset / PAGE_SIZE > MAX_PAGES {
                 return Err(UpstreamError::Pagination {
-                    workspace: String::new(),
-                    message: "too many workspace pages".into(),
+                    listing: "/workspaces".into(),
+                    message: format!("more than {MAX_PAGES} pages"),
                 });
             }
         }
@@ -348,15 +379,16 @@ impl Client {
         let ws_query = workspace
             .map(|w| format!("&workspace_id={}", urlencode(w)))
             .unwrap_or_default();
-        let ws_label = workspace
-            .map(|w| format!("?workspace_id={w}"))
-            .unwrap_or_default();
+        let ws_label = match workspace {
+            Some(w) => format!("/keys?workspace_id={w}"),
+            None => "/keys".to_string(),
+        };
         let mut keys: Vec<ApiKey> = Vec::new();
         let mut seen = HashSet::new();
         for page_number in 0..MAX_PAGES {
             let offset = page_number * PAGE_SIZE;
             let path = format!("/keys?include_disabled=true&offset={offset}{ws_query}");
-            let page: Vec<ApiKey> = self.get(Endpoint::Keys, &path).await?;
+            let page = parse_keys_page(&self.get_body(Endpoint::Keys, &path).await?)?;
             let len = page.len();
             let mut new_on_page = 0;
             for mut key in page {
@@ -379,13 +411,13 @@ impl Client {
             if new_on_page == 0 {
                 // A full page of keys we already have: the server ignores `offset`.
                 return Err(UpstreamError::Pagination {
-                    workspace: ws_label,
+                    listing: ws_label,
                     message: format!("page at offset {offset} repeats earlier keys"),
                 });
             }
         }
         Err(UpstreamError::Pagination {
-            workspace: ws_label,
+            listing: ws_label,
             message: format!("more than {MAX_PAGES} pages"),
         })
     }
@@ -401,23 +433,38 @@ impl Client {
         Ok(credits)
     }
 
+    /// The same client, authenticating with another key (direct-key mode).
+    pub fn with_bearer(&self, key: SecretString) -> Client {
+        Client {
+            management_key: key,
+            ..self.clone()
+        }
+    }
+
+    /// GET `path` (relative to the base URL) with retries; decodes `{"data": T}`.
+    pub async fn get_data<T: DeserializeOwned>(
+        &self,
+        endpoint: Endpoint,
+        path: &str,
+    ) -> Result<T, UpstreamError> {
+        self.get(endpoint, path).await
+    }
+
     /// GET with retries; decodes `{"data": T}`.
     async fn get<T: DeserializeOwned>(
         &self,
         endpoint: Endpoint,
         path: &str,
     ) -> Result<T, UpstreamError> {
+        decode(endpoint, &self.get_body(endpoint, path).await?)
+    }
+
+    /// GET with retries; the raw body of the first successful answer.
+    async fn get_body(&self, endpoint: Endpoint, path: &str) -> Result<Vec<u8>, UpstreamError> {
         let mut retry = 0;
         loop {
             match self.get_once(endpoint, path).await {
-                Ok(body) => {
-                    return serde_json::from_slice::<DataEnvelope<T>>(&body)
-                        .map(|envelope| envelope.data)
-                        .map_err(|e| UpstreamError::Decode {
-                            endpoint,
-                            message: e.to_string(),
-                        })
-                }
+                Ok(body) => return Ok(body),
                 Err((error, retry_after)) => {
                     retry += 1;
                     if !error.retryable() || retry >= self.retry.attempts {
@@ -471,7 +518,7 @@ impl Client {
             .await
             .map_err(|e| (e, retry_after))?;
         if !(200..300).contains(&status) {
-            let message = upstream_message(&body);
+            let message = upstream_message(&body, self.management_key.expose_secret());
             let error = if status == 401 || status == 403 {
                 UpstreamError::Unauthorized {
                     endpoint,
@@ -492,7 +539,10 @@ impl Client {
                 return Err((
                     UpstreamError::Decode {
                         endpoint,
-                        message: format!("expected JSON, got content type {ct:?}"),
+                        message: redact(
+                            &format!("expected JSON, got content type {ct:?}"),
+                            self.management_key.expose_secret(),
+                        ),
                     },
                     None,
                 ));
@@ -543,18 +593,28 @@ fn transport_error(endpoint: Endpoint, error: reqwest::Error) -> UpstreamError {
     UpstreamError::Transport { endpoint, message }
 }
 
-/// The `error.message` of an OpenRouter error body, or a short excerpt of whatever came back.
-fn upstream_message(body: &[u8]) -> String {
-    if let Ok(envelope) = serde_json::from_slice::<ErrorEnvelope>(body) {
-        return truncate(&envelope.error.message, 300);
-    }
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
+/// The `error.message` of an OpenRouter error body, or a short excerpt of
+/// whatever came back, with the management key (`secret`) redacted.
+fn upstream_message(body: &[u8], secret: &str) -> String {
+    // Redact before truncating, so no prefix of the key survives a cut.
+    let text = match serde_json::from_slice::<ErrorEnvelope>(body) {
+        Ok(envelope) => redact(&envelope.error.message, secret),
+        Err(_) => redact(String::from_utf8_lossy(body).trim(), secret),
+    };
     if text.is_empty() {
         "empty body".to_string()
     } else {
-        truncate(text, 300)
+        truncate(&text, 300)
     }
+}
+
+/// A proxy or server that echoes the request (headers included) into its
+/// error body must not carry the management key into our logs and errors.
+fn redact(text: &str, secret: &str) -> String {
+    if secret.is_empty() || !text.contains(secret) {
+        return text.to_string();
+    }
+    text.replace(secret, "[REDACTED]")
 }
 
 fn truncate(text: &str, max: usize) -> String {
@@ -622,12 +682,25 @@ mod tests {
     #[test]
     fn error_messages_are_extracted_and_truncated() {
         assert_eq!(
-            upstream_message(br#"{"error":{"code":500,"message":"boom"}}"#),
+            upstream_message(br#"{"error":{"code":500,"message":"boom"}}"#, "k"),
             "boom"
         );
-        assert_eq!(upstream_message(b""), "empty body");
+        assert_eq!(upstream_message(b"", "k"), "empty body");
         let long = "x".repeat(1000);
-        assert!(upstream_message(long.as_bytes()).chars().count() <= 301);
+        assert!(upstream_message(long.as_bytes(), "k").chars().count() <= 301);
+    }
+
+    #[test]
+    fn an_echoed_management_key_is_redacted_before_truncation() {
+        let secret = "sk-or-v1-SECRET-abcdef";
+        let echo = format!("{}Authorization: Bearer {secret}", "x".repeat(290));
+        let message = upstream_message(echo.as_bytes(), secret);
+        assert!(!message.contains("sk-or-v1-SECRET"), "{message}");
+        let json = format!(r#"{{"error":{{"code":400,"message":"bad header Bearer {secret}"}}}}"#);
+        assert_eq!(
+            upstream_message(json.as_bytes(), secret),
+            "bad header Bearer [REDACTED]"
+        );
     }
 
     #[test]
