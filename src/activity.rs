@@ -60,7 +60,9 @@ impl ModelTotals {
             .unwrap_or(self.byok_usage);
         self.requests = self.requests.saturating_add(other.requests);
         self.prompt_tokens = self.prompt_tokens.saturating_add(other.prompt_tokens);
-        self.completion_tokens = self.completion_tokens.saturating_add(other.completion_tokens);
+        self.completion_tokens = self
+            .completion_tokens
+            .saturating_add(other.completion_tokens);
         self.reasoning_tokens = self.reasoning_tokens.saturating_add(other.reasoning_tokens);
     }
 }
@@ -167,7 +169,12 @@ impl ActivityCache {
     }
 
     /// Spend of the last `completed_days` completed days; `None` if any is unknown.
-    pub fn completed_usage(&self, hash: &str, today: NaiveDate, completed_days: i64) -> Option<Usd> {
+    pub fn completed_usage(
+        &self,
+        hash: &str,
+        today: NaiveDate,
+        completed_days: i64,
+    ) -> Option<Usd> {
         let days = self.keys.get(hash)?;
         let mut total = Usd::ZERO;
         for back in 1..=completed_days {
@@ -239,7 +246,8 @@ pub async fn fetch(
                 Fetch::All => format!("/activity?api_key_hash={hash}"),
                 Fetch::Day(day) => format!("/activity?api_key_hash={hash}&date={day}"),
             };
-            let rows: Result<Vec<ActivityRow>, _> = client.get_data(Endpoint::Activity, &path).await;
+            let rows: Result<Vec<ActivityRow>, _> =
+                client.get_data(Endpoint::Activity, &path).await;
             rows.map(|rows| (hash, what, rows))
         });
     }
@@ -294,7 +302,10 @@ mod tests {
             vec![("h".into(), Fetch::Day(day("2026-11-26")))]
         );
         // Two days missing: one undated call instead of two dated ones.
-        assert_eq!(cache.plan(["h"], day("2026-11-28")), vec![("h".into(), Fetch::All)]);
+        assert_eq!(
+            cache.plan(["h"], day("2026-11-28")),
+            vec![("h".into(), Fetch::All)]
+        );
     }
 
     #[test]
@@ -334,7 +345,10 @@ mod tests {
         let names: Vec<_> = folded.iter().map(|(m, _)| m.as_str()).collect();
         // "other" (5) and "d" (4) rank first; the real "other" joins the bucket.
         assert_eq!(names, ["d", "other"]);
-        assert_eq!(folded.iter().map(|(_, m)| m.usage.nanos()).sum::<i128>(), total);
+        assert_eq!(
+            folded.iter().map(|(_, m)| m.usage.nanos()).sum::<i128>(),
+            total
+        );
         assert_eq!(folded.iter().map(|(_, m)| m.requests).sum::<u64>(), 5);
     }
 
@@ -348,6 +362,8 @@ mod tests {
         cache.prune(&["keep"].into_iter().collect(), later);
         assert_eq!(cache.keys(), 1);
         let days = cache.days("keep").unwrap();
-        assert!(days.keys().all(|d| *d >= later - ChronoDuration::days(HISTORY_DAYS)));
+        assert!(days
+            .keys()
+            .all(|d| *d >= later - ChronoDuration::days(HISTORY_DAYS)));
     }
 }

@@ -672,7 +672,9 @@ fn parse_selector(value: &serde_yaml::Value) -> Result<Selector, String> {
     };
     match value {
         Value::String(_) => non_empty("key name", value).map(Selector::Name),
-        Value::Mapping(map) if map.contains_key("secret_env") || map.contains_key("secret_file") => {
+        Value::Mapping(map)
+            if map.contains_key("secret_env") || map.contains_key("secret_file") =>
+        {
             parse_direct_key(map)
         }
         Value::Mapping(map) => {
@@ -737,7 +739,10 @@ fn parse_direct_key(map: &serde_yaml::Mapping) -> Result<Selector, String> {
     }
     match (name, secret) {
         (Some(name), Some(secret)) => Ok(Selector::Direct { name, secret }),
-        _ => Err("a direct key needs a name (its key label) as well as secret_env or secret_file".to_string()),
+        _ => Err(
+            "a direct key needs a name (its key label) as well as secret_env or secret_file"
+                .to_string(),
+        ),
     }
 }
 

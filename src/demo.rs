@@ -183,7 +183,11 @@ fn seed_activity(state: &mut SimState) {
         );
         let per_day = key.num("usage_monthly").unwrap_or(0.0) / 20.0;
         // Each key uses a few models; big customers use many.
-        let model_count = if per_day > 20.0 { 9 } else { 2 + rng.usize(..3) };
+        let model_count = if per_day > 20.0 {
+            9
+        } else {
+            2 + rng.usize(..3)
+        };
         let first = rng.usize(..MODELS.len());
         let mut rows = Vec::new();
         for back in 1..=30 {
@@ -195,7 +199,11 @@ fn seed_activity(state: &mut SimState) {
                 let share = 1.0 / f64::from(1u32 << m.min(10));
                 let usage = round9(per_day * share * (0.6 + rng.f64() * 0.8) / 2.0);
                 if usage > 0.0 {
-                    rows.push(activity_row(&date, MODELS[(first + m) % MODELS.len()], usage));
+                    rows.push(activity_row(
+                        &date,
+                        MODELS[(first + m) % MODELS.len()],
+                        usage,
+                    ));
                 }
             }
         }

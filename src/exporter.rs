@@ -10,15 +10,15 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use secrecy::SecretString;
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{Config, ConfigError, SecretError};
 use crate::activity::{self, ActivityCache};
+use crate::config::{Config, ConfigError, SecretError};
 use crate::exposition::{write_snapshot, write_status, ActivityStatus, MetricWriter, Status};
 use crate::snapshot::{DirectKey, Extras, Snapshot};
 use crate::telemetry::Telemetry;
@@ -372,9 +372,8 @@ impl Exporter {
                 .direct
                 .iter()
                 .filter_map(|d| {
-                    let (company, _, _) = config
-                        .direct_keys()
-                        .find(|(_, name, _)| *name == d.name)?;
+                    let (company, _, _) =
+                        config.direct_keys().find(|(_, name, _)| *name == d.name)?;
                     Some(DirectKey {
                         company,
                         ..d.clone()
@@ -398,10 +397,7 @@ impl Exporter {
             .config_changed
             .send_replace(config.refresh_interval);
         self.publish();
-        info!(
-            companies = config.companies.len(),
-            "configuration applied"
-        );
+        info!(companies = config.companies.len(), "configuration applied");
         Ok(())
     }
 
@@ -426,7 +422,9 @@ impl Exporter {
         };
         match render_snapshot(config, data, extras, taken_at).await {
             Ok(rendered) => lock(&self.shared.state).snapshot = rendered,
-            Err(e) => warn!(error = %e, "re-rendering the snapshot failed; keeping the previous one"),
+            Err(e) => {
+                warn!(error = %e, "re-rendering the snapshot failed; keeping the previous one")
+            }
         }
     }
 
@@ -434,6 +432,11 @@ impl Exporter {
     /// re-renders with the new cache. All-or-nothing: on failure the previous
     /// activity data stays and `openrouter_activity_up` is 0. Returns the calls made.
     pub async fn refresh_activity(&self) -> Result<usize, UpstreamError> {
+        self.refresh_activity_on(Utc::now().date_naive()).await
+    }
+
+    /// [`Exporter::refresh_activity`] as if the current UTC date were `today`.
+    pub async fn refresh_activity_on(&self, today: NaiveDate) -> Result<usize, UpstreamError> {
         let (client, config, data, cache) = {
             let state = lock(&self.shared.state);
             (
@@ -448,7 +451,6 @@ impl Exporter {
         }
         // Nothing is listed before the first refresh.
         let Some(data) = data else { return Ok(0) };
-        let today = Utc::now().date_naive();
         let plan = cache.plan(data.keys.iter().map(|k| k.hash.as_str()), today);
         let calls = plan.len();
         let fetched = activity::fetch(&client, plan, config.activity.concurrency).await;
@@ -642,7 +644,9 @@ async fn poll_direct(clients: &[DirectClient], previous: &[DirectKey]) -> Vec<Di
     }
     let mut polled = Vec::with_capacity(clients.len());
     while let Some(joined) = tasks.join_next().await {
-        let Ok((index, direct, key)) = joined else { continue };
+        let Ok((index, direct, key)) = joined else {
+            continue;
+        };
         let entry = match key {
             Ok(key) => DirectKey {
                 company: direct.company,

@@ -140,9 +140,17 @@ pub fn write_snapshot<W: Write>(
     let direct = snap
         .direct
         .iter()
-        .filter_map(|d| d.key.as_ref().map(|k| (k, snap.companies[d.company].name.as_str())))
+        .filter_map(|d| {
+            d.key
+                .as_ref()
+                .map(|k| (k, snap.companies[d.company].name.as_str()))
+        })
         .filter(|(k, _)| !snap.direct_duplicates.contains(&k.name));
-    let keys: Vec<&ApiKey> = snap.keys().iter().chain(direct.clone().map(|(k, _)| k)).collect();
+    let keys: Vec<&ApiKey> = snap
+        .keys()
+        .iter()
+        .chain(direct.clone().map(|(k, _)| k))
+        .collect();
     let companies: Vec<&str> = (0..listed)
         .map(|i| snap.company_of(i))
         .chain(direct.map(|(_, c)| c))
@@ -294,7 +302,11 @@ pub fn write_snapshot<W: Write>(
         }
         for ((window, _), value) in ROLLING.iter().zip(company.rolling) {
             if let Some(v) = value {
-                w.sample_usd(name, &[("company", company.name.as_str()), ("window", window)], v)?;
+                w.sample_usd(
+                    name,
+                    &[("company", company.name.as_str()), ("window", window)],
+                    v,
+                )?;
             }
         }
     }
@@ -412,18 +424,34 @@ pub fn write_snapshot<W: Write>(
                 .filter_map(|c| c.models.as_ref().map(|m| (c.name.as_str(), m)))
         };
         let name = "openrouter_company_model_usage_usd";
-        w.family(name, "gauge", &format!("Credit spend of one company per model in US dollars, {MIX}"))?;
+        w.family(
+            name,
+            "gauge",
+            &format!("Credit spend of one company per model in US dollars, {MIX}"),
+        )?;
         for (company, models) in mixes() {
             for (model, t) in models {
-                let labels = [("company", company), ("model", model.as_str()), ("window", "rolling_30d")];
+                let labels = [
+                    ("company", company),
+                    ("model", model.as_str()),
+                    ("window", "rolling_30d"),
+                ];
                 w.sample_usd(name, &labels, t.usage)?;
             }
         }
         let name = "openrouter_company_model_requests";
-        w.family(name, "gauge", &format!("Requests of one company per model, {MIX}"))?;
+        w.family(
+            name,
+            "gauge",
+            &format!("Requests of one company per model, {MIX}"),
+        )?;
         for (company, models) in mixes() {
             for (model, t) in models {
-                let labels = [("company", company), ("model", model.as_str()), ("window", "rolling_30d")];
+                let labels = [
+                    ("company", company),
+                    ("model", model.as_str()),
+                    ("window", "rolling_30d"),
+                ];
                 w.sample(name, &labels, format_args!("{}", t.requests))?;
             }
         }
@@ -431,7 +459,9 @@ pub fn write_snapshot<W: Write>(
         w.family(
             name,
             "gauge",
-            &format!("Tokens of one company per model and kind (prompt, completion, reasoning), {MIX}"),
+            &format!(
+                "Tokens of one company per model and kind (prompt, completion, reasoning), {MIX}"
+            ),
         )?;
         for (company, models) in mixes() {
             for (model, t) in models {
@@ -562,7 +592,11 @@ pub fn write_status<W: Write>(w: &mut MetricWriter<W>, status: &Status) -> io::R
         w.sample(name, &[], format_args!("{}", u8::from(activity.up)))?;
         if let Some(ts) = activity.last_success {
             let name = "openrouter_activity_last_success_timestamp_seconds";
-            w.family(name, "gauge", "When the last activity run succeeded, as a Unix timestamp in seconds.")?;
+            w.family(
+                name,
+                "gauge",
+                "When the last activity run succeeded, as a Unix timestamp in seconds.",
+            )?;
             w.sample_f64(name, &[], ts.timestamp_millis() as f64 / 1000.0)?;
         }
         let name = "openrouter_activity_cached_keys";

@@ -242,7 +242,11 @@ impl Snapshot {
         let activity = extras.activity.as_deref();
         let mut model_sums: Vec<Option<std::collections::BTreeMap<String, ModelTotals>>> =
             vec![Some(Default::default()); companies.len()];
-        let mut key_rolling = Vec::with_capacity(if activity.is_some() { data.keys.len() } else { 0 });
+        let mut key_rolling = Vec::with_capacity(if activity.is_some() {
+            data.keys.len()
+        } else {
+            0
+        });
 
         let mut all_keys_lifetime = Some(Usd::ZERO);
         for (key, &company) in data.keys.iter().zip(&attribution.company_of_key) {
@@ -256,7 +260,10 @@ impl Snapshot {
             if let Some(cache) = activity {
                 let mut rolling = [None; 2];
                 for (i, (_, days)) in ROLLING.iter().enumerate() {
-                    let value = match (cache.completed_usage(&key.hash, today, *days), key.usage_daily) {
+                    let value = match (
+                        cache.completed_usage(&key.hash, today, *days),
+                        key.usage_daily,
+                    ) {
                         (Some(done), Some(today_usage)) => {
                             Usd::from_f64(today_usage).and_then(|t| t.checked_add(done))
                         }

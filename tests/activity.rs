@@ -1,0 +1,508 @@
+//! Activity collection (rolling windows, model mix, caching, back-off) and
+//! direct-key mode, against the simulated OpenRouter.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use chrono::{Duration as ChronoDuration, NaiveDate, Utc};
+use common::*;
+use openrouter_cost_exporter::config::Config;
+use openrouter_cost_exporter::sim::{Fault, FaultResponse, SimKey, SimState};
+use serde_json::{json, Value};
+
+const MODELS: [&str; 4] = [
+    "openai/gpt-4.1",
+    "anthropic/claude-sonnet-4",
+    "google/gemini-2.5-flash",
+    "mistral/small",
+];
+
+fn today() -> NaiveDate {
+    Utc::now().date_naive()
+}
+
+fn row(date: NaiveDate, model: &str, usage: f64, requests: u64) -> Value {
+    json!({
+        "date": date.format("%Y-%m-%d").to_string(), "model": model, "model_permaslug": model,
+        "endpoint_id": "e", "provider_name": "P", "usage": usage, "byok_usage_inference": 0.0,
+        "requests": requests, "prompt_tokens": requests * 10, "completion_tokens": requests * 3,
+        "reasoning_tokens": requests,
+    })
+}
+
+/// Three keys (two acme, one globex); key n spends (n+1) × (model index + 1) × 0.01 per day per model.
+fn account() -> SimState {
+    let mut state = empty_state();
+    for (n, name) in ["acme-a", "acme-b", "globex-a"].iter().enumerate() {
+        state
+            .keys
+            .push(SimKey::new(WS_A, &hash(n), name).usage(0.5 + n as f64, 3.0, 9.0, 100.0));
+        let mut rows = Vec::new();
+        for back in 1..=30 {
+            let date = today() - ChronoDuration::days(back);
+            for (m, model) in MODELS.iter().enumerate() {
+                // acme-b uses every model, the others only the first two.
+                if n != 1 && m > 1 {
+                    continue;
+                }
+                rows.push(row(
+                    date,
+                    model,
+                    (n + 1) as f64 * (m + 1) as f64 * 0.01,
+                    (m + 1) as u64,
+                ));
+            }
+        }
+        state.activity.insert(hash(n), rows);
+    }
+    state.total_usage = state.keys_lifetime_usage();
+    state
+}
+
+fn activity_config(base_url: &str, top_models: usize) -> Config {
+    let yaml = format!(
+        "refresh_interval: 30s\nopenrouter:\n  base_url: {base_url}\n  request_timeout: 2s\n\
+         activity:\n  enabled: true\n  refresh_interval: 1h\n  concurrency: 2\n  top_models: {top_models}\n\
+         companies:\n  acme:\n    keys: [{{name_glob: 'acme-*'}}]\n  globex:\n    keys: [globex-a]\n"
+    );
+    Config::parse(&yaml, "activity test").expect("valid config")
+}
+
+/// Expected activity spend of key `n` over the last `days` completed days.
+fn expected_completed(state: &SimState, n: usize, days: i64) -> f64 {
+    let oldest = today() - ChronoDuration::days(days);
+    state.activity[&hash(n)]
+        .iter()
+        .filter(|r| {
+            let d = NaiveDate::parse_from_str(r["date"].as_str().unwrap(), "%Y-%m-%d").unwrap();
+            d >= oldest
+        })
+        .map(|r| r["usage"].as_f64().unwrap())
+        .sum()
+}
+
+#[tokio::test]
+async fn rolling_windows_are_completed_days_plus_today() {
+    let sim = start_sim(account()).await;
+    let exporter = exporter(activity_config(&sim.base_url(), 10));
+    exporter.refresh().await.unwrap();
+    // Before any activity run, rolling windows are absent, not zero.
+    let samples = parse(&body(&exporter));
+    assert!(find(
+        &samples,
+        "openrouter_key_usage_usd",
+        &[("window", "rolling_7d")]
+    )
+    .is_empty());
+    assert!(find(
+        &samples,
+        "openrouter_company_usage_usd",
+        &[("window", "rolling_30d")]
+    )
+    .is_empty());
+
+    let calls = exporter.refresh_activity().await.unwrap();
+    assert_eq!(calls, 3, "first fill: one undated call per key");
+    let samples = parse(&body(&exporter));
+    let state = sim.state().clone();
+    let mut company_7d = 0.0;
+    for n in 0..3 {
+        let daily = state.keys[n].num("usage_daily").unwrap();
+        let r7 = value(
+            &samples,
+            "openrouter_key_usage_usd",
+            &[("key_hash", &hash(n)), ("window", "rolling_7d")],
+        );
+        let r30 = value(
+            &samples,
+            "openrouter_key_usage_usd",
+            &[("key_hash", &hash(n)), ("window", "rolling_30d")],
+        );
+        let want7 = expected_completed(&state, n, 6) + daily;
+        let want30 = expected_completed(&state, n, 29) + daily;
+        assert!(
+            (r7 - want7).abs() < 1e-9,
+            "key {n}: rolling_7d {r7} != {want7}"
+        );
+        assert!(
+            (r30 - want30).abs() < 1e-9,
+            "key {n}: rolling_30d {r30} != {want30}"
+        );
+        if n < 2 {
+            company_7d += want7;
+        }
+    }
+    let acme_7d = value(
+        &samples,
+        "openrouter_company_usage_usd",
+        &[("company", "acme"), ("window", "rolling_7d")],
+    );
+    assert!((acme_7d - company_7d).abs() < 1e-9);
+    assert_eq!(value(&samples, "openrouter_activity_up", &[]), 1.0);
+    assert_eq!(value(&samples, "openrouter_activity_cached_keys", &[]), 3.0);
+    if let Some(report) = promtool_check_metrics(&body(&exporter)) {
+        assert!(report.trim().is_empty(), "{report}");
+    }
+}
+
+#[tokio::test]
+async fn model_mix_keeps_top_n_and_folds_the_rest_with_exact_sums() {
+    let sim = start_sim(account()).await;
+    let exporter = exporter(activity_config(&sim.base_url(), 2));
+    exporter.refresh().await.unwrap();
+    exporter.refresh_activity().await.unwrap();
+    let samples = parse(&body(&exporter));
+    let state = sim.state().clone();
+
+    let acme = find(
+        &samples,
+        "openrouter_company_model_usage_usd",
+        &[("company", "acme")],
+    );
+    let models: Vec<&str> = acme.iter().map(|s| s.labels["model"].as_str()).collect();
+    assert_eq!(models.len(), 3, "top 2 plus other: {models:?}");
+    assert!(models.contains(&"other"));
+    // Per day: mistral 0.08, claude 0.06, gemini 0.06, gpt 0.03; the tie goes to the name first in order.
+    assert_eq!(
+        models,
+        ["mistral/small", "anthropic/claude-sonnet-4", "other"]
+    );
+    let mix_total: f64 = acme.iter().map(|s| s.value).sum();
+    let want = expected_completed(&state, 0, 30) + expected_completed(&state, 1, 30);
+    assert!(
+        (mix_total - want).abs() < 1e-9,
+        "folding keeps the sum: {mix_total} vs {want}"
+    );
+    assert!(acme.iter().all(|s| s.labels["window"] == "rolling_30d"));
+
+    // Requests and tokens fold the same way.
+    let requests: f64 = find(
+        &samples,
+        "openrouter_company_model_requests",
+        &[("company", "acme")],
+    )
+    .iter()
+    .map(|s| s.value)
+    .sum();
+    // acme-a: models 1,2 → 3 requests/day; acme-b: models 1..4 → 10/day; 30 days.
+    assert_eq!(requests, 30.0 * 13.0);
+    let prompt: f64 = find(
+        &samples,
+        "openrouter_company_model_tokens",
+        &[("company", "acme"), ("kind", "prompt")],
+    )
+    .iter()
+    .map(|s| s.value)
+    .sum();
+    assert_eq!(prompt, 30.0 * 13.0 * 10.0);
+    // globex uses two models: nothing to fold.
+    let globex: BTreeMap<_, _> = find(
+        &samples,
+        "openrouter_company_model_usage_usd",
+        &[("company", "globex")],
+    )
+    .iter()
+    .map(|s| (s.labels["model"].clone(), s.value))
+    .collect();
+    assert_eq!(globex.len(), 2);
+    assert!(!globex.contains_key("other"));
+}
+
+#[tokio::test]
+async fn cache_fetches_only_the_new_day_and_never_today() {
+    let sim = start_sim(account()).await;
+    let exporter = exporter(activity_config(&sim.base_url(), 10));
+    exporter.refresh().await.unwrap();
+    let yesterday = today() - ChronoDuration::days(1);
+    // The exporter's first run happens "yesterday": it fills 30 days before that.
+    assert_eq!(exporter.refresh_activity_on(yesterday).await.unwrap(), 3);
+    sim.state().requests.clear();
+    // A day later only the day that just completed is fetched, once per key.
+    assert_eq!(exporter.refresh_activity_on(today()).await.unwrap(), 3);
+    let requests = sim.state().requests.clone();
+    assert_eq!(requests.len(), 3, "{requests:?}");
+    let want = format!("date={}", yesterday.format("%Y-%m-%d"));
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.starts_with("/api/v1/activity") && r.contains(&want)),
+        "{requests:?}"
+    );
+    // Then nothing until the next day.
+    sim.state().requests.clear();
+    assert_eq!(exporter.refresh_activity().await.unwrap(), 0);
+    assert!(sim.state().requests.is_empty());
+    // Today's date is never asked for (the API answers 400 for it).
+    let today_param = format!("date={}", today().format("%Y-%m-%d"));
+    assert!(!sim
+        .state()
+        .requests
+        .iter()
+        .any(|r| r.contains(&today_param)));
+}
+
+#[tokio::test]
+async fn rate_limits_are_retried_and_a_failed_run_keeps_previous_data() {
+    let sim = start_sim(account()).await;
+    let exporter = exporter(activity_config(&sim.base_url(), 10));
+    exporter.refresh().await.unwrap();
+    // One 429 with Retry-After: retried, the run succeeds.
+    sim.state().faults.push(
+        Fault::new(
+            "/activity",
+            FaultResponse::Error {
+                status: 429,
+                retry_after: Some(0),
+            },
+        )
+        .times(1),
+    );
+    exporter.refresh_activity().await.expect("429 retried");
+    let activity_calls = sim
+        .state()
+        .requests
+        .iter()
+        .filter(|r| r.starts_with("/api/v1/activity"))
+        .count();
+    assert_eq!(activity_calls, 4, "3 keys + 1 retry");
+    let before = parse(&body(&exporter));
+    let r7 = value(
+        &before,
+        "openrouter_company_usage_usd",
+        &[("company", "acme"), ("window", "rolling_7d")],
+    );
+
+    // A new key appears and the activity API keeps refusing: the run fails whole.
+    sim.state()
+        .keys
+        .push(SimKey::new(WS_A, &hash(9), "acme-new").usage(1.0, 1.0, 1.0, 1.0));
+    sim.state().faults.push(Fault::new(
+        "/activity",
+        FaultResponse::Error {
+            status: 429,
+            retry_after: Some(0),
+        },
+    ));
+    exporter.refresh().await.unwrap();
+    assert!(exporter.refresh_activity().await.is_err());
+    let after = parse(&body(&exporter));
+    assert_eq!(value(&after, "openrouter_activity_up", &[]), 0.0);
+    // The old keys keep their rolling figures; the company's is unknown while the new key has none.
+    assert!(
+        find(
+            &after,
+            "openrouter_key_usage_usd",
+            &[("key_hash", &hash(0)), ("window", "rolling_7d")]
+        )
+        .len()
+            == 1
+    );
+    assert!(find(
+        &after,
+        "openrouter_key_usage_usd",
+        &[("key_hash", &hash(9)), ("window", "rolling_7d")]
+    )
+    .is_empty());
+    assert!(find(
+        &after,
+        "openrouter_company_usage_usd",
+        &[("company", "acme"), ("window", "rolling_7d")]
+    )
+    .is_empty());
+    assert!(
+        value(
+            &after,
+            "openrouter_refresh_failures_total",
+            &[("reason", "activity")]
+        ) >= 1.0
+    );
+
+    sim.state().faults.clear();
+    exporter.refresh_activity().await.unwrap();
+    let healed = parse(&body(&exporter));
+    let r7_new = value(
+        &healed,
+        "openrouter_company_usage_usd",
+        &[("company", "acme"), ("window", "rolling_7d")],
+    );
+    assert!(
+        (r7_new - (r7 + 1.0)).abs() < 1e-9,
+        "{r7_new} vs {r7} + today's 1.0 of the new key"
+    );
+}
+
+#[tokio::test]
+async fn direct_key_mode_reports_a_revoked_key_without_failing_the_others() {
+    let mut state = SimState::new("unused-management-key");
+    state
+        .keys
+        .push(SimKey::new(WS_A, &hash(1), "acme-direct").usage(1.0, 2.0, 3.0, 40.0));
+    state.keys.push(
+        SimKey::new(WS_A, &hash(2), "acme-direct-2")
+            .usage(0.25, 0.5, 0.75, 5.0)
+            .set("limit", json!(10.0))
+            .set("limit_remaining", json!(9.25))
+            .set("limit_reset", json!("monthly")),
+    );
+    state
+        .inference_keys
+        .insert("sk-or-v1-inference-one".into(), hash(1));
+    state
+        .inference_keys
+        .insert("sk-or-v1-inference-two".into(), hash(2));
+    let sim = start_sim(state).await;
+    let dir = tempfile::tempdir().unwrap();
+    let one = dir.path().join("one");
+    let two = dir.path().join("two");
+    std::fs::write(&one, "sk-or-v1-inference-one\n").unwrap();
+    std::fs::write(&two, "sk-or-v1-inference-two\n").unwrap();
+    let yaml = format!(
+        "refresh_interval: 30s\nopenrouter:\n  base_url: {}\n  use_management_key: false\ncompanies:\n  acme:\n    keys:\n      - {{name: acme-direct, secret_file: {}}}\n      - {{name: acme-direct-2, secret_file: {}}}\n",
+        sim.base_url(),
+        one.display(),
+        two.display()
+    );
+    let exporter = exporter(Config::parse(&yaml, "direct").unwrap());
+    exporter.refresh().await.unwrap();
+    let samples = parse(&body(&exporter));
+    assert_eq!(
+        value(&samples, "openrouter_key_up", &[("key", "acme-direct")]),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "openrouter_key_usage_usd",
+            &[("key_hash", "direct:acme-direct"), ("window", "lifetime")]
+        ),
+        40.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "openrouter_key_limit_usd",
+            &[("key", "acme-direct-2")]
+        ),
+        10.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "openrouter_company_usage_usd",
+            &[("company", "acme"), ("window", "lifetime")]
+        ),
+        45.0
+    );
+    // No management API calls in direct-only mode, and no account figures.
+    let requests = sim.state().requests.clone();
+    assert!(requests.iter().all(|r| r == "/api/v1/key"), "{requests:?}");
+    assert!(find(&samples, "openrouter_account_usage_usd", &[]).is_empty());
+
+    // The first key is revoked; the second keeps spending.
+    sim.state().inference_keys.remove("sk-or-v1-inference-one");
+    sim.state()
+        .key_mut(&hash(2))
+        .unwrap()
+        .fields
+        .insert("usage".into(), json!(6.0));
+    exporter
+        .refresh()
+        .await
+        .expect("a revoked direct key does not fail the refresh");
+    let samples = parse(&body(&exporter));
+    assert_eq!(value(&samples, "openrouter_up", &[]), 1.0);
+    assert_eq!(
+        value(&samples, "openrouter_key_up", &[("key", "acme-direct")]),
+        0.0
+    );
+    assert_eq!(
+        value(&samples, "openrouter_key_up", &[("key", "acme-direct-2")]),
+        1.0
+    );
+    // The revoked key keeps its last good figures, flagged by key_up 0.
+    assert_eq!(
+        value(
+            &samples,
+            "openrouter_key_usage_usd",
+            &[("key", "acme-direct"), ("window", "lifetime")]
+        ),
+        40.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "openrouter_company_usage_usd",
+            &[("company", "acme"), ("window", "lifetime")]
+        ),
+        46.0
+    );
+    let text = body(&exporter);
+    assert!(
+        !text.contains("sk-or-v1-inference"),
+        "direct secrets never exported"
+    );
+}
+
+#[tokio::test]
+async fn a_direct_key_also_listed_is_counted_once() {
+    let mut state = empty_state();
+    state
+        .keys
+        .push(SimKey::new(WS_A, &hash(1), "acme-listed").usage(1.0, 2.0, 3.0, 40.0));
+    state
+        .inference_keys
+        .insert("sk-or-v1-inference-one".into(), hash(1));
+    state.total_usage = 40.0;
+    let sim = start_sim(state).await;
+    let dir = tempfile::tempdir().unwrap();
+    let one = dir.path().join("one");
+    std::fs::write(&one, "sk-or-v1-inference-one").unwrap();
+    let companies = format!(
+        "  acme:\n    keys:\n      - acme-listed\n      - {{name: acme-direct, secret_file: {}}}\n",
+        one.display()
+    );
+    let exporter = exporter(config(&sim.base_url(), &companies));
+    exporter.refresh().await.unwrap();
+    let samples = parse(&body(&exporter));
+    assert_eq!(
+        value(
+            &samples,
+            "openrouter_company_usage_usd",
+            &[("company", "acme"), ("window", "lifetime")]
+        ),
+        40.0
+    );
+    assert_eq!(
+        value(&samples, "openrouter_company_keys", &[("company", "acme")]),
+        1.0
+    );
+    assert_eq!(
+        value(&samples, "openrouter_account_unattributed_usage_usd", &[]),
+        0.0
+    );
+}
+
+#[test]
+fn direct_key_config_errors_are_clear() {
+    let cases = [
+        ("companies:\n  a:\n    keys: [{name: x, secret_env: A, secret_file: /b}]\n", "not both"),
+        ("companies:\n  a:\n    keys: [{secret_env: A}]\n", "needs a name"),
+        ("companies:\n  a:\n    keys: [{name: x, secret_env: A, extra: 1}]\n", "unknown field \"extra\""),
+        ("companies:\n  a:\n    keys: [{name: x, secret_env: sk-or-v1-abc}]\n", "looks like a key"),
+        ("openrouter:\n  use_management_key: false\ncompanies:\n  a:\n    keys: [x]\n", "nothing to poll"),
+        (
+            "openrouter:\n  use_management_key: false\nactivity:\n  enabled: true\ncompanies:\n  a:\n    keys: [{name: x, secret_env: A}]\n",
+            "activity API needs a management key",
+        ),
+        ("activity:\n  enabled: true\n  refresh_interval: 10s\ncompanies:\n  a:\n    keys: [x]\n", "activity.refresh_interval"),
+        (
+            "companies:\n  a:\n    keys: [dup]\n  b:\n    keys: [{name: dup, secret_env: B}]\n",
+            "already claimed by company \"a\"",
+        ),
+    ];
+    for (yaml, want) in cases {
+        let err = Config::parse(yaml, "t").unwrap_err().to_string();
+        assert!(err.contains(want), "{want:?} not in {err}");
+    }
+}
