@@ -405,10 +405,11 @@ pub fn write_snapshot<W: Write>(
              failed (e.g. 401: revoked); its figures are then the last good ones, or absent.",
         )?;
         for d in snap.direct.iter() {
-            let Some(key) = &d.key else { continue };
+            // A key that never answered still gets its 0, so the failure is visible.
+            let hash = format!("direct:{}", d.name);
             let labels = [
-                ("key_hash", key.hash.as_str()),
-                ("key", key.name.as_str()),
+                ("key_hash", hash.as_str()),
+                ("key", d.name.as_str()),
                 ("company", snap.companies[d.company].name.as_str()),
             ];
             w.sample(name, &labels, format_args!("{}", u8::from(d.up)))?;

@@ -442,6 +442,14 @@ async fn direct_key_mode_reports_a_revoked_key_without_failing_the_others() {
         !text.contains("sk-or-v1-inference"),
         "direct secrets never exported"
     );
+
+    // A key revoked before it ever answered: key_up 0 and no invented figures.
+    let fresh = common::exporter(Config::parse(&yaml, "direct").unwrap());
+    fresh.refresh().await.unwrap();
+    let samples = parse(&body(&fresh));
+    assert_eq!(value(&samples, "openrouter_key_up", &[("key_hash", "direct:acme-direct")]), 0.0);
+    assert!(find(&samples, "openrouter_key_usage_usd", &[("key", "acme-direct")]).is_empty());
+    assert!(find(&samples, "openrouter_company_usage_usd", &[("company", "acme")]).is_empty());
 }
 
 #[tokio::test]
