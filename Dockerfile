@@ -5,12 +5,13 @@
 #   docker build -t openrouter-cost-exporter .
 #   docker run --rm -p 10115:10115 openrouter-cost-exporter demo
 #
-# Real mode: mount your config and pass the management key as an env var
+# Real mode: mount the directory holding your config.yaml (a directory, so
+# that edits are seen and reloaded) and pass the management key as an env var
 # (or mount it as a file and set openrouter.management_key_file):
 #
-#   docker run --rm -p 10115:10115 \
+#   docker run --rm -p 10115:10115 --read-only \
 #     -e OPENROUTER_MANAGEMENT_KEY \
-#     -v "$PWD/config.yaml:/etc/openrouter-cost-exporter/config.yaml:ro" \
+#     -v "$PWD/exporter-config:/etc/openrouter-cost-exporter:ro" \
 #     openrouter-cost-exporter
 #
 # The image runs as the distroless "nonroot" user (uid/gid 65532) and needs no
@@ -61,7 +62,8 @@ EXPOSE 10115
 
 # No shell in distroless: the binary probes itself. This assumes the default
 # listen address (:10115); if you change --web.listen-address, override the
-# healthcheck too (compose: `healthcheck.test`, docker run: `--health-cmd`).
+# healthcheck too, in exec form (compose: `healthcheck.test: ["CMD", ...]`);
+# `docker run --health-cmd` needs a shell, which this image does not have.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
   CMD ["/usr/local/bin/openrouter-cost-exporter", "healthcheck", "--url", "http://127.0.0.1:10115/healthz"]
 

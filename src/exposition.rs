@@ -129,6 +129,13 @@ monthly = current UTC month (each to date, dropping to 0 at its UTC boundary); l
 rolling_7d / rolling_30d (with activity collection) = the last 6 / 29 completed UTC days plus today. \
 Refreshed in the background; up to one refresh interval old.";
 
+/// One exported key with its identifying labels.
+struct KeyRow<'a> {
+    key: &'a ApiKey,
+    labels: [(&'static str, &'a str); 3],
+    rolling: Option<&'a [Option<f64>; 2]>,
+}
+
 /// Renders every OpenRouter family of a snapshot.
 pub fn write_snapshot<W: Write>(
     w: &mut MetricWriter<W>,
@@ -136,7 +143,6 @@ pub fn write_snapshot<W: Write>(
     options: MetricsOptions,
 ) -> io::Result<()> {
     // Listed keys, then direct keys that have figures and are not also listed.
-    let listed = snap.keys().len();
     let direct = snap
         .direct
         .iter()
@@ -146,43 +152,39 @@ pub fn write_snapshot<W: Write>(
                 .map(|k| (k, snap.companies[d.company].name.as_str()))
         })
         .filter(|(k, _)| !snap.direct_duplicates.contains(&k.name));
-    let keys: Vec<&ApiKey> = snap
+    let rows: Vec<KeyRow> = snap
         .keys()
         .iter()
-        .chain(direct.clone().map(|(k, _)| k))
-        .collect();
-    let companies: Vec<&str> = (0..listed)
-        .map(|i| snap.company_of(i))
-        .chain(direct.map(|(_, c)| c))
-        .collect();
-    if options.per_key {
-        let key_labels = |i: usize| {
-            let key = keys[i];
-            [
+        .enumerate()
+        .map(|(i, key)| (key, snap.company_of(i), snap.key_rolling.get(i)))
+        .chain(direct.map(|(key, company)| (key, company, None)))
+        .map(|(key, company, rolling)| KeyRow {
+            key,
+            labels: [
                 ("key_hash", key.hash.as_str()),
                 ("key", key.name.as_str()),
-                ("company", companies[i]),
-            ]
-        };
-
+                ("company", company),
+            ],
+            rolling,
+        })
+        .collect();
+    if options.per_key {
         let name = "openrouter_key_usage_usd";
         w.family(
             name,
             "gauge",
             &format!("OpenRouter credit spend of one API key in US dollars; {CALENDAR_NOTE}"),
         )?;
-        for i in 0..keys.len() {
-            let [h, k, c] = key_labels(i);
+        for row in &rows {
+            let [h, k, c] = row.labels;
             for window in Window::ALL {
-                if let Some(v) = key_usage(keys[i], window) {
+                if let Some(v) = key_usage(row.key, window) {
                     w.sample_f64(name, &[h, k, c, ("window", window.as_str())], v)?;
                 }
             }
-            if let Some(rolling) = snap.key_rolling.get(i) {
-                for ((window, _), value) in ROLLING.iter().zip(rolling) {
-                    if let Some(v) = value {
-                        w.sample_f64(name, &[h, k, c, ("window", window)], *v)?;
-                    }
+            for ((window, _), value) in ROLLING.iter().zip(row.rolling.into_iter().flatten()) {
+                if let Some(v) = value {
+                    w.sample_f64(name, &[h, k, c, ("window", window)], *v)?;
                 }
             }
         }
@@ -197,10 +199,10 @@ pub fn write_snapshot<W: Write>(
                      as estimated by OpenRouter; {CALENDAR_NOTE}"
                 ),
             )?;
-            for i in 0..keys.len() {
-                let [h, k, c] = key_labels(i);
+            for row in &rows {
+                let [h, k, c] = row.labels;
                 for window in Window::ALL {
-                    if let Some(v) = key_byok_usage(keys[i], window) {
+                    if let Some(v) = key_byok_usage(row.key, window) {
                         w.sample_f64(name, &[h, k, c, ("window", window.as_str())], v)?;
                     }
                 }
@@ -214,10 +216,10 @@ pub fn write_snapshot<W: Write>(
             "Credit limit of one API key in US dollars; reset = when the limit restarts \
              (daily/weekly/monthly at the UTC boundary, or never). Absent when the key is unlimited.",
         )?;
-        for i in 0..keys.len() {
-            if let Some(limit) = keys[i].limit {
-                let [h, k, c] = key_labels(i);
-                let reset = match keys[i].limit_reset.as_deref() {
+        for row in &rows {
+            if let Some(limit) = row.key.limit {
+                let [h, k, c] = row.labels;
+                let reset = match row.key.limit_reset.as_deref() {
                     None | Some("") => "never",
                     Some(other) => other,
                 };
@@ -232,9 +234,9 @@ pub fn write_snapshot<W: Write>(
             "Credit left under the key's limit in the current limit period, in US dollars; \
              negative when overspent (OpenRouter then refuses the key). Absent when unlimited.",
         )?;
-        for i in 0..keys.len() {
-            if let Some(remaining) = keys[i].limit_remaining {
-                w.sample_f64(name, &key_labels(i), remaining)?;
+        for row in &rows {
+            if let Some(remaining) = row.key.limit_remaining {
+                w.sample_f64(name, &row.labels, remaining)?;
             }
         }
 
@@ -244,9 +246,9 @@ pub fn write_snapshot<W: Write>(
             "gauge",
             "1 when the API key is disabled, 0 otherwise.",
         )?;
-        for i in 0..keys.len() {
-            let v = if keys[i].disabled { "1" } else { "0" };
-            w.sample(name, &key_labels(i), format_args!("{v}"))?;
+        for row in &rows {
+            let v = if row.key.disabled { "1" } else { "0" };
+            w.sample(name, &row.labels, format_args!("{v}"))?;
         }
 
         let name = "openrouter_key_expiry_timestamp_seconds";
@@ -255,9 +257,9 @@ pub fn write_snapshot<W: Write>(
             "gauge",
             "When the API key expires, as a Unix timestamp in seconds. Absent when it never expires.",
         )?;
-        for i in 0..keys.len() {
-            if let Some(ts) = keys[i].expires_at.as_deref().and_then(parse_timestamp) {
-                w.sample(name, &key_labels(i), format_args!("{ts}"))?;
+        for row in &rows {
+            if let Some(ts) = row.key.expires_at.as_deref().and_then(parse_timestamp) {
+                w.sample(name, &row.labels, format_args!("{ts}"))?;
             }
         }
 
@@ -267,15 +269,17 @@ pub fn write_snapshot<W: Write>(
             "gauge",
             "Metadata of one API key, always 1: label is OpenRouter's masked key, workspace_id its workspace.",
         )?;
-        for i in 0..keys.len() {
-            let [h, k, c] = key_labels(i);
-            let key = &keys[i];
+        for row in &rows {
+            let [h, k, c] = row.labels;
             let labels = [
                 h,
                 k,
                 c,
-                ("label", key.label.as_str()),
-                ("workspace_id", key.workspace_id.as_deref().unwrap_or("")),
+                ("label", row.key.label.as_str()),
+                (
+                    "workspace_id",
+                    row.key.workspace_id.as_deref().unwrap_or(""),
+                ),
             ];
             w.sample(name, &labels, format_args!("1"))?;
         }

@@ -15,3 +15,4 @@ pub mod sim;
 pub mod snapshot;
 pub mod telemetry;
 pub mod upstream;
+pub mod webconfig;

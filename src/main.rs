@@ -100,7 +100,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_level, cli.log_format);
     let result = match &cli.command {
-        _ if cli.config_check => check_config(&cli.config_file),
+        _ if cli.config_check => check_config(&cli.config_file, cli.web_config_file.as_deref()),
         Some(Command::Healthcheck { url }) => healthcheck(url.as_deref(), &cli.listen_address),
         Some(Command::Demo) => run_async(run_demo(&cli)),
         None => run_async(run_exporter(&cli)),
@@ -148,7 +148,10 @@ fn run_async(future: impl std::future::Future<Output = anyhow::Result<()>>) -> a
         .block_on(future)
 }
 
-fn check_config(path: &Path) -> anyhow::Result<()> {
+fn check_config(path: &Path, web_config: Option<&Path>) -> anyhow::Result<()> {
+    if let Some(web) = web_config {
+        WebConfig::load(web)?;
+    }
     let config = Config::load(path)?;
     if let Some(source) = &config.openrouter.management_key {
         source.load()?;
@@ -250,7 +253,10 @@ async fn run_exporter(cli: &Cli) -> anyhow::Result<()> {
 }
 
 /// The refresh loop and the (opt-in) activity loop.
-fn spawn_background(exporter: &Exporter, shutdown: &watch::Receiver<bool>) -> tokio::task::JoinSet<()> {
+fn spawn_background(
+    exporter: &Exporter,
+    shutdown: &watch::Receiver<bool>,
+) -> tokio::task::JoinSet<()> {
     let mut tasks = tokio::task::JoinSet::new();
     let (e, s) = (exporter.clone(), shutdown.clone());
     tasks.spawn(async move { e.run(s).await });
@@ -307,7 +313,8 @@ async fn run_demo(cli: &Cli) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     info!(
         upstream = %upstream.server.base_url(),
-        "demo: simulated OpenRouter running; open http://{}{}",
+        "demo: simulated OpenRouter running; open {}://{}{}",
+        if options.web.tls_enabled() { "https" } else { "http" },
         local,
         cli.telemetry_path
     );

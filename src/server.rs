@@ -40,12 +40,7 @@ use tracing::{debug, info, warn};
 use crate::exporter::Exporter;
 use crate::exposition::CONTENT_TYPE;
 
-// The web config lives in its own file; it is declared here so that the
-// server owns it. Moving it to `lib.rs` (`pub mod webconfig;`) only needs
-// this declaration changed: the re-exports below keep every path working.
-#[path = "webconfig.rs"]
-pub mod webconfig;
-pub use webconfig::{ClientAuth, WebConfig, WebConfigError};
+pub use crate::webconfig::{self, ClientAuth, WebConfig, WebConfigError};
 
 #[derive(Debug, Clone)]
 pub struct ServerOptions {

@@ -1,17 +1,20 @@
 //! Checks of the deployment artefacts: Dockerfile, docker compose stack,
 //! Kubernetes manifests, systemd unit and docs/deployment.md.
 //!
-//! * Pure-Rust checks always run: consistency between files (ports, names,
-//!   paths, labels) and the two GENERATED Kubernetes manifests, which must
-//!   equal what their sources produce:
-//!     - deploy/kubernetes/prometheusrule.yaml    <- prometheus/*.rules.yml
-//!     - deploy/kubernetes/grafana-dashboards.yaml <- grafana/dashboards/*.json
-//!   Regenerate both with `scripts/update-generated.sh`
-//!   (= `UPDATE_GENERATED=1 cargo test --test deploy`).
-//! * Checks that run an external tool (promtool, amtool, hadolint, kubectl,
-//!   docker compose) skip with a message when the tool is missing, except
-//!   under CI=true, where they fail and name the install command.
-//!   systemd-analyze is never required.
+//! Pure-Rust checks always run. They check consistency between files (ports,
+//! names, paths, labels) and the two GENERATED Kubernetes manifests, which
+//! must equal what their sources produce:
+//!
+//! - `deploy/kubernetes/prometheusrule.yaml` from the rule files in `prometheus/`
+//! - `deploy/kubernetes/grafana-dashboards.yaml` from `grafana/dashboards/*.json`
+//!
+//! Regenerate both with `scripts/update-generated.sh`, which runs
+//! `UPDATE_GENERATED=1 cargo test --test deploy`.
+//!
+//! Checks that run an external tool (promtool, amtool, hadolint, kubectl,
+//! docker compose) skip with a message when the tool is missing, except under
+//! CI=true, where they fail and name the install command. systemd-analyze is
+//! never required.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::env;
@@ -349,10 +352,11 @@ fn prometheusrule_is_generated_from_rule_files() {
         let v = parse_yaml(&fs::read_to_string(&f).unwrap(), "rule file");
         from_files.extend(seq(&v["groups"], "groups").iter().cloned());
     }
-    assert_eq!(
-        seq(&pr["spec"]["groups"], "spec.groups"),
-        &from_files,
-        "PrometheusRule spec.groups must equal the groups of prometheus/*.rules.yml"
+    // assert! (not assert_eq!): the Debug dump of all rules helps nobody.
+    assert!(
+        seq(&pr["spec"]["groups"], "spec.groups") == &from_files,
+        "PrometheusRule spec.groups must equal the groups of the rule files in prometheus/; \
+         run scripts/update-generated.sh"
     );
 }
 
@@ -370,9 +374,9 @@ fn dashboard_configmaps_are_generated_from_dashboards() {
     for (cm, f) in docs.iter().zip(&files) {
         assert_eq!(cm["kind"], "ConfigMap");
         assert_eq!(cm["metadata"]["labels"][DASHBOARD_LABEL], "1");
-        assert_eq!(
-            s(&cm["data"][file_name(f).as_str()], "dashboard data"),
-            fs::read_to_string(f).unwrap(),
+        assert!(
+            s(&cm["data"][file_name(f).as_str()], "dashboard data")
+                == fs::read_to_string(f).unwrap(),
             "ConfigMap content differs from {}",
             f.display()
         );
@@ -473,6 +477,15 @@ fn dockerfile_is_consistent_with_the_repo() {
         !root().join("build.rs").exists() || df.contains("build.rs"),
         "build.rs exists but the Dockerfile does not copy it"
     );
+    // The builder image (rust:*-slim) has gcc but no OpenSSL headers, cmake or
+    // clang, and the runtime image no libssl: TLS must stay rustls + ring.
+    let lock = read("Cargo.lock");
+    for native in ["openssl-sys", "aws-lc-sys", "aws-lc-fips-sys"] {
+        assert!(
+            !lock.contains(&format!("name = \"{native}\"")),
+            "Cargo.lock pulls in {native}, which the Docker build cannot compile as is"
+        );
+    }
     let manifest = read("Cargo.toml");
     for t in ["[[bench]]", "[[example]]", "[[test]]", "[workspace]"] {
         assert!(
@@ -1143,7 +1156,10 @@ fn kustomize_renders_expected_objects() {
         let v = parse_yaml(&fs::read_to_string(&f).unwrap(), "rule file");
         groups.extend(seq(&v["groups"], "groups").iter().cloned());
     }
-    assert_eq!(seq(&pr["spec"]["groups"], "groups"), &groups);
+    assert!(
+        seq(&pr["spec"]["groups"], "groups") == &groups,
+        "the rendered PrometheusRule differs from the rule files in prometheus/"
+    );
 
     // --- dashboards
     let dash_cms: Vec<&&Value> = configmaps
@@ -1166,56 +1182,187 @@ fn kustomize_renders_expected_objects() {
 
 // ============================================================ exporter configs
 
-/// The shipped exporter configs pass the exporter's own `--config.check`;
-/// a deliberately broken copy must not (proves the check really checks).
+/// A JSON-array instruction of the Dockerfile (`CMD [...]`, `HEALTHCHECK ... CMD [...]`).
+fn dockerfile_exec_form(instruction: &str) -> Vec<String> {
+    let df = read("Dockerfile").replace("\\\n", " ");
+    let line = df
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with(instruction))
+        .unwrap_or_else(|| panic!("Dockerfile has no {instruction} line"));
+    // The first `[` opens the exec-form array (HEALTHCHECK options have none).
+    let json = &line[line.find('[').expect("exec form")..];
+    serde_json::from_str(json.trim())
+        .unwrap_or_else(|e| panic!("{instruction} is not in exec (JSON array) form: {e}"))
+}
+
+fn strs(v: &Value, what: &str) -> Vec<String> {
+    seq(v, what)
+        .iter()
+        .map(|a| s(a, what).to_string())
+        .collect()
+}
+
+/// Every way this repository starts the exporter for real, as (where,
+/// arguments after the binary, config file it ships for that way).
+fn shipped_invocations() -> Vec<(&'static str, Vec<String>, &'static str)> {
+    let dep = yaml("deploy/kubernetes/deployment.yaml");
+    let real = yaml("deploy/compose/compose.real.yaml");
+    let unit = unit_directives(&read(UNIT));
+    let exec_start: Vec<String> = unit["ExecStart"][0]
+        .split(' ')
+        .skip(1)
+        .map(str::to_string)
+        .collect();
+    vec![
+        // The image bakes config.example.yaml in as its default config.
+        (
+            "Dockerfile CMD",
+            dockerfile_exec_form("CMD ["),
+            "config.example.yaml",
+        ),
+        (
+            "compose.real.yaml",
+            strs(&real["services"]["exporter"]["command"], "command"),
+            "deploy/compose/exporter/config.yaml",
+        ),
+        (
+            "deployment.yaml",
+            strs(
+                &dep["spec"]["template"]["spec"]["containers"][0]["args"],
+                "args",
+            ),
+            "deploy/kubernetes/config.yaml",
+        ),
+        // docs/deployment.md installs config.example.yaml for systemd.
+        ("systemd ExecStart", exec_start, "config.example.yaml"),
+    ]
+}
+
+/// The shipped exporter configs, with the exact flags each deployment passes,
+/// pass the exporter's own `--config.check`; a copy with an unknown field must
+/// not (proves the check really checks).
 #[test]
-fn shipped_exporter_configs_pass_config_check() {
+fn shipped_invocations_pass_config_check() {
     let tmp = tempfile::tempdir().unwrap();
     let key_file = tmp.path().join("management-key");
     fs::write(&key_file, "test-management-key\n").unwrap();
 
-    let mut configs = vec![
-        "deploy/compose/exporter/config.yaml".to_string(),
-        "deploy/kubernetes/config.yaml".to_string(),
-    ];
-    if root().join("config.example.yaml").exists() {
-        configs.push("config.example.yaml".into()); // baked into the image
-    }
-    let check = |path: &Path| -> Output {
-        run(Command::new(BIN)
-            .arg(format!("--config.file={}", path.display()))
-            .arg("--config.check")
-            .env("OPENROUTER_MANAGEMENT_KEY", "test-management-key")
-            .env_remove("RUST_LOG"))
-    };
-    for (i, rel) in configs.iter().enumerate() {
+    for (i, (how, args, rel)) in shipped_invocations().into_iter().enumerate() {
+        assert!(
+            args.iter().any(|a| a.starts_with("--config.file=")),
+            "{how}: no --config.file= in {args:?}"
+        );
         let mut cfg = yaml(rel);
         // The Kubernetes config names the Secret's mount path; point it at a
         // local file with the same role.
         if cfg["openrouter"].get("management_key_file").is_some() {
             cfg["openrouter"]["management_key_file"] = key_file.to_string_lossy().as_ref().into();
         }
-        let good = tmp.path().join(format!("good-{i}.yaml"));
-        fs::write(&good, serde_yaml::to_string(&cfg).unwrap()).unwrap();
-        let o = check(&good);
+        let check = |cfg: &Value, name: &str| -> Output {
+            let path = tmp.path().join(format!("{name}-{i}.yaml"));
+            fs::write(&path, serde_yaml::to_string(cfg).unwrap()).unwrap();
+            let argv: Vec<String> = args
+                .iter()
+                .map(|a| match a.strip_prefix("--config.file=") {
+                    Some(_) => format!("--config.file={}", path.display()),
+                    None => a.clone(),
+                })
+                .chain(["--config.check".to_string()])
+                .collect();
+            run(Command::new(BIN)
+                .args(&argv)
+                .env("OPENROUTER_MANAGEMENT_KEY", "test-management-key")
+                .env_remove("RUST_LOG"))
+        };
+        let o = check(&cfg, "good");
         assert!(
             o.status.success(),
-            "{rel} fails --config.check:\n{}",
+            "{how} with {rel} fails --config.check (args {args:?}):\n{}",
             out_text(&o)
         );
 
         cfg.as_mapping_mut()
             .unwrap()
             .insert("no_such_field".into(), Value::Bool(true));
-        let bad = tmp.path().join(format!("bad-{i}.yaml"));
-        fs::write(&bad, serde_yaml::to_string(&cfg).unwrap()).unwrap();
-        let o = check(&bad);
+        let o = check(&cfg, "bad");
         assert!(
             !o.status.success(),
             "--config.check accepted an unknown field (copy of {rel}):\n{}",
             out_text(&o)
         );
     }
+}
+
+/// The compose demo command serves, and the Dockerfile's HEALTHCHECK command
+/// (run as is, only the port changed) reports it healthy; it fails against a
+/// port where nothing listens.
+#[test]
+fn demo_command_and_healthcheck_work() {
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let port = free_port();
+    let compose = yaml("deploy/compose/compose.yaml");
+    let args: Vec<String> = strs(&compose["services"]["exporter"]["command"], "command")
+        .into_iter()
+        .map(|a| a.replace(&format!(":{PORT}"), &format!("127.0.0.1:{port}")))
+        .collect();
+    assert!(args.contains(&format!("--web.listen-address=127.0.0.1:{port}")));
+
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Kill(
+        Command::new(BIN)
+            .args(&args)
+            .env_remove("OPENROUTER_MANAGEMENT_KEY")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start the exporter in demo mode"),
+    );
+
+    let hc = dockerfile_exec_form("HEALTHCHECK");
+    assert_eq!(hc[0], "/usr/local/bin/openrouter-cost-exporter");
+    let probe = |url_port: u16, path: &str| -> Output {
+        let argv: Vec<String> = hc[1..]
+            .iter()
+            .map(|a| {
+                a.replace(&format!(":{PORT}/"), &format!(":{url_port}/"))
+                    .replace("/healthz", path)
+            })
+            .collect();
+        run(Command::new(BIN).args(&argv))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    for path in ["/healthz", "/readyz"] {
+        loop {
+            let o = probe(port, path);
+            if o.status.success() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the HEALTHCHECK command never succeeded on {path} of the demo:\n{}",
+                out_text(&o)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+    let o = probe(free_port(), "/healthz");
+    assert!(
+        !o.status.success(),
+        "healthcheck succeeded against a port where nothing listens"
+    );
 }
 
 // ============================================================ systemd
@@ -1337,21 +1484,27 @@ fn deployment_docs_reference_existing_files() {
         assert!(doc.contains(needle), "docs/deployment.md lacks {needle:?}");
     }
     let mut checked = 0;
-    for word in doc.split(|c: char| c.is_whitespace() || "`()[]\"',;".contains(c)) {
+    for word in doc.split(|c: char| c.is_whitespace() || "`()[]\"',;|".contains(c)) {
         for prefix in ["deploy/", "contrib/", "scripts/", "prometheus/", "grafana/"] {
-            if let Some(pos) = word.find(prefix) {
-                let p = word[pos..].trim_end_matches(['.', ':']);
-                if p.contains('*') || p.contains('$') || p.contains('<') {
-                    continue;
-                }
-                // "-v ./x:/y:ro" style: take the host side.
-                let p = p.split(':').next().unwrap();
-                assert!(
-                    root().join(p).exists(),
-                    "docs/deployment.md mentions {p}, which does not exist"
-                );
-                checked += 1;
+            let Some(pos) = word.find(prefix) else {
+                continue;
+            };
+            // Repository paths only: `deploy/x`, `./deploy/x`, `../deploy/x`,
+            // not `/etc/prometheus/x` or `$PWD/x`.
+            if !word[..pos].chars().all(|c| c == '.' || c == '/') {
+                continue;
             }
+            let p = word[pos..].trim_end_matches(['.', ':']);
+            if p.contains('*') || p.contains('<') {
+                continue;
+            }
+            // "./x:/y:ro" style: the host side.
+            let p = p.split(':').next().unwrap();
+            assert!(
+                root().join(p).exists(),
+                "docs/deployment.md mentions {p}, which does not exist"
+            );
+            checked += 1;
         }
     }
     assert!(
