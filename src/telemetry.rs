@@ -7,6 +7,19 @@ use prometheus::{Encoder, IntCounterVec, Opts, Registry, TextEncoder};
 
 use crate::upstream::Endpoint;
 
+/// The bounded `reason` values of `openrouter_refresh_failures_total`.
+pub const FAILURE_REASONS: [&str; 9] = [
+    "unauthorized",
+    "rate_limited",
+    "server_error",
+    "client_error",
+    "timeout",
+    "connection",
+    "invalid_response",
+    "pagination",
+    "activity",
+];
+
 pub struct Telemetry {
     registry: Registry,
     upstream_requests: IntCounterVec,
@@ -51,6 +64,11 @@ impl Telemetry {
         registry
             .register(Box::new(refresh_failures.clone()))
             .expect("first registration of a unique name");
+        // Every reason exists from the start at 0, so rules and panels see the
+        // family before the first failure and `increase()` catches the first one.
+        for reason in FAILURE_REASONS {
+            refresh_failures.with_label_values(&[reason]);
+        }
         Telemetry {
             registry,
             upstream_requests,

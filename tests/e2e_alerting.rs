@@ -1,0 +1,1164 @@
+//! End to end: the exporter in demo mode -> a real Prometheus loading the
+//! shipped rule files -> a real Alertmanager with the shipped routing -> a
+//! webhook receiver in this test.
+//!
+//! * The demo's `acme` is over its monthly budget: its
+//!   OpenRouterCompanyBudgetExceeded alert must reach the webhook, with its
+//!   `company` label, through the route the shipped Alertmanager config has for
+//!   company="acme". `globex` is far under its budgets: no budget alert for it
+//!   may arrive.
+//! * Every PromQL expression of every dashboard panel (and every templating
+//!   query) is evaluated through Prometheus's HTTP API with the dashboard
+//!   variables substituted; each must be valid and return data.
+//! * Every `openrouter_*` name used by the dashboards and the rules must be a
+//!   metric family the exporter exports.
+//!
+//! Needs Debian's `prometheus` and `prometheus-alertmanager` packages (binaries
+//! `prometheus` and `prometheus-alertmanager`, or `alertmanager`). Without them
+//! the test prints why it skips; with CI=true a missing binary fails it.
+//!
+//! The rule files are copied with every `for:` set to 0s, so alerts fire on
+//! the first evaluation; scrape and evaluation run every second.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::env;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value as Json;
+use serde_yaml::Value as Yaml;
+
+const BIN: &str = env!("CARGO_BIN_EXE_openrouter-cost-exporter");
+/// Company over its monthly budget in the demo / company far under all budgets.
+const OVER: &str = "acme";
+const UNDER: &str = "globex";
+const BUDGET_EXCEEDED: &str = "OpenRouterCompanyBudgetExceeded";
+/// Alerts about a company's budget: none may arrive for UNDER.
+const BUDGET_ALERTS: [&str; 3] = [
+    "OpenRouterCompanyBudgetExceeded",
+    "OpenRouterCompanyBudgetNearlyExhausted",
+    "OpenRouterCompanyMonthlyBudgetForecastExceeded",
+];
+
+// ------------------------------------------------------------ environment
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn is_ci() -> bool {
+    env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    let path = env::var_os("PATH")?;
+    env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The first of `names` found on PATH. When none is: under CI=true a panic
+/// naming the package to install, otherwise a message and None (skip).
+fn require_binary(names: &[&str], package: &str) -> Option<PathBuf> {
+    if let Some(p) = names.iter().find_map(|n| on_path(n)) {
+        return Some(p);
+    }
+    let msg = format!(
+        "none of {names:?} is on PATH; install Debian's `{package}` package \
+         (apt-get install -y {package})"
+    );
+    if is_ci() {
+        panic!("CI=true and the end-to-end alerting test cannot run: {msg}");
+    }
+    eprintln!("skipping the end-to-end alerting test: {msg}");
+    None
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+// --------------------------------------------------------- child processes
+
+/// Kills every child on drop, also when the test panics.
+struct Children {
+    procs: Vec<(String, Child, PathBuf)>,
+}
+
+impl Children {
+    fn spawn(&mut self, name: &str, cmd: &mut Command, log: PathBuf) {
+        let out = fs::File::create(&log).expect("create log file");
+        let err = out.try_clone().expect("clone log file handle");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
+        self.procs.push((name.to_string(), child, log));
+    }
+
+    /// Panics if a child has exited (with the tail of its log).
+    fn assert_running(&mut self) {
+        for (name, child, log) in &mut self.procs {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("{name} exited early ({status}); its output:\n{}", tail(log));
+            }
+        }
+    }
+
+    fn logs(&self) -> String {
+        self.procs
+            .iter()
+            .map(|(name, _, log)| format!("----- {name} -----\n{}", tail(log)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for (_, child, _) in &mut self.procs {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn tail(path: &Path) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+// ---------------------------------------------------------------- webhook
+
+/// A webhook receiver on 127.0.0.1: records (path, JSON body) of every POST.
+type Received = Arc<Mutex<Vec<(String, Json)>>>;
+
+fn start_webhook() -> (u16, Received) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind webhook");
+    let port = listener.local_addr().unwrap().port();
+    let received: Received = Arc::default();
+    let store = Arc::clone(&received);
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let store = Arc::clone(&store);
+            thread::spawn(move || {
+                let _ = serve_one(stream, &store);
+            });
+        }
+    });
+    (port, received)
+}
+
+/// One HTTP/1.1 request per connection (answered with Connection: close).
+fn serve_one(mut stream: TcpStream, store: &Received) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let header_end = loop {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..header_end]).to_string();
+    let path = head
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("")
+        .to_string();
+    let length: usize = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .unwrap_or(0);
+    while buf.len() < header_end + length {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body = &buf[header_end..buf.len().min(header_end + length)];
+    if let Ok(json) = serde_json::from_slice::<Json>(body) {
+        store.lock().unwrap().push((path, json));
+    }
+    stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+}
+
+/// Every alert received so far: (webhook path, alert object).
+fn received_alerts(received: &Received) -> Vec<(String, Json)> {
+    received
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, body)| {
+            body["alerts"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |a| (path.clone(), a))
+        })
+        .collect()
+}
+
+fn label<'a>(alert: &'a Json, name: &str) -> &'a str {
+    alert["labels"][name].as_str().unwrap_or("")
+}
+
+// ------------------------------------------------------- shipped artefacts
+
+/// Top-level prometheus/*.yml with a `groups:` key (prometheus.yml and
+/// alertmanager.yml are configs, prometheus/tests/ holds promtool tests).
+fn rule_files() -> Vec<(String, Yaml)> {
+    let mut out = Vec::new();
+    let mut entries: Vec<PathBuf> = fs::read_dir(root().join("prometheus"))
+        .expect("read prometheus/")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "yml" || e == "yaml"))
+        .collect();
+    entries.sort();
+    for p in entries {
+        let v: Yaml = serde_yaml::from_str(&fs::read_to_string(&p).unwrap())
+            .unwrap_or_else(|e| panic!("{} is not YAML: {e}", p.display()));
+        if v.get("groups").is_some() {
+            out.push((p.file_name().unwrap().to_string_lossy().to_string(), v));
+        }
+    }
+    assert!(!out.is_empty(), "no rule files in prometheus/");
+    out
+}
+
+/// The same rules with every `for:` set to 0s.
+fn without_for(mut rules: Yaml) -> (Yaml, usize) {
+    let mut changed = 0;
+    for group in rules["groups"].as_sequence_mut().expect("groups list") {
+        for rule in group["rules"].as_sequence_mut().expect("rules list") {
+            if let Some(m) = rule.as_mapping_mut() {
+                if m.contains_key("for") {
+                    m.insert("for".into(), "0s".into());
+                    changed += 1;
+                }
+            }
+        }
+    }
+    (rules, changed)
+}
+
+fn all_rules(files: &[(String, Yaml)]) -> Vec<Yaml> {
+    files
+        .iter()
+        .flat_map(|(_, v)| v["groups"].as_sequence().cloned().unwrap_or_default())
+        .flat_map(|g| g["rules"].as_sequence().cloned().unwrap_or_default())
+        .collect()
+}
+
+/// The shipped Alertmanager config with every webhook URL pointed at
+/// `http://127.0.0.1:{port}/{receiver name}` and short group timings.
+fn test_alertmanager_config(port: u16) -> Yaml {
+    let mut am: Yaml = serde_yaml::from_str(
+        &fs::read_to_string(root().join("prometheus/alertmanager.yml")).unwrap(),
+    )
+    .expect("prometheus/alertmanager.yml is YAML");
+    for r in am["receivers"].as_sequence_mut().expect("receivers") {
+        let name = r["name"].as_str().expect("receiver name").to_string();
+        let url = format!("http://127.0.0.1:{port}/{name}");
+        let m = r.as_mapping_mut().unwrap();
+        // Only webhooks can reach this test; other integrations are dropped.
+        m.retain(|k, _| k == "name" || k == "webhook_configs");
+        if !m.contains_key("webhook_configs") {
+            m.insert(
+                "webhook_configs".into(),
+                Yaml::Sequence(vec![Yaml::Mapping(Default::default())]),
+            );
+        }
+        for w in m
+            .get_mut("webhook_configs")
+            .and_then(|w| w.as_sequence_mut())
+            .unwrap()
+        {
+            w["url"] = url.clone().into();
+        }
+    }
+    fn fast(route: &mut Yaml, top: bool) {
+        let Some(m) = route.as_mapping_mut() else {
+            return;
+        };
+        for (key, value) in [
+            ("group_wait", "1s"),
+            ("group_interval", "1s"),
+            ("repeat_interval", "1h"),
+        ] {
+            if top || m.contains_key(key) {
+                m.insert(key.into(), value.into());
+            }
+        }
+        if let Some(children) = m.get_mut("routes").and_then(|r| r.as_sequence_mut()) {
+            for c in children {
+                fast(c, false);
+            }
+        }
+    }
+    fast(&mut am["route"], true);
+    am
+}
+
+/// The receiver of the route that matches exactly company="<company>", if the
+/// shipped config routes that company specifically.
+fn company_receiver(am: &Yaml, company: &str) -> Option<String> {
+    fn walk(route: &Yaml, company: &str, inherited: &str) -> Option<String> {
+        let receiver = route["receiver"].as_str().unwrap_or(inherited);
+        let matchers: Vec<String> = route["matchers"]
+            .as_sequence()
+            .map(|s| {
+                s.iter()
+                    .filter_map(|m| m.as_str())
+                    .map(|m| m.replace([' ', '\''], ""))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if matchers
+            .iter()
+            .any(|m| m == &format!("company=\"{company}\"") || m == &format!("company={company}"))
+        {
+            return Some(receiver.to_string());
+        }
+        route["routes"]
+            .as_sequence()?
+            .iter()
+            .find_map(|c| walk(c, company, receiver))
+    }
+    walk(&am["route"], company, "")
+}
+
+/// (dashboard file, panel title, expr) of every target, and
+/// (dashboard file, variable) of every templating variable.
+fn dashboards() -> Vec<(String, Json)> {
+    let mut files: Vec<PathBuf> = fs::read_dir(root().join("grafana/dashboards"))
+        .expect("read grafana/dashboards/")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no dashboards in grafana/dashboards/");
+    files
+        .into_iter()
+        .map(|p| {
+            let json: Json = serde_json::from_str(&fs::read_to_string(&p).unwrap())
+                .unwrap_or_else(|e| panic!("{} is not JSON: {e}", p.display()));
+            (p.file_name().unwrap().to_string_lossy().to_string(), json)
+        })
+        .collect()
+}
+
+fn panel_exprs(dashboard: &Json) -> Vec<(String, String)> {
+    fn walk(panels: &Json, out: &mut Vec<(String, String)>) {
+        for p in panels.as_array().into_iter().flatten() {
+            let title = p["title"].as_str().unwrap_or("?").to_string();
+            for t in p["targets"].as_array().into_iter().flatten() {
+                if let Some(expr) = t["expr"].as_str() {
+                    out.push((title.clone(), expr.to_string()));
+                }
+            }
+            walk(&p["panels"], out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(&dashboard["panels"], &mut out);
+    out
+}
+
+fn variable_query(var: &Json) -> Option<String> {
+    match &var["query"] {
+        Json::String(s) => Some(s.clone()),
+        Json::Object(o) => o.get("query").and_then(|q| q.as_str()).map(str::to_string),
+        _ => None,
+    }
+}
+
+/// `label_values(<expr>, <label>)` -> (expr, label).
+fn parse_label_values(q: &str) -> Option<(String, String)> {
+    let inner = q.trim().strip_prefix("label_values(")?.strip_suffix(')')?;
+    let (expr, label) = inner.rsplit_once(',')?;
+    Some((expr.trim().to_string(), label.trim().to_string()))
+}
+
+/// Replaces `$name`, `${name}` and `${name:format}` using `vars`; panics on
+/// an unknown variable so a typo in a dashboard cannot go unnoticed.
+fn substitute(expr: &str, vars: &BTreeMap<String, String>) -> String {
+    let mut out = String::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        let (name, consumed) = if let Some(braced) = after.strip_prefix('{') {
+            let end = braced
+                .find('}')
+                .unwrap_or_else(|| panic!("unclosed ${{ in {expr}"));
+            let name = braced[..end].split(':').next().unwrap();
+            (name.to_string(), end + 2)
+        } else {
+            let end = after
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(after.len());
+            (after[..end].to_string(), end)
+        };
+        let value = vars
+            .get(&name)
+            .unwrap_or_else(|| panic!("unknown dashboard variable ${name} in {expr}"));
+        out.push_str(value);
+        rest = &after[consumed..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Metric names (no `:`) starting with `openrouter_` in a PromQL / template text.
+fn openrouter_names(text: &str) -> BTreeSet<String> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|t| t.starts_with("openrouter_") && !t.contains(':'))
+        .map(str::to_string)
+        .collect()
+}
+
+// ------------------------------------------------------------- HTTP helpers
+
+async fn get_text(client: &reqwest::Client, url: &str) -> Result<(u16, String), String> {
+    let resp = client.get(url).send().await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let text = resp.text().await.map_err(|e| e.to_string())?;
+    Ok((status, text))
+}
+
+/// Instant query; Err(message) when Prometheus rejects it.
+async fn query(client: &reqwest::Client, prom: &str, q: &str) -> Result<Vec<Json>, String> {
+    let resp = client
+        .get(format!("{prom}/api/v1/query"))
+        .query(&[("query", q)])
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let text = resp.text().await.map_err(|e| e.to_string())?;
+    let json: Json = serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))?;
+    if json["status"] != "success" {
+        return Err(format!("{} {}", json["errorType"], json["error"]));
+    }
+    match &json["data"]["result"] {
+        Json::Array(a) => Ok(a.clone()),
+        // scalar / string results: one value
+        other if !other.is_null() => Ok(vec![other.clone()]),
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// Polls `check` every 250 ms until it returns Some, or panics after `limit`.
+async fn wait_for<T, F, Fut>(
+    what: &str,
+    limit: Duration,
+    children: &mut Children,
+    mut check: F,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        children.assert_running();
+        if let Some(v) = check().await {
+            return v;
+        }
+        if start.elapsed() > limit {
+            panic!(
+                "timed out after {limit:?} waiting for {what}\n{}",
+                children.logs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+// -------------------------------------------------------------------- test
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_reach_alertmanager_and_dashboards_query_real_data() {
+    let Some(prometheus) = require_binary(&["prometheus"], "prometheus") else {
+        return;
+    };
+    let Some(alertmanager) = require_binary(
+        &["prometheus-alertmanager", "alertmanager"],
+        "prometheus-alertmanager",
+    ) else {
+        return;
+    };
+    let test_start = Instant::now();
+    // Declared before `children` so the processes die before their files go.
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path();
+    let mut children = Children { procs: Vec::new() };
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+
+    // --- the exporter, demo mode
+    let exporter_port = free_port();
+    let exporter = format!("http://127.0.0.1:{exporter_port}");
+    children.spawn(
+        "exporter",
+        Command::new(BIN).args([
+            "demo",
+            "--web.listen-address",
+            &format!("127.0.0.1:{exporter_port}"),
+        ]),
+        dir.join("exporter.log"),
+    );
+    let metrics = wait_for(
+        "the demo exporter's first refresh",
+        Duration::from_secs(20),
+        &mut children,
+        || {
+            let client = client.clone();
+            let url = format!("{exporter}/metrics");
+            async move {
+                match get_text(&client, &url).await {
+                    Ok((200, text)) if text.lines().any(|l| l.trim() == "openrouter_up 1") => {
+                        Some(text)
+                    }
+                    _ => None,
+                }
+            }
+        },
+    )
+    .await;
+    let exported: BTreeSet<String> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect();
+    assert!(
+        exported.contains("openrouter_company_budget_usd") && exported.contains("openrouter_up"),
+        "the demo's /metrics lacks the budget metrics this test relies on:\n{metrics}"
+    );
+
+    // --- shipped rules (for: 0s) and the names they and the dashboards use
+    let shipped_rules = rule_files();
+    let rules_dir = dir.join("rules");
+    fs::create_dir(&rules_dir).unwrap();
+    let mut for_rewritten = 0;
+    for (name, v) in &shipped_rules {
+        let (copy, n) = without_for(v.clone());
+        for_rewritten += n;
+        fs::write(rules_dir.join(name), serde_yaml::to_string(&copy).unwrap()).unwrap();
+    }
+    assert!(
+        for_rewritten > 0,
+        "no rule has a `for:`; the copy should have shortened some"
+    );
+    let rules = all_rules(&shipped_rules);
+    let alert_names: BTreeSet<&str> = rules.iter().filter_map(|r| r["alert"].as_str()).collect();
+    assert!(
+        alert_names.contains(BUDGET_EXCEEDED),
+        "the shipped rules have no {BUDGET_EXCEEDED} alert"
+    );
+
+    let mut used: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for r in &rules {
+        let what = r["alert"].as_str().or(r["record"].as_str()).unwrap_or("?");
+        let mut text = r["expr"].as_str().unwrap_or("").to_string();
+        if let Some(ann) = r["annotations"].as_mapping() {
+            for v in ann.values().filter_map(|v| v.as_str()) {
+                text.push('\n');
+                text.push_str(v);
+            }
+        }
+        for n in openrouter_names(&text) {
+            used.entry(n).or_default().insert(format!("rule {what}"));
+        }
+    }
+    let dashboards = dashboards();
+    for (file, d) in &dashboards {
+        for (title, expr) in panel_exprs(d) {
+            for n in openrouter_names(&expr) {
+                used.entry(n)
+                    .or_default()
+                    .insert(format!("{file}: {title}"));
+            }
+        }
+        for var in d["templating"]["list"].as_array().into_iter().flatten() {
+            for n in openrouter_names(&variable_query(var).unwrap_or_default()) {
+                used.entry(n)
+                    .or_default()
+                    .insert(format!("{file}: variable {}", var["name"]));
+            }
+        }
+    }
+    assert!(
+        used.contains_key("openrouter_company_usage_usd")
+            && used.contains_key("openrouter_company_budget_usd"),
+        "found no use of the budget metrics in rules and dashboards: {used:?}"
+    );
+    let unknown: Vec<String> = used
+        .iter()
+        .filter(|(n, _)| !exported.contains(*n))
+        .map(|(n, wh)| {
+            format!(
+                "{n} (used by {})",
+                wh.iter().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })
+        .collect();
+    // (asserted at the end, after the alert and dashboard checks)
+
+    // --- webhook + Alertmanager with the shipped routing
+    let (hook_port, received) = start_webhook();
+    let am_config = test_alertmanager_config(hook_port);
+    let expected_receiver = company_receiver(&am_config, OVER);
+    fs::write(
+        dir.join("alertmanager.yml"),
+        serde_yaml::to_string(&am_config).unwrap(),
+    )
+    .unwrap();
+    let am_port = free_port();
+    fs::create_dir(dir.join("am-data")).unwrap();
+    children.spawn(
+        "alertmanager",
+        Command::new(&alertmanager)
+            .arg(format!(
+                "--config.file={}",
+                dir.join("alertmanager.yml").display()
+            ))
+            .arg(format!("--storage.path={}", dir.join("am-data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
+            .arg("--cluster.listen-address="),
+        dir.join("alertmanager.log"),
+    );
+
+    // --- Prometheus: the shipped scrape job, pointed at the demo
+    let shipped_prom: Yaml = serde_yaml::from_str(
+        &fs::read_to_string(root().join("prometheus/prometheus.yml")).unwrap(),
+    )
+    .expect("prometheus/prometheus.yml is YAML");
+    let job = shipped_prom["scrape_configs"][0]["job_name"]
+        .as_str()
+        .expect("prometheus/prometheus.yml has a scrape job")
+        .to_string();
+    let prom_config = format!(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+         rule_files:\n  - {rules}/*.yml\n\
+         alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['127.0.0.1:{am_port}']\n\
+         scrape_configs:\n  - job_name: {job}\n    static_configs:\n      - targets: ['127.0.0.1:{exporter_port}']\n",
+        rules = rules_dir.display()
+    );
+    fs::write(dir.join("prometheus.yml"), prom_config).unwrap();
+    let prom_port = free_port();
+    let prom = format!("http://127.0.0.1:{prom_port}");
+    fs::create_dir(dir.join("prom-data")).unwrap();
+    children.spawn(
+        "prometheus",
+        Command::new(&prometheus)
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("prom-data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .arg("--rules.alert.resend-delay=1s"),
+        dir.join("prometheus.log"),
+    );
+    wait_for(
+        "Prometheus and Alertmanager to be ready",
+        Duration::from_secs(30),
+        &mut children,
+        || {
+            let client = client.clone();
+            let urls = [
+                format!("{prom}/-/ready"),
+                format!("http://127.0.0.1:{am_port}/-/ready"),
+            ];
+            async move {
+                for u in urls {
+                    if !matches!(get_text(&client, &u).await, Ok((200, _))) {
+                        return None;
+                    }
+                }
+                Some(())
+            }
+        },
+    )
+    .await;
+
+    // --- acme's over-budget alert arrives with its company label
+    let (path, alert) = wait_for(
+        &format!("{BUDGET_EXCEEDED} for company={OVER} at the webhook"),
+        Duration::from_secs(45),
+        &mut children,
+        || {
+            let found = received_alerts(&received).into_iter().find(|(_, a)| {
+                label(a, "alertname") == BUDGET_EXCEEDED
+                    && label(a, "company") == OVER
+                    && label(a, "window") == "monthly"
+                    && a["status"] == "firing"
+            });
+            async move { found }
+        },
+    )
+    .await;
+    assert_eq!(label(&alert, "severity"), "critical");
+    assert_eq!(label(&alert, "job"), job);
+    let description = alert["annotations"]["description"].as_str().unwrap_or("");
+    assert!(
+        description.starts_with(&format!("{OVER} has spent $"))
+            && description.contains("monthly budget"),
+        "unexpected description: {description:?}"
+    );
+    assert!(
+        alert["annotations"]["runbook_url"]
+            .as_str()
+            .is_some_and(|u| u.ends_with(&format!("#{}", BUDGET_EXCEEDED.to_lowercase()))),
+        "runbook_url should point at the README anchor of the alert: {alert}"
+    );
+    if let Some(receiver) = &expected_receiver {
+        wait_for(
+            &format!("{BUDGET_EXCEEDED} for {OVER} at receiver {receiver} (the company's route)"),
+            Duration::from_secs(10),
+            &mut children,
+            || {
+                let hit = received_alerts(&received).into_iter().any(|(p, a)| {
+                    p == format!("/{receiver}")
+                        && label(&a, "alertname") == BUDGET_EXCEEDED
+                        && label(&a, "company") == OVER
+                });
+                async move { hit.then_some(()) }
+            },
+        )
+        .await;
+    } else {
+        eprintln!("note: prometheus/alertmanager.yml has no route for company=\"{OVER}\"; the alert came via {path}");
+    }
+
+    // --- the far-under-budget company: nothing, for a while after acme's came
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    children.assert_running();
+    let firing_for_under = query(&client, &prom, &format!("ALERTS{{company=\"{UNDER}\"}}"))
+        .await
+        .expect("ALERTS query");
+    let budget_for_under: Vec<String> = received_alerts(&received)
+        .into_iter()
+        .filter(|(_, a)| {
+            label(a, "company") == UNDER && BUDGET_ALERTS.contains(&label(a, "alertname"))
+        })
+        .map(|(p, a)| format!("{p}: {}", a["labels"]))
+        .collect();
+    assert!(
+        budget_for_under.is_empty(),
+        "budget alerts arrived for {UNDER}, which is far under its budgets:\n{}",
+        budget_for_under.join("\n")
+    );
+    assert!(
+        firing_for_under
+            .iter()
+            .all(|s| !BUDGET_ALERTS.contains(&s["metric"]["alertname"].as_str().unwrap_or(""))),
+        "Prometheus has budget alerts pending/firing for {UNDER}: {firing_for_under:?}"
+    );
+    // The same rule does evaluate for globex: its budget ratio exists and is low.
+    let ratio = query(
+        &client,
+        &prom,
+        &format!("company:openrouter_company_usage_usd:budget_ratio{{company=\"{UNDER}\",window=\"monthly\"}}"),
+    )
+    .await
+    .expect("budget ratio query");
+    let value: f64 = ratio
+        .first()
+        .and_then(|s| s["value"][1].as_str())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no monthly budget ratio for {UNDER}: {ratio:?}"));
+    assert!(
+        value < 0.5,
+        "{UNDER}'s monthly budget ratio is {value}, not far under"
+    );
+
+    // --- every rule evaluates without error
+    let (_, rules_json) = get_text(&client, &format!("{prom}/api/v1/rules"))
+        .await
+        .expect("rules API");
+    let rules_json: Json = serde_json::from_str(&rules_json).unwrap();
+    let mut loaded = 0;
+    let mut broken = Vec::new();
+    for g in rules_json["data"]["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        for r in g["rules"].as_array().into_iter().flatten() {
+            loaded += 1;
+            if r["health"] == "err" {
+                broken.push(format!("{}: {}", r["name"], r["lastError"]));
+            }
+        }
+    }
+    assert_eq!(
+        loaded,
+        rules.len(),
+        "Prometheus loaded {loaded} rules, the files have {}",
+        rules.len()
+    );
+    assert!(
+        broken.is_empty(),
+        "rules failing to evaluate:\n{}",
+        broken.join("\n")
+    );
+
+    // --- every dashboard query is valid and returns data
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for (file, d) in &dashboards {
+        let mut vars: BTreeMap<String, String> = [
+            ("__rate_interval", "1m"),
+            ("__interval", "15s"),
+            ("__range", "1h"),
+            ("__range_s", "3600"),
+            ("DS_PROMETHEUS", ""),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        // Variables in order: later ones may use earlier ones.
+        for var in d["templating"]["list"].as_array().into_iter().flatten() {
+            let name = var["name"].as_str().expect("variable name").to_string();
+            match var["type"].as_str() {
+                Some("datasource") => {
+                    assert_eq!(
+                        var["query"], "prometheus",
+                        "{file}: datasource variable {name} is not Prometheus"
+                    );
+                }
+                Some("constant") | Some("textbox") | Some("custom") => {
+                    let v = variable_query(var).unwrap_or_default();
+                    vars.insert(name, v);
+                }
+                Some("query") => {
+                    let q = variable_query(var)
+                        .unwrap_or_else(|| panic!("{file}: variable {name} has no query"));
+                    let (expr, lbl) = parse_label_values(&q).unwrap_or_else(|| {
+                        panic!(
+                            "{file}: variable {name}: expected label_values(expr, label), got {q}"
+                        )
+                    });
+                    let expr = substitute(&expr, &vars);
+                    let series = query(&client, &prom, &expr)
+                        .await
+                        .unwrap_or_else(|e| panic!("{file}: variable {name}: {expr}: {e}"));
+                    let values: BTreeSet<String> = series
+                        .iter()
+                        .filter_map(|s| s["metric"][&lbl].as_str())
+                        .map(str::to_string)
+                        .collect();
+                    assert!(
+                        !values.is_empty(),
+                        "{file}: variable {name} ({expr}) has no {lbl} values"
+                    );
+                    checked += 1;
+                    let chosen = if name == "company" {
+                        assert!(
+                            values.contains(OVER),
+                            "{file}: $company offers {values:?}, not {OVER}"
+                        );
+                        OVER.to_string()
+                    } else if var["includeAll"] == true {
+                        var["allValue"].as_str().unwrap_or(".*").to_string()
+                    } else {
+                        values.iter().next().unwrap().clone()
+                    };
+                    vars.insert(name, chosen);
+                }
+                other => panic!("{file}: variable {name} has unexpected type {other:?}"),
+            }
+        }
+        assert!(d["templating"]["list"].as_array().is_some_and(|l| l
+            .iter()
+            .any(|v| v["name"] == "DS_PROMETHEUS" && v["type"] == "datasource")));
+        for (title, expr) in panel_exprs(d) {
+            let q = substitute(&expr, &vars);
+            checked += 1;
+            // Recording rules and rate()s need a few evaluations / samples.
+            loop {
+                match query(&client, &prom, &q).await {
+                    Ok(result) if !result.is_empty() => break,
+                    Ok(_) if Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    Ok(_) => {
+                        failures.push(format!("{file}: \"{title}\": no data: {q}"));
+                        break;
+                    }
+                    Err(e) => {
+                        failures.push(format!("{file}: \"{title}\": invalid: {q}: {e}"));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked >= 20, "only {checked} dashboard queries found");
+    assert!(
+        failures.is_empty(),
+        "dashboard queries failing against the demo:\n{}",
+        failures.join("\n")
+    );
+    // Last, so that a missing family does not hide the results above.
+    assert!(
+        unknown.is_empty(),
+        "names used by dashboards/rules that the exporter does not export (no `# TYPE` line in the demo's /metrics):\n  {}\nexported: {exported:?}",
+        unknown.join("\n  ")
+    );
+    eprintln!(
+        "e2e: {checked} dashboard queries, {} openrouter_* names, alert via {path}, in {:?}",
+        used.len(),
+        test_start.elapsed()
+    );
+}
+
+// ------------------------------------------------ static checks (always run)
+
+const RUNBOOK_BASE: &str =
+    "https://github.com/openrouter-cost-exporter/openrouter-cost-exporter/blob/main/README.md#";
+
+/// Metrics with a `window` label: every selector on them must pin it.
+const WINDOWED: [&str; 5] = [
+    "openrouter_key_usage_usd",
+    "openrouter_key_byok_usage_usd",
+    "openrouter_company_usage_usd",
+    "openrouter_company_byok_usage_usd",
+    "openrouter_company_budget_usd",
+];
+
+/// Selectors on windowed metrics that do not pin `window`.
+fn unpinned_windows(expr: &str) -> Vec<String> {
+    let mut bad = Vec::new();
+    for m in WINDOWED {
+        let mut rest = expr;
+        while let Some(i) = rest.find(m) {
+            let before_ok = rest[..i].chars().last().map_or(true, |c| {
+                !(c.is_ascii_alphanumeric() || c == '_' || c == ':')
+            });
+            let after = &rest[i + m.len()..];
+            let ident_ends = !after.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_');
+            if before_ok && ident_ends {
+                let pinned = after.strip_prefix('{').is_some_and(|sel| {
+                    let sel = &sel[..sel.find('}').unwrap_or(sel.len())];
+                    sel.split(',').any(|p| {
+                        let p = p.trim();
+                        p.starts_with("window=") || p.starts_with("window=~")
+                    })
+                });
+                if !pinned {
+                    bad.push(format!("{m}{}", &after[..after.len().min(40)]));
+                }
+            }
+            rest = after;
+        }
+    }
+    bad
+}
+
+#[test]
+fn shipped_rules_and_dashboards_follow_the_conventions() {
+    let docs = fs::read_to_string(root().join("docs/alerts.md")).expect("docs/alerts.md");
+    let rules = all_rules(&rule_files());
+    let mut alerts = 0;
+    for r in &rules {
+        let expr = r["expr"].as_str().expect("rule expr");
+        let name = r["alert"]
+            .as_str()
+            .or(r["record"].as_str())
+            .expect("alert or record");
+        assert!(
+            unpinned_windows(expr).is_empty(),
+            "{name}: selectors without window=: {:?}",
+            unpinned_windows(expr)
+        );
+        assert!(!expr.contains("job=\""), "{name}: hard-codes a job: {expr}");
+        let Some(alert) = r["alert"].as_str() else {
+            assert!(
+                name.contains(':'),
+                "recording rule {name} should be named level:metric:operations"
+            );
+            continue;
+        };
+        alerts += 1;
+        assert!(
+            alert.starts_with("OpenRouter") && alert.chars().all(|c| c.is_ascii_alphanumeric()),
+            "{alert}: alert names are CamelCase with the OpenRouter prefix"
+        );
+        let severity = r["labels"]["severity"].as_str().unwrap_or("");
+        assert!(
+            ["critical", "warning", "info"].contains(&severity),
+            "{alert}: severity {severity:?}"
+        );
+        for a in ["summary", "description"] {
+            assert!(
+                r["annotations"][a]
+                    .as_str()
+                    .is_some_and(|s| !s.trim().is_empty()),
+                "{alert}: no {a} annotation"
+            );
+        }
+        assert_eq!(
+            r["annotations"]["runbook_url"].as_str().unwrap_or(""),
+            format!("{RUNBOOK_BASE}{}", alert.to_lowercase()),
+            "{alert}: runbook_url must point at the README anchor of its section"
+        );
+        assert!(
+            docs.lines().any(|l| l.trim_end() == format!("### {alert}")),
+            "docs/alerts.md has no `### {alert}` section (the runbook_url anchor)"
+        );
+    }
+    assert!(alerts >= 10, "only {alerts} alerts found");
+
+    // Every alert has a promtool unit test where it fires and one where it
+    // stays quiet (prometheus/tests/*.yml).
+    let mut fires: BTreeMap<String, usize> = BTreeMap::new();
+    let mut quiet: BTreeMap<String, usize> = BTreeMap::new();
+    let mut test_files: Vec<PathBuf> = fs::read_dir(root().join("prometheus/tests"))
+        .expect("prometheus/tests/")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yml" || e == "yaml"))
+        .collect();
+    test_files.sort();
+    assert!(
+        !test_files.is_empty(),
+        "no promtool tests in prometheus/tests/"
+    );
+    for f in &test_files {
+        let t: Yaml = serde_yaml::from_str(&fs::read_to_string(f).unwrap()).unwrap();
+        for group in t["tests"].as_sequence().into_iter().flatten() {
+            for case in group["alert_rule_test"].as_sequence().into_iter().flatten() {
+                let name = case["alertname"].as_str().unwrap_or("").to_string();
+                let firing = case["exp_alerts"]
+                    .as_sequence()
+                    .is_some_and(|a| !a.is_empty());
+                *if firing { &mut fires } else { &mut quiet }
+                    .entry(name)
+                    .or_default() += 1;
+            }
+        }
+    }
+    for r in &rules {
+        if let Some(alert) = r["alert"].as_str() {
+            assert!(
+                fires.contains_key(alert),
+                "no promtool test where {alert} fires"
+            );
+            assert!(
+                quiet.contains_key(alert),
+                "no promtool test where {alert} stays quiet"
+            );
+        }
+    }
+
+    let mut uids = BTreeSet::new();
+    for (file, d) in dashboards() {
+        let uid = d["uid"].as_str().unwrap_or("");
+        assert!(
+            !uid.is_empty() && uids.insert(uid.to_string()),
+            "{file}: missing or duplicate uid {uid:?}"
+        );
+        assert!(
+            d["id"].is_null(),
+            "{file}: `id` must be null for provisioning/import"
+        );
+        let vars = d["templating"]["list"].as_array().expect("templating.list");
+        assert!(
+            vars.iter().any(|v| v["name"] == "DS_PROMETHEUS"
+                && v["type"] == "datasource"
+                && v["query"] == "prometheus"),
+            "{file}: no DS_PROMETHEUS datasource variable"
+        );
+        for v in vars.iter().filter(|v| v["type"] == "query") {
+            assert_eq!(
+                v["datasource"]["uid"], "${DS_PROMETHEUS}",
+                "{file}: variable {}",
+                v["name"]
+            );
+        }
+        fn walk(file: &str, panels: &Json, money_panels: &mut usize) {
+            for p in panels.as_array().into_iter().flatten() {
+                let title = p["title"].as_str().unwrap_or("?");
+                if p["type"] != "row" {
+                    assert_eq!(
+                        p["datasource"]["uid"], "${DS_PROMETHEUS}",
+                        "{file}: panel {title:?} does not use ${{DS_PROMETHEUS}}"
+                    );
+                    let targets = p["targets"]
+                        .as_array()
+                        .map(Vec::as_slice)
+                        .unwrap_or_default();
+                    assert!(
+                        !targets.is_empty(),
+                        "{file}: panel {title:?} has no queries"
+                    );
+                    for t in targets {
+                        let expr = t["expr"].as_str().unwrap_or("");
+                        assert_eq!(
+                            t["datasource"]["uid"], "${DS_PROMETHEUS}",
+                            "{file}: {title:?}"
+                        );
+                        assert!(
+                            !expr.contains("job=\""),
+                            "{file}: {title:?} hard-codes a job: {expr}"
+                        );
+                        assert!(
+                            unpinned_windows(expr).is_empty(),
+                            "{file}: {title:?}: selectors without window=: {:?}",
+                            unpinned_windows(expr)
+                        );
+                    }
+                    if p["fieldConfig"]["defaults"]["unit"] == "currencyUSD" {
+                        *money_panels += 1;
+                    }
+                }
+                walk(file, &p["panels"], money_panels);
+            }
+        }
+        let mut money_panels = 0;
+        walk(&file, &d["panels"], &mut money_panels);
+        assert!(
+            money_panels >= 5,
+            "{file}: only {money_panels} panels in currencyUSD"
+        );
+    }
+    assert!(
+        uids.len() >= 2,
+        "expected the overview and the company dashboards"
+    );
+
+    // The checker itself tells pinned from unpinned selectors.
+    assert!(unpinned_windows(r#"sum(openrouter_company_usage_usd{company="a"})"#).len() == 1);
+    assert!(unpinned_windows(r#"openrouter_key_usage_usd{window="daily"}"#).is_empty());
+    assert!(unpinned_windows("company:openrouter_company_usage_usd:budget_ratio").is_empty());
+}
