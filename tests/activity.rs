@@ -447,9 +447,26 @@ async fn direct_key_mode_reports_a_revoked_key_without_failing_the_others() {
     let fresh = common::exporter(Config::parse(&yaml, "direct").unwrap());
     fresh.refresh().await.unwrap();
     let samples = parse(&body(&fresh));
-    assert_eq!(value(&samples, "openrouter_key_up", &[("key_hash", "direct:acme-direct")]), 0.0);
-    assert!(find(&samples, "openrouter_key_usage_usd", &[("key", "acme-direct")]).is_empty());
-    assert!(find(&samples, "openrouter_company_usage_usd", &[("company", "acme")]).is_empty());
+    assert_eq!(
+        value(
+            &samples,
+            "openrouter_key_up",
+            &[("key_hash", "direct:acme-direct")]
+        ),
+        0.0
+    );
+    assert!(find(
+        &samples,
+        "openrouter_key_usage_usd",
+        &[("key", "acme-direct")]
+    )
+    .is_empty());
+    assert!(find(
+        &samples,
+        "openrouter_company_usage_usd",
+        &[("company", "acme")]
+    )
+    .is_empty());
 }
 
 #[tokio::test]
