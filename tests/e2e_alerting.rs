@@ -10,8 +10,13 @@
 //! * Every PromQL expression of every dashboard panel (and every templating
 //!   query) is evaluated through Prometheus's HTTP API with the dashboard
 //!   variables substituted; each must be valid and return data.
+//! * Two demo exporters run behind the one scrape job, as two replicas of the
+//!   exporter would: every panel must show one exporter's figures, not their
+//!   sum, and a panel that keeps one series per replica must name its
+//!   `instance` in the legend.
 //! * Every `openrouter_*` name used by the dashboards and the rules must be a
-//!   metric family the exporter exports.
+//!   metric family the exporter exports (or, for direct-key mode, which the
+//!   demo does not run, one the exposition code writes).
 //!
 //! Needs Debian's `prometheus` and `prometheus-alertmanager` packages (binaries
 //! `prometheus` and `prometheus-alertmanager`, or `alertmanager`). Without them
@@ -45,6 +50,13 @@ const BUDGET_ALERTS: [&str; 3] = [
     "OpenRouterCompanyBudgetNearlyExhausted",
     "OpenRouterCompanyMonthlyBudgetForecastExceeded",
 ];
+/// Families the dashboards may use although the demo does not export them:
+/// direct-key mode only. Each must be written by src/exposition.rs.
+const NOT_IN_DEMO: [&str; 1] = ["openrouter_key_up"];
+/// A merged panel value may exceed the larger single-replica value by this
+/// factor (the two demos spend slightly different random amounts); a doubled
+/// one is twice it.
+const REPLICA_TOLERANCE: f64 = 1.5;
 
 // ------------------------------------------------------------ environment
 
@@ -349,8 +361,7 @@ fn company_receiver(am: &Yaml, company: &str) -> Option<String> {
     walk(&am["route"], company, "")
 }
 
-/// (dashboard file, panel title, expr) of every target, and
-/// (dashboard file, variable) of every templating variable.
+/// Every dashboard: (file name, JSON).
 fn dashboards() -> Vec<(String, Json)> {
     let mut files: Vec<PathBuf> = fs::read_dir(root().join("grafana/dashboards"))
         .expect("read grafana/dashboards/")
@@ -369,13 +380,15 @@ fn dashboards() -> Vec<(String, Json)> {
         .collect()
 }
 
-fn panel_exprs(dashboard: &Json) -> Vec<(String, String)> {
-    fn walk(panels: &Json, out: &mut Vec<(String, String)>) {
+/// (panel title, expr, legendFormat) of every target.
+fn panel_targets(dashboard: &Json) -> Vec<(String, String, String)> {
+    fn walk(panels: &Json, out: &mut Vec<(String, String, String)>) {
         for p in panels.as_array().into_iter().flatten() {
             let title = p["title"].as_str().unwrap_or("?").to_string();
             for t in p["targets"].as_array().into_iter().flatten() {
                 if let Some(expr) = t["expr"].as_str() {
-                    out.push((title.clone(), expr.to_string()));
+                    let legend = t["legendFormat"].as_str().unwrap_or("").to_string();
+                    out.push((title.clone(), expr.to_string(), legend));
                 }
             }
             walk(&p["panels"], out);
@@ -439,6 +452,57 @@ fn openrouter_names(text: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// A query result as label set (without `__name__`) -> value; non-finite
+/// values are left out.
+fn by_labels(result: &[Json]) -> BTreeMap<String, f64> {
+    result
+        .iter()
+        .filter_map(|s| {
+            let labels = s["metric"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .filter(|(k, _)| k.as_str() != "__name__")
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default();
+            let value: f64 = s["value"][1].as_str()?.parse().ok()?;
+            value.is_finite().then_some((labels, value))
+        })
+        .collect()
+}
+
+/// Problems of one dashboard query with two exporter replicas: `both` is its
+/// result, `single` its results restricted to each replica's `instance`.
+fn replica_problems(legend: &str, both: &[Json], single: &[BTreeMap<String, f64>]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let per_replica = both.iter().any(|s| s["metric"].get("instance").is_some());
+    if per_replica && !legend.contains("{{instance}}") {
+        problems.push(format!(
+            "returns one series per replica without naming its instance in the legend ({legend:?}): \
+             merge them with max without (instance, pod) (...)"
+        ));
+    }
+    for (labels, value) in by_labels(both) {
+        let singles: Vec<f64> = single
+            .iter()
+            .filter_map(|m| m.get(&labels).copied())
+            .collect();
+        let Some(largest) = singles.iter().map(|v| v.abs()).reduce(f64::max) else {
+            continue;
+        };
+        if value.abs() > largest * REPLICA_TOLERANCE + 1e-6 {
+            problems.push(format!(
+                "{{{labels}}} is {value} with two replicas but at most {largest} with one: \
+                 the replicas are added up, merge them with max without (instance, pod) (...) first"
+            ));
+        }
+    }
+    problems
+}
+
 // ------------------------------------------------------------- HTTP helpers
 
 async fn get_text(client: &reqwest::Client, url: &str) -> Result<(u16, String), String> {
@@ -450,9 +514,23 @@ async fn get_text(client: &reqwest::Client, url: &str) -> Result<(u16, String), 
 
 /// Instant query; Err(message) when Prometheus rejects it.
 async fn query(client: &reqwest::Client, prom: &str, q: &str) -> Result<Vec<Json>, String> {
+    query_at(client, prom, q, None).await
+}
+
+/// Instant query at `time` (Unix seconds; now when None).
+async fn query_at(
+    client: &reqwest::Client,
+    prom: &str,
+    q: &str,
+    time: Option<f64>,
+) -> Result<Vec<Json>, String> {
+    let mut params = vec![("query", q.to_string())];
+    if let Some(t) = time {
+        params.push(("time", format!("{t:.3}")));
+    }
     let resp = client
         .get(format!("{prom}/api/v1/query"))
-        .query(&[("query", q)])
+        .query(&params)
         .send()
         .await
         .map_err(|e| e.to_string())?;
@@ -549,12 +627,47 @@ async fn alerts_reach_alertmanager_and_dashboards_query_real_data() {
         },
     )
     .await;
-    let exported: BTreeSet<String> = metrics
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_string)
-        .collect();
+    // A second demo exporter: a replica behind the same scrape job.
+    let replica_port = free_port();
+    children.spawn(
+        "exporter replica",
+        Command::new(BIN).args([
+            "demo",
+            "--web.listen-address",
+            &format!("127.0.0.1:{replica_port}"),
+        ]),
+        dir.join("replica.log"),
+    );
+    wait_for(
+        "the replica's first refresh",
+        Duration::from_secs(20),
+        &mut children,
+        || {
+            let client = client.clone();
+            let url = format!("http://127.0.0.1:{replica_port}/metrics");
+            async move {
+                match get_text(&client, &url).await {
+                    Ok((200, text)) if text.lines().any(|l| l.trim() == "openrouter_up 1") => {
+                        Some(())
+                    }
+                    _ => None,
+                }
+            }
+        },
+    )
+    .await;
+    let replicas = [
+        format!("127.0.0.1:{exporter_port}"),
+        format!("127.0.0.1:{replica_port}"),
+    ];
+    let families = |text: &str| -> BTreeSet<String> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_string)
+            .collect()
+    };
+    let mut exported = families(&metrics);
     assert!(
         exported.contains("openrouter_company_budget_usd") && exported.contains("openrouter_up"),
         "the demo's /metrics lacks the budget metrics this test relies on:\n{metrics}"
@@ -597,7 +710,7 @@ async fn alerts_reach_alertmanager_and_dashboards_query_real_data() {
     }
     let dashboards = dashboards();
     for (file, d) in &dashboards {
-        for (title, expr) in panel_exprs(d) {
+        for (title, expr, _) in panel_targets(d) {
             for n in openrouter_names(&expr) {
                 used.entry(n)
                     .or_default()
@@ -617,17 +730,16 @@ async fn alerts_reach_alertmanager_and_dashboards_query_real_data() {
             && used.contains_key("openrouter_company_budget_usd"),
         "found no use of the budget metrics in rules and dashboards: {used:?}"
     );
-    let unknown: Vec<String> = used
-        .iter()
-        .filter(|(n, _)| !exported.contains(*n))
-        .map(|(n, wh)| {
-            format!(
-                "{n} (used by {})",
-                wh.iter().cloned().collect::<Vec<_>>().join(", ")
-            )
-        })
-        .collect();
-    // (asserted at the end, after the alert and dashboard checks)
+    let exposition =
+        fs::read_to_string(root().join("src/exposition.rs")).expect("src/exposition.rs");
+    for n in NOT_IN_DEMO {
+        assert!(
+            exposition.contains(&format!("\"{n}\"")),
+            "{n} is allowed without the demo exporting it, but src/exposition.rs never writes it"
+        );
+    }
+    // (unknown names are asserted at the end, after the alert and dashboard
+    // checks, when the demo's activity run has added its families too)
 
     // --- webhook + Alertmanager with the shipped routing
     let (hook_port, received) = start_webhook();
@@ -666,8 +778,10 @@ async fn alerts_reach_alertmanager_and_dashboards_query_real_data() {
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
          rule_files:\n  - {rules}/*.yml\n\
          alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['127.0.0.1:{am_port}']\n\
-         scrape_configs:\n  - job_name: {job}\n    static_configs:\n      - targets: ['127.0.0.1:{exporter_port}']\n",
-        rules = rules_dir.display()
+         scrape_configs:\n  - job_name: {job}\n    static_configs:\n      - targets: ['{a}', '{b}']\n",
+        rules = rules_dir.display(),
+        a = replicas[0],
+        b = replicas[1],
     );
     fs::write(dir.join("prometheus.yml"), prom_config).unwrap();
     let prom_port = free_port();
@@ -835,6 +949,8 @@ async fn alerts_reach_alertmanager_and_dashboards_query_real_data() {
     // --- every dashboard query is valid and returns data
     let mut checked = 0;
     let mut failures = Vec::new();
+    // (file, title, expr, legend, variables) of every query that returned data
+    let mut with_data = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     for (file, d) in &dashboards {
         let mut vars: BTreeMap<String, String> = [
@@ -902,13 +1018,22 @@ async fn alerts_reach_alertmanager_and_dashboards_query_real_data() {
         assert!(d["templating"]["list"].as_array().is_some_and(|l| l
             .iter()
             .any(|v| v["name"] == "DS_PROMETHEUS" && v["type"] == "datasource")));
-        for (title, expr) in panel_exprs(d) {
+        for (title, expr, legend) in panel_targets(d) {
             let q = substitute(&expr, &vars);
             checked += 1;
             // Recording rules and rate()s need a few evaluations / samples.
             loop {
                 match query(&client, &prom, &q).await {
-                    Ok(result) if !result.is_empty() => break,
+                    Ok(result) if !result.is_empty() => {
+                        with_data.push((
+                            file.clone(),
+                            title.clone(),
+                            expr.clone(),
+                            legend.clone(),
+                            vars.clone(),
+                        ));
+                        break;
+                    }
                     Ok(_) if Instant::now() < deadline => {
                         tokio::time::sleep(Duration::from_millis(500)).await;
                     }
@@ -930,14 +1055,81 @@ async fn alerts_reach_alertmanager_and_dashboards_query_real_data() {
         "dashboard queries failing against the demo:\n{}",
         failures.join("\n")
     );
-    // Last, so that a missing family does not hide the results above.
+
+    // --- two replicas: each query, at one instant, with both replicas and
+    // restricted to each one. Counters are summed on purpose (every replica
+    // makes its own calls) and alerts are listed per replica.
+    let up = query(&client, &prom, &format!("up{{job=\"{job}\"}} == 1"))
+        .await
+        .expect("up query");
+    assert_eq!(
+        up.len(),
+        2,
+        "Prometheus should scrape both replicas: {up:?}"
+    );
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        - 1.0;
+    let mut replica_checked = 0;
+    let mut replica_failures = Vec::new();
+    for (file, title, expr, legend, vars) in &with_data {
+        if expr.contains("ALERTS") || expr.contains("_total") {
+            continue;
+        }
+        let both = query_at(&client, &prom, &substitute(expr, vars), Some(at))
+            .await
+            .unwrap_or_else(|e| panic!("{file}: {title:?}: {e}"));
+        let mut single = Vec::new();
+        for instance in &replicas {
+            let restricted = expr.replace(
+                "job=~\"$job\"",
+                &format!("job=~\"$job\", instance=\"{instance}\""),
+            );
+            let result = query_at(&client, &prom, &substitute(&restricted, vars), Some(at))
+                .await
+                .unwrap_or_else(|e| panic!("{file}: {title:?}: {restricted}: {e}"));
+            single.push(by_labels(&result));
+        }
+        replica_checked += 1;
+        for problem in replica_problems(legend, &both, &single) {
+            replica_failures.push(format!("{file}: \"{title}\": {problem}\n    {expr}"));
+        }
+    }
+    assert!(
+        replica_checked >= 20,
+        "only {replica_checked} dashboard queries checked with two replicas"
+    );
+    assert!(
+        replica_failures.is_empty(),
+        "dashboard queries that double or repeat figures with two exporter replicas:\n{}",
+        replica_failures.join("\n")
+    );
+    // Last, so that a missing family does not hide the results above. The
+    // activity families appear after the demo's first activity run, which
+    // follows its first refresh: read /metrics again.
+    let (_, later) = get_text(&client, &format!("{exporter}/metrics"))
+        .await
+        .expect("the demo's /metrics");
+    exported.extend(families(&later));
+    let unknown: Vec<String> = used
+        .iter()
+        .filter(|(n, _)| !exported.contains(*n) && !NOT_IN_DEMO.contains(&n.as_str()))
+        .map(|(n, wh)| {
+            format!(
+                "{n} (used by {})",
+                wh.iter().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })
+        .collect();
     assert!(
         unknown.is_empty(),
         "names used by dashboards/rules that the exporter does not export (no `# TYPE` line in the demo's /metrics):\n  {}\nexported: {exported:?}",
         unknown.join("\n  ")
     );
     eprintln!(
-        "e2e: {checked} dashboard queries, {} openrouter_* names, alert via {path}, in {:?}",
+        "e2e: {checked} dashboard queries ({replica_checked} checked with two replicas), {} openrouter_* names, alert via {path}, in {:?}",
         used.len(),
         test_start.elapsed()
     );
@@ -949,12 +1141,15 @@ const RUNBOOK_BASE: &str =
     "https://github.com/openrouter-cost-exporter/openrouter-cost-exporter/blob/main/README.md#";
 
 /// Metrics with a `window` label: every selector on them must pin it.
-const WINDOWED: [&str; 5] = [
+const WINDOWED: [&str; 8] = [
     "openrouter_key_usage_usd",
     "openrouter_key_byok_usage_usd",
     "openrouter_company_usage_usd",
     "openrouter_company_byok_usage_usd",
     "openrouter_company_budget_usd",
+    "openrouter_company_model_usage_usd",
+    "openrouter_company_model_requests",
+    "openrouter_company_model_tokens",
 ];
 
 /// Selectors on windowed metrics that do not pin `window`.
@@ -986,6 +1181,33 @@ fn unpinned_windows(expr: &str) -> Vec<String> {
     bad
 }
 
+/// Whether a PromQL expression adds up, counts or ranks series.
+fn aggregates(expr: &str) -> bool {
+    let compact: String = expr.chars().filter(|c| !c.is_whitespace()).collect();
+    [
+        "sum(",
+        "sumby(",
+        "sumwithout(",
+        "count(",
+        "countby(",
+        "countwithout(",
+        "avg(",
+        "avgby(",
+        "avgwithout(",
+        "topk(",
+        "bottomk(",
+    ]
+    .iter()
+    .any(|a| compact.contains(a))
+}
+
+/// Whether it merges the replicas of the exporter (series that differ only in
+/// `instance` and `pod`) before it aggregates.
+fn merges_replicas(expr: &str) -> bool {
+    let compact: String = expr.chars().filter(|c| !c.is_whitespace()).collect();
+    compact.contains("maxwithout(instance,pod)(")
+}
+
 #[test]
 fn shipped_rules_and_dashboards_follow_the_conventions() {
     let docs = fs::read_to_string(root().join("docs/alerts.md")).expect("docs/alerts.md");
@@ -1007,6 +1229,13 @@ fn shipped_rules_and_dashboards_follow_the_conventions() {
             assert!(
                 name.contains(':'),
                 "recording rule {name} should be named level:metric:operations"
+            );
+            // Two exporter replicas publish the same series under different
+            // instances: a rule that adds series up must merge them first.
+            assert!(
+                !aggregates(expr) || merges_replicas(expr),
+                "{name} aggregates series without merging replicas first \
+                 (max without (instance, pod) (...)): {expr}"
             );
             continue;
         };
@@ -1137,6 +1366,13 @@ fn shipped_rules_and_dashboards_follow_the_conventions() {
                             "{file}: {title:?}: selectors without window=: {:?}",
                             unpinned_windows(expr)
                         );
+                        // Counters are summed over replicas on purpose: each
+                        // replica makes its own calls.
+                        assert!(
+                            !aggregates(expr) || expr.contains("_total") || merges_replicas(expr),
+                            "{file}: {title:?} aggregates exporter series without merging \
+                             replicas first (max without (instance, pod) (...)): {expr}"
+                        );
                     }
                     if p["fieldConfig"]["defaults"]["unit"] == "currencyUSD" {
                         *money_panels += 1;
@@ -1156,6 +1392,12 @@ fn shipped_rules_and_dashboards_follow_the_conventions() {
         uids.len() >= 2,
         "expected the overview and the company dashboards"
     );
+
+    // The replica checkers tell merged from doubled aggregations.
+    assert!(aggregates("sum by (company) (x)") && aggregates("topk(3, x)"));
+    assert!(!aggregates("avg_over_time(x[1h]) and sum_over_time(x[1h])"));
+    assert!(merges_replicas("sum(max without (instance, pod) (x))"));
+    assert!(!merges_replicas("sum(max without (instance) (x))"));
 
     // The checker itself tells pinned from unpinned selectors.
     assert!(unpinned_windows(r#"sum(openrouter_company_usage_usd{company="a"})"#).len() == 1);
