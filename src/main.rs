@@ -279,7 +279,11 @@ fn spawn_reloaders(
         let mut poll = tokio::time::interval(Duration::from_secs(2));
         loop {
             let reason = tokio::select! {
-                _ = hup.recv() => "SIGHUP",
+                _ = hup.recv() => {
+                    // The file poll must not reload the same content again.
+                    last = std::fs::read(&path).ok();
+                    "SIGHUP"
+                }
                 _ = poll.tick() => {
                     let now = std::fs::read(&path).ok();
                     if now.is_none() || now == last {

@@ -564,7 +564,14 @@ fn answer(
             return error_response(401, "User not found.");
         };
         let mut fields = key.fields.clone();
-        for hidden in ["hash", "name", "disabled", "workspace_id", "created_at", "updated_at"] {
+        for hidden in [
+            "hash",
+            "name",
+            "disabled",
+            "workspace_id",
+            "created_at",
+            "updated_at",
+        ] {
             fields.remove(hidden);
         }
         fields.insert("is_free_tier".into(), json!(false));

@@ -228,7 +228,7 @@ async fn demo_serves_realistic_data_within_seconds() {
     let first = wait_for(
         &format!("{base}/metrics"),
         Duration::from_secs(15),
-        |s, b| s == 200 && b.contains("openrouter_up 1"),
+        |s, b| s == 200 && b.contains("\nopenrouter_up 1\n"),
     )
     .await;
     let samples = parse(&first);
@@ -387,7 +387,7 @@ async fn real_mode_against_simulated_openrouter_never_logs_the_key() {
     let text = wait_for(
         &format!("http://{listen}/metrics"),
         Duration::from_secs(15),
-        |s, b| s == 200 && b.contains("openrouter_up 1"),
+        |s, b| s == 200 && b.contains("\nopenrouter_up 1\n"),
     )
     .await;
     let samples = parse(&text);

@@ -200,7 +200,7 @@ fn https_client_with_identity(ca_pem: &str, cert: &str, key: &str) -> reqwest::C
 
 fn assert_metrics(body: &str) {
     assert!(
-        body.contains("openrouter_key_usage_usd{") && body.contains("openrouter_up 1"),
+        body.contains("openrouter_key_usage_usd{") && body.contains("\nopenrouter_up 1\n"),
         "not the exporter's metrics:\n{body}"
     );
 }
@@ -789,7 +789,7 @@ async fn binary_serves_tls_and_basic_auth_end_to_end() {
         {
             let status = resp.status();
             let text = resp.text().await.unwrap_or_default();
-            if status == 200 && text.contains("openrouter_up 1") {
+            if status == 200 && text.contains("\nopenrouter_up 1\n") {
                 break text;
             }
         }
