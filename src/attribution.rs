@@ -19,7 +19,56 @@ pub struct Attributor {
     by_hash: HashMap<String, (usize, usize)>,
     by_name: HashMap<String, (usize, usize)>,
     globs: Vec<(glob::Pattern, usize, usize)>,
+    /// Globs by their literal prefix (the text before the first `*`, `?` or
+    /// `[`): a name can only match a glob whose prefix it starts with, so each
+    /// key tests a handful of globs instead of all of them (100k keys × 1000
+    /// company globs would be 10^8 matches per refresh).
+    glob_prefixes: GlobPrefixes,
     selector_counts: Vec<usize>,
+}
+
+/// Indexes of `Attributor::globs`, grouped by literal prefix.
+#[derive(Debug, Default)]
+struct GlobPrefixes {
+    by_prefix: HashMap<Box<[u8]>, Vec<usize>>,
+    /// Distinct prefix lengths in `by_prefix`, ascending (0 = globs that start with a wildcard).
+    lengths: Vec<usize>,
+}
+
+impl GlobPrefixes {
+    fn new(patterns: &[&str]) -> GlobPrefixes {
+        let mut index = GlobPrefixes::default();
+        for (i, pattern) in patterns.iter().enumerate() {
+            // `glob::Pattern` treats every character but `*`, `?` and `[` as
+            // itself (case-sensitively, by default options), so this prefix
+            // must appear literally at the start of any matching name.
+            let end = pattern.find(['*', '?', '[']).unwrap_or(pattern.len());
+            let prefix = pattern.as_bytes()[..end].into();
+            index
+                .by_prefix
+                .entry(prefix)
+                .or_insert_with(Vec::new)
+                .push(i);
+            if !index.lengths.contains(&end) {
+                index.lengths.push(end);
+            }
+        }
+        index.lengths.sort_unstable();
+        index
+    }
+
+    /// Indexes of the globs that may match `name`, ascending (config order).
+    fn candidates(&self, name: &str, out: &mut Vec<usize>) {
+        out.clear();
+        let name = name.as_bytes();
+        for &len in &self.lengths {
+            let Some(head) = name.get(..len) else { break };
+            if let Some(globs) = self.by_prefix.get(head) {
+                out.extend_from_slice(globs);
+            }
+        }
+        out.sort_unstable();
+    }
 }
 
 /// The result of attributing one listing.
@@ -58,10 +107,13 @@ impl Attributor {
                 }
             }
         }
+        let patterns: Vec<&str> = globs.iter().map(|(p, _, _)| p.as_str()).collect();
+        let glob_prefixes = GlobPrefixes::new(&patterns);
         Attributor {
             by_hash,
             by_name,
             globs,
+            glob_prefixes,
             selector_counts: config.companies.iter().map(|c| c.selectors.len()).collect(),
         }
     }
@@ -76,6 +128,7 @@ impl Attributor {
         let mut company_of_key = Vec::with_capacity(keys.len());
         let mut conflicts = 0;
         let mut claimants: Vec<usize> = Vec::with_capacity(4);
+        let mut candidates: Vec<usize> = Vec::with_capacity(8);
         for key in keys {
             claimants.clear();
             let by_hash = if key.hash.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -92,7 +145,9 @@ impl Attributor {
                 c
             });
             let mut glob_owner = None;
-            for (pattern, c, s) in &self.globs {
+            self.glob_prefixes.candidates(&key.name, &mut candidates);
+            for &g in &candidates {
+                let (pattern, c, s) = &self.globs[g];
                 if pattern.matches(&key.name) {
                     selector_matches[*c][*s] += 1;
                     glob_owner.get_or_insert(*c);
@@ -168,6 +223,60 @@ mod tests {
         let result = Attributor::new(&cfg).attribute(&[key("h", "xy")]);
         assert_eq!(result.conflicts, 0);
         assert_eq!(result.selector_matches, vec![vec![1, 1]]);
+    }
+
+    #[test]
+    fn prefix_index_agrees_with_matching_every_glob() {
+        let patterns = [
+            "acme-*",
+            "acme-prod-?",
+            "acme",
+            "*-prod",
+            "?cme-*",
+            "[ab]cme-*",
+            "ac[!x]e-*",
+            "",
+            "*",
+            "globex-*-eu",
+            "é-*",
+            "acme-prod-1*",
+            "acme-prod-[0-9]",
+        ];
+        let index = GlobPrefixes::new(&patterns);
+        let compiled: Vec<glob::Pattern> = patterns
+            .iter()
+            .map(|p| glob::Pattern::new(p).unwrap())
+            .collect();
+        let names = [
+            "",
+            "a",
+            "acme",
+            "acme-",
+            "acme-prod",
+            "acme-prod-1",
+            "acme-prod-12",
+            "bcme-x",
+            "x-prod",
+            "globex-a-eu",
+            "é-x",
+            "é",
+            "ACME-prod",
+            "acmeé",
+            "acme-prod-x",
+        ];
+        let mut candidates = Vec::new();
+        for name in names {
+            index.candidates(name, &mut candidates);
+            let indexed: Vec<usize> = candidates
+                .iter()
+                .copied()
+                .filter(|&i| compiled[i].matches(name))
+                .collect();
+            let brute: Vec<usize> = (0..compiled.len())
+                .filter(|&i| compiled[i].matches(name))
+                .collect();
+            assert_eq!(indexed, brute, "name {name:?}");
+        }
     }
 
     #[test]

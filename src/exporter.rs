@@ -6,13 +6,12 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{DateTime, NaiveDate, Utc};
-use flate2::write::GzEncoder;
-use flate2::Compression;
 use secrecy::SecretString;
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
@@ -24,32 +23,338 @@ use crate::snapshot::{DirectKey, Extras, Snapshot};
 use crate::telemetry::Telemetry;
 use crate::upstream::{Client, Endpoint, RetryPolicy, UpstreamData, UpstreamError};
 
-/// The body `/metrics` serves, in both encodings, rendered once per refresh attempt.
-#[derive(Debug, Clone, Default)]
+/// gzip level. zlib-rs level 2 compresses the exposition text ~6.4x at
+/// ~300 MB/s; level 1 (deflate_quick) is faster but only ~4.3x (BENCHMARKS.md).
+const GZIP_LEVEL: u32 = 2;
+/// Small bodies (up to [`SMALL_BODY`] of text, ~4k keys) use level 6: ~7%
+/// fewer bytes for a few ms per refresh, and every scrape copies those bytes.
+const GZIP_LEVEL_SMALL: u32 = 6;
+const SMALL_BODY: usize = 8 << 20;
+/// The text is compressed (and checksummed) in pieces of about this size while
+/// it is rendered, so a body never has to exist twice.
+const RENDER_CHUNK: usize = 128 * 1024;
+/// Identity bodies that were not kept are inflated and sent in chunks of this size.
+const INFLATE_CHUNK: usize = 128 * 1024;
+/// A good value for [`Exporter::set_plain_body_limit`]: 64 MiB of text is
+/// about 30k keys with every per-key family; larger bodies keep only gzip.
+pub const PLAIN_BODY_LIMIT: usize = 64 << 20;
+/// gzip member header: deflate, no name or comment, no mtime, unknown OS.
+const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0x00, 0xff];
+
+/// The body `/metrics` serves, rendered and compressed once per refresh attempt.
+#[derive(Debug, Clone)]
 pub struct Published {
+    /// The exposition text. Empty when it was longer than the plain-body limit
+    /// ([`Exporter::set_plain_body_limit`]) and only gzip was kept: serve
+    /// [`Published::identity`] then, which inflates `gzip` while sending.
     pub plain: Bytes,
-    /// A gzip stream of `plain` (two gzip members: snapshot, then status).
+    /// The same text as a single gzip member (snapshot and status parts are
+    /// compressed separately and joined at a sync-flush boundary).
     pub gzip: Bytes,
+    /// Length of the exposition text, kept or not.
+    pub plain_len: usize,
 }
 
-/// A rendered piece of the body. The snapshot piece is kept byte-for-byte
-/// across failed refreshes; the status piece is re-rendered every attempt.
-#[derive(Debug, Clone, Default)]
-struct Rendered {
-    plain: Vec<u8>,
-    gzip: Vec<u8>,
+impl Default for Published {
+    fn default() -> Self {
+        let mut gzip = GZIP_HEADER.to_vec();
+        gzip.extend_from_slice(&[0x03, 0x00]); // an empty final block
+        gzip.extend_from_slice(&[0; 8]); // crc32 and length of nothing
+        Published {
+            plain: Bytes::new(),
+            gzip: Bytes::from(gzip),
+            plain_len: 0,
+        }
+    }
 }
 
-/// Writes to a plain buffer and a gzip stream at once, so the body is produced in one pass.
-struct Tee {
-    plain: Vec<u8>,
-    gzip: GzEncoder<Vec<u8>>,
+impl Published {
+    /// Whether `plain` holds the text (else [`Published::identity`] inflates it).
+    pub fn has_plain(&self) -> bool {
+        self.plain.len() == self.plain_len
+    }
+
+    /// The identity-encoded body: the kept text, or `gzip` inflated chunk by
+    /// chunk as the client reads (bounded memory per connection).
+    pub fn identity(&self) -> MetricsBody {
+        if self.has_plain() {
+            return MetricsBody::from(self.plain.clone());
+        }
+        let deflate = self.gzip.slice(GZIP_HEADER.len()..self.gzip.len() - 8);
+        MetricsBody {
+            kind: BodyKind::Inflate {
+                deflate,
+                decoder: Box::new(flate2::Decompress::new(false)),
+                remaining: self.plain_len as u64,
+            },
+        }
+    }
+
+    /// The gzip-encoded body.
+    pub fn gzip_body(&self) -> MetricsBody {
+        MetricsBody::from(self.gzip.clone())
+    }
 }
 
-impl Write for Tee {
+/// A `/metrics` response body: bytes, or a kept gzip body inflated on the fly.
+/// Its size is always known, so responses carry `Content-Length`.
+pub struct MetricsBody {
+    kind: BodyKind,
+}
+
+enum BodyKind {
+    Full(Option<Bytes>),
+    Inflate {
+        deflate: Bytes,
+        decoder: Box<flate2::Decompress>,
+        remaining: u64,
+    },
+}
+
+impl From<Bytes> for MetricsBody {
+    fn from(bytes: Bytes) -> Self {
+        MetricsBody {
+            kind: BodyKind::Full(Some(bytes)),
+        }
+    }
+}
+
+impl From<&'static str> for MetricsBody {
+    fn from(text: &'static str) -> Self {
+        MetricsBody::from(Bytes::from_static(text.as_bytes()))
+    }
+}
+
+impl From<String> for MetricsBody {
+    fn from(text: String) -> Self {
+        MetricsBody::from(Bytes::from(text))
+    }
+}
+
+impl std::fmt::Debug for MetricsBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kind {
+            BodyKind::Full(b) => {
+                write!(f, "MetricsBody({} bytes)", b.as_ref().map_or(0, Bytes::len))
+            }
+            BodyKind::Inflate { remaining, .. } => {
+                write!(f, "MetricsBody(inflating, {remaining} bytes left)")
+            }
+        }
+    }
+}
+
+impl hyper::body::Body for MetricsBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+        use std::task::Poll;
+        match &mut self.kind {
+            BodyKind::Full(bytes) => Poll::Ready(
+                bytes
+                    .take()
+                    .filter(|b| !b.is_empty())
+                    .map(|b| Ok(hyper::body::Frame::data(b))),
+            ),
+            BodyKind::Inflate {
+                deflate,
+                decoder,
+                remaining,
+            } => {
+                if *remaining == 0 {
+                    return Poll::Ready(None);
+                }
+                let want = (*remaining).min(INFLATE_CHUNK as u64) as usize;
+                let mut out = Vec::with_capacity(want);
+                while out.len() < want {
+                    let consumed = decoder.total_in() as usize;
+                    let input = deflate.get(consumed..).unwrap_or_default();
+                    let before = out.len();
+                    let status = decoder
+                        .decompress_vec(input, &mut out, flate2::FlushDecompress::None)
+                        .map_err(std::io::Error::other)?;
+                    let progressed = out.len() > before || decoder.total_in() as usize > consumed;
+                    if status == flate2::Status::StreamEnd || !progressed {
+                        break;
+                    }
+                }
+                if out.is_empty() {
+                    *remaining = 0;
+                    return Poll::Ready(Some(Err(std::io::Error::other(
+                        "the kept gzip body ended early",
+                    ))));
+                }
+                out.truncate(want);
+                *remaining -= out.len() as u64;
+                Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from(out)))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            BodyKind::Full(bytes) => bytes.as_ref().map_or(true, Bytes::is_empty),
+            BodyKind::Inflate { remaining, .. } => *remaining == 0,
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        let len = match &self.kind {
+            BodyKind::Full(bytes) => bytes.as_ref().map_or(0, |b| b.len() as u64),
+            BodyKind::Inflate { remaining, .. } => *remaining,
+        };
+        hyper::body::SizeHint::with_exact(len)
+    }
+}
+
+/// The snapshot piece of the body. Fresh from a render it owns its buffers;
+/// once published it is kept as slices of the published buffers, so the
+/// snapshot text exists once, and survives failed refreshes byte for byte.
+#[derive(Debug, Default)]
+enum Rendered {
+    /// Nothing rendered yet.
+    #[default]
+    Empty,
+    Fresh(Piece),
+    Published {
+        /// The text, when kept.
+        plain: Option<Bytes>,
+        /// Raw deflate blocks of the text, ending on a sync-flush boundary.
+        deflate: Bytes,
+        crc: u32,
+        len: usize,
+    },
+}
+
+/// A rendered, compressed piece of the body.
+#[derive(Debug)]
+struct Piece {
+    /// The text, unless it outgrew the plain-body limit.
+    plain: Option<Vec<u8>>,
+    /// For a snapshot: the gzip header, then raw deflate blocks ending on a
+    /// sync-flush boundary. For the status: raw deflate blocks, final.
+    deflate: Vec<u8>,
+    crc: crc32fast::Hasher,
+    len: usize,
+}
+
+/// What a render needs to know besides the data.
+#[derive(Debug, Clone, Copy)]
+struct RenderHint {
+    /// Keep the text only up to this length.
+    plain_limit: usize,
+    /// Sizes of the previous body, to allocate once.
+    plain_len: usize,
+    gzip_len: usize,
+}
+
+/// Renders into a plain buffer and a deflate stream in one pass: the text is
+/// checksummed and compressed every [`RENDER_CHUNK`] bytes, and dropped as it
+/// goes once it outgrows the plain-body limit.
+struct BodyWriter {
+    /// The text so far (when kept), or only its not yet compressed tail.
+    text: Vec<u8>,
+    /// Start of the not yet compressed part of `text`.
+    pending: usize,
+    keep_plain: bool,
+    plain_limit: usize,
+    len: usize,
+    crc: crc32fast::Hasher,
+    compress: flate2::Compress,
+    deflate: Vec<u8>,
+}
+
+impl BodyWriter {
+    fn new(hint: RenderHint, with_header: bool) -> BodyWriter {
+        // A body that outgrew the limit last time will again: do not collect
+        // its text only to drop it (at 100k keys that was 64 MB for nothing).
+        let keep_plain = hint.plain_limit > 0 && hint.plain_len <= hint.plain_limit;
+        let text_capacity = if keep_plain && hint.plain_len <= hint.plain_limit {
+            hint.plain_len + hint.plain_len / 8 + RENDER_CHUNK
+        } else {
+            2 * RENDER_CHUNK
+        };
+        let mut deflate = Vec::with_capacity(hint.gzip_len + hint.gzip_len / 8 + RENDER_CHUNK);
+        if with_header {
+            deflate.extend_from_slice(&GZIP_HEADER);
+        }
+        // Sized by the previous body; 0 = unknown (the first render).
+        let level = if (1..=SMALL_BODY).contains(&hint.plain_len) {
+            GZIP_LEVEL_SMALL
+        } else {
+            GZIP_LEVEL
+        };
+        BodyWriter {
+            text: Vec::with_capacity(text_capacity),
+            pending: 0,
+            keep_plain,
+            plain_limit: hint.plain_limit,
+            len: 0,
+            crc: crc32fast::Hasher::new(),
+            compress: flate2::Compress::new(flate2::Compression::new(level), false),
+            deflate,
+        }
+    }
+
+    /// Compresses the pending text. `Sync` ends on a byte boundary so another
+    /// deflate stream can follow; `Finish` writes the final block.
+    fn compress_pending(&mut self, flush: flate2::FlushCompress) -> std::io::Result<()> {
+        let input = &self.text[self.pending..];
+        self.crc.update(input);
+        self.len += input.len();
+        let mut consumed = 0;
+        loop {
+            if self.deflate.capacity() - self.deflate.len() < 4096 {
+                self.deflate.reserve(RENDER_CHUNK);
+            }
+            let before = self.compress.total_in();
+            let status = self
+                .compress
+                .compress_vec(&input[consumed..], &mut self.deflate, flush)
+                .map_err(std::io::Error::other)?;
+            consumed += (self.compress.total_in() - before) as usize;
+            let spare = self.deflate.capacity() - self.deflate.len();
+            let done = match flush {
+                flate2::FlushCompress::None => consumed == input.len(),
+                flate2::FlushCompress::Finish => status == flate2::Status::StreamEnd,
+                // A flush is complete when it did not fill the output.
+                _ => consumed == input.len() && spare > 0,
+            };
+            if done {
+                break;
+            }
+        }
+        if self.keep_plain && self.text.len() > self.plain_limit {
+            self.keep_plain = false;
+            self.text = Vec::with_capacity(2 * RENDER_CHUNK);
+        } else if !self.keep_plain {
+            self.text.clear();
+        }
+        self.pending = self.text.len();
+        Ok(())
+    }
+
+    fn finish(mut self, flush: flate2::FlushCompress) -> std::io::Result<Piece> {
+        self.compress_pending(flush)?;
+        Ok(Piece {
+            plain: self.keep_plain.then_some(self.text),
+            deflate: self.deflate,
+            crc: self.crc,
+            len: self.len,
+        })
+    }
+}
+
+impl Write for BodyWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.plain.extend_from_slice(buf);
-        self.gzip.write_all(buf)?;
+        self.text.extend_from_slice(buf);
+        if self.text.len() - self.pending >= RENDER_CHUNK {
+            self.compress_pending(flate2::FlushCompress::None)?;
+        }
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -57,17 +362,19 @@ impl Write for Tee {
     }
 }
 
+/// Renders one piece: the snapshot (gzip header first, sync-flushed so the
+/// status piece can follow) or the status (final).
 fn render(
-    f: impl FnOnce(&mut MetricWriter<&mut Tee>) -> std::io::Result<()>,
-) -> std::io::Result<Rendered> {
-    let mut tee = Tee {
-        plain: Vec::new(),
-        gzip: GzEncoder::new(Vec::new(), Compression::fast()),
-    };
-    f(&mut MetricWriter::new(&mut tee))?;
-    Ok(Rendered {
-        plain: tee.plain,
-        gzip: tee.gzip.finish()?,
+    hint: RenderHint,
+    snapshot: bool,
+    f: impl FnOnce(&mut MetricWriter<&mut BodyWriter>) -> std::io::Result<()>,
+) -> std::io::Result<Piece> {
+    let mut writer = BodyWriter::new(hint, snapshot);
+    f(&mut MetricWriter::new(&mut writer))?;
+    writer.finish(if snapshot {
+        flate2::FlushCompress::Sync
+    } else {
+        flate2::FlushCompress::Finish
     })
 }
 
@@ -123,6 +430,8 @@ struct Shared {
     refresh_lock: tokio::sync::Mutex<()>,
     /// Wakes the refresh loop when the interval may have changed.
     config_changed: watch::Sender<Duration>,
+    /// Bodies with more text than this keep only gzip (see [`Exporter::set_plain_body_limit`]).
+    plain_limit: AtomicUsize,
 }
 
 /// A cheap handle to the running exporter.
@@ -145,6 +454,7 @@ impl Exporter {
     /// An exporter whose management key comes from the config's source
     /// (`management_key_env` or `management_key_file`). `config_path` is re-read on reload.
     pub fn new(config: Config, config_path: Option<PathBuf>) -> Result<Exporter, ReloadError> {
+        allocator::tune();
         Exporter::build(
             config,
             config_path,
@@ -201,10 +511,33 @@ impl Exporter {
                 retry,
                 refresh_lock: tokio::sync::Mutex::new(()),
                 config_changed,
+                plain_limit: AtomicUsize::new(usize::MAX),
             }),
         };
         exporter.publish();
         Ok(exporter)
+    }
+
+    /// Bodies whose text is longer than `limit` bytes keep only their gzip
+    /// form, and identity scrapes are inflated while sent
+    /// ([`Published::identity`]); `None` (the default) always keeps the text.
+    /// At 100k keys the text is ~200 MB and its gzip ~30 MB. Applies from the
+    /// next render; only a server that serves [`Published::identity`] may set it.
+    pub fn set_plain_body_limit(&self, limit: Option<usize>) {
+        self.shared
+            .plain_limit
+            .store(limit.unwrap_or(usize::MAX), Ordering::Relaxed);
+    }
+
+    /// How to size the next snapshot render.
+    fn render_hint(&self) -> RenderHint {
+        let plain_limit = self.shared.plain_limit.load(Ordering::Relaxed);
+        let published = self.published();
+        RenderHint {
+            plain_limit,
+            plain_len: published.plain_len,
+            gzip_len: published.gzip.len(),
+        }
     }
 
     /// The body to serve. Never blocks on a refresh.
@@ -275,17 +608,33 @@ impl Exporter {
                     activity,
                 };
                 let now = Utc::now();
-                let rendered =
-                    render_snapshot(Arc::clone(&config), Arc::clone(&data), extras.clone(), now)
-                        .await;
+                // The complete new listing replaces the old one before the
+                // render, so the two are not both alive while the body is
+                // built (~50 MB each at 100k keys). Only a failed render (an
+                // internal error, not an upstream one) leaves the new listing
+                // in place under the previous body; the next reload renders it.
+                let previous = {
+                    let mut state = lock(&self.shared.state);
+                    state.taken_at = Some(now);
+                    state.direct = Arc::clone(&extras.direct);
+                    state.last_data.replace(Arc::clone(&data))
+                };
+                drop(previous);
+                // Return the listing's freed pages (and the fetch's scratch) before the body is built.
+                allocator::trim();
+                let hint = self.render_hint();
+                let rendered = render_snapshot(
+                    Arc::clone(&config),
+                    Arc::clone(&data),
+                    extras.clone(),
+                    now,
+                    hint,
+                )
+                .await;
                 match rendered {
                     Ok(rendered) => {
                         let mut state = lock(&self.shared.state);
-                        state.last_data = Some(data);
-                        state.taken_at = Some(now);
-                        state.direct = extras.direct;
-                        state.snapshot = rendered;
-                        state.last_success = Some(Instant::now());
+                        state.snapshot = Rendered::Fresh(rendered);
                         state.status.up = true;
                         state.status.last_success = Some(now);
                         Ok(())
@@ -326,6 +675,12 @@ impl Exporter {
             }
         }
         self.publish();
+        if outcome.is_ok() {
+            // Ready only once the new body is what scrapes get.
+            lock(&self.shared.state).last_success = Some(Instant::now());
+        }
+        // The previous listing and body were just freed: give the pages back.
+        allocator::trim();
         outcome
     }
 
@@ -404,6 +759,7 @@ impl Exporter {
     /// Re-renders the snapshot from the last listing with the current config
     /// and activity data (after a reload or an activity run). Caller holds `refresh_lock`.
     async fn rerender(&self) {
+        let hint = self.render_hint();
         let (config, data, taken_at, extras) = {
             let state = lock(&self.shared.state);
             let Some(data) = state.last_data.clone() else {
@@ -420,8 +776,8 @@ impl Exporter {
                 extras,
             )
         };
-        match render_snapshot(config, data, extras, taken_at).await {
-            Ok(rendered) => lock(&self.shared.state).snapshot = rendered,
+        match render_snapshot(config, data, extras, taken_at, hint).await {
+            Ok(rendered) => lock(&self.shared.state).snapshot = Rendered::Fresh(rendered),
             Err(e) => {
                 warn!(error = %e, "re-rendering the snapshot failed; keeping the previous one")
             }
@@ -546,13 +902,20 @@ impl Exporter {
     }
 
     /// Renders the status piece and swaps in snapshot + status as one body.
+    /// A fresh snapshot's buffers become the body without a copy; a kept one
+    /// is copied once. Either way the state then keeps the snapshot as slices
+    /// of the published buffers, so the text is never held twice at rest.
     fn publish(&self) {
-        let (snapshot, status) = {
-            let state = lock(&self.shared.state);
-            (state.snapshot.clone(), state.status)
-        };
+        // Held throughout, so publishes never interleave or go out of order.
+        let mut state = lock(&self.shared.state);
+        let status = state.status;
         let telemetry = &self.shared.telemetry;
-        let status_part = render(|w| {
+        let status_hint = RenderHint {
+            plain_limit: usize::MAX,
+            plain_len: 4096,
+            gzip_len: 1024,
+        };
+        let status_part = render(status_hint, false, |w| {
             write_status(w, &status)?;
             let mut counters = Vec::new();
             telemetry.encode(&mut counters);
@@ -565,20 +928,14 @@ impl Exporter {
                 return;
             }
         };
-        let mut plain = Vec::with_capacity(snapshot.plain.len() + status_part.plain.len());
-        plain.extend_from_slice(&snapshot.plain);
-        plain.extend_from_slice(&status_part.plain);
-        let mut gzip = Vec::with_capacity(snapshot.gzip.len() + status_part.gzip.len());
-        gzip.extend_from_slice(&snapshot.gzip);
-        gzip.extend_from_slice(&status_part.gzip);
-        let published = Arc::new(Published {
-            plain: Bytes::from(plain),
-            gzip: Bytes::from(gzip),
-        });
+        let (published, kept) = assemble(std::mem::take(&mut state.snapshot), status_part);
+        state.snapshot = kept;
+        let published = Arc::new(published);
         match self.shared.published.write() {
             Ok(mut slot) => *slot = published,
             Err(poisoned) => *poisoned.into_inner() = published,
         }
+        drop(state);
         debug!("published new /metrics body");
     }
 
@@ -598,6 +955,145 @@ impl Exporter {
             }
         }
     }
+}
+
+/// glibc malloc settings for a process whose big allocations (a listing, a
+/// body: tens of MB each at 100k keys) are replaced wholesale every refresh.
+/// By default glibc raises its mmap threshold after freeing a large block, so
+/// later ones land in the heap and their pages stay resident after `free`, and
+/// every thread that allocates gets an arena of its own. At 100k keys that
+/// made idle RSS grow from ~100 to ~200 MB over a few refreshes and the peak
+/// ~280 MB; with these settings peak ~195 MB and idle ~95-115 MB (BENCHMARKS.md).
+/// Other allocators and platforms: no-ops.
+mod allocator {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    mod glibc {
+        use std::os::raw::c_int;
+
+        extern "C" {
+            fn mallopt(param: c_int, value: c_int) -> c_int;
+            fn malloc_trim(pad: usize) -> c_int;
+        }
+
+        const M_MMAP_THRESHOLD: c_int = -3;
+        const M_ARENA_MAX: c_int = -8;
+
+        pub fn tune() {
+            // SAFETY: mallopt only changes allocator parameters; both are valid
+            // values, and glibc serialises the change internally.
+            unsafe {
+                // Blocks of 64 KiB and up get their own mapping, returned on free
+                // (a fixed value also stops glibc's dynamic threshold).
+                mallopt(M_MMAP_THRESHOLD, 64 * 1024);
+                // One arena (small allocations still go through per-thread caches).
+                mallopt(M_ARENA_MAX, 1);
+            }
+        }
+
+        pub fn trim() {
+            // SAFETY: malloc_trim only returns free memory to the kernel.
+            unsafe {
+                malloc_trim(0);
+            }
+        }
+    }
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    pub use glibc::{trim, tune};
+
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    pub fn tune() {}
+
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    pub fn trim() {}
+}
+
+/// Joins a snapshot piece and a status piece into one body: the texts end to
+/// end, and one gzip member whose deflate stream continues from the snapshot's
+/// sync-flush boundary into the status blocks, with the combined CRC-32.
+/// Returns the body and the snapshot piece as slices of it.
+fn assemble(snapshot: Rendered, status: Piece) -> (Published, Rendered) {
+    let status_plain = status.plain.as_deref().unwrap_or_default();
+    // (text so far, gzip header + snapshot deflate, snapshot crc, snapshot length)
+    let (plain, mut gzip, crc, len) = match snapshot {
+        Rendered::Empty => (Some(Vec::new()), GZIP_HEADER.to_vec(), 0, 0),
+        Rendered::Fresh(piece) => (piece.plain, piece.deflate, piece.crc.finalize(), piece.len),
+        Rendered::Published {
+            plain,
+            deflate,
+            crc,
+            len,
+        } => {
+            let plain = plain.map(|p| {
+                let mut v = Vec::with_capacity(p.len() + status_plain.len());
+                v.extend_from_slice(&p);
+                v
+            });
+            let mut gzip =
+                Vec::with_capacity(GZIP_HEADER.len() + deflate.len() + status.deflate.len() + 8);
+            gzip.extend_from_slice(&GZIP_HEADER);
+            gzip.extend_from_slice(&deflate);
+            (plain, gzip, crc, len)
+        }
+    };
+    let snapshot_deflate_end = gzip.len();
+    let mut whole_crc = crc32fast::Hasher::new_with_initial_len(crc, len as u64);
+    whole_crc.combine(&status.crc);
+    gzip.extend_from_slice(&status.deflate);
+    gzip.extend_from_slice(&whole_crc.finalize().to_le_bytes());
+    // ISIZE is the length modulo 2^32 (RFC 1952).
+    gzip.extend_from_slice(&((len + status.len) as u32).to_le_bytes());
+    let plain = plain.map(|mut p| {
+        p.extend_from_slice(status_plain);
+        Bytes::from(p)
+    });
+    let gzip = Bytes::from(gzip);
+    let kept = Rendered::Published {
+        plain: plain.as_ref().map(|p| p.slice(..len)),
+        deflate: gzip.slice(GZIP_HEADER.len()..snapshot_deflate_end),
+        crc,
+        len,
+    };
+    let published = Published {
+        plain: plain.unwrap_or_default(),
+        gzip,
+        plain_len: len + status.len,
+    };
+    (published, kept)
+}
+
+/// The render + compress step of a refresh in one call, with an empty status
+/// part: what `benches/refresh.rs` measures. `plain_limit` as in
+/// [`Exporter::set_plain_body_limit`]; `previous_len` is the text length of
+/// the previous body (0 = none), which sizes buffers and picks the gzip level.
+#[doc(hidden)]
+pub fn render_body(
+    snapshot: &Snapshot,
+    options: crate::config::MetricsOptions,
+    plain_limit: Option<usize>,
+    previous_len: usize,
+) -> std::io::Result<Published> {
+    let hint = RenderHint {
+        plain_limit: plain_limit.unwrap_or(usize::MAX),
+        plain_len: previous_len,
+        gzip_len: previous_len / 6,
+    };
+    let piece = render(hint, true, |w| write_snapshot(w, snapshot, options))?;
+    let status = render(hint, false, |_| Ok(()))?;
+    Ok(assemble(Rendered::Fresh(piece), status).0)
+}
+
+/// Compresses ready text the way a refresh does (benchmarks).
+#[doc(hidden)]
+pub fn gzip_text(text: &[u8]) -> std::io::Result<Published> {
+    let hint = RenderHint {
+        plain_limit: usize::MAX,
+        plain_len: text.len(),
+        gzip_len: text.len() / 4,
+    };
+    let piece = render(hint, true, |w| w.raw(text))?;
+    let status = render(hint, false, |_| Ok(()))?;
+    Ok(assemble(Rendered::Fresh(piece), status).0)
 }
 
 fn make_direct_clients(config: &Config, base: &Client) -> Result<Vec<DirectClient>, ReloadError> {
@@ -702,13 +1198,139 @@ async fn render_snapshot(
     data: Arc<UpstreamData>,
     extras: Extras,
     taken_at: DateTime<Utc>,
-) -> std::io::Result<Rendered> {
+    hint: RenderHint,
+) -> std::io::Result<Piece> {
     let job = move || {
         let snapshot = Snapshot::build(&config, data, &extras, taken_at);
-        render(|w| write_snapshot(w, &snapshot, config.metrics))
+        render(hint, true, |w| write_snapshot(w, &snapshot, config.metrics))
     };
     match tokio::task::spawn_blocking(job).await {
         Ok(result) => result,
         Err(e) => Err(std::io::Error::other(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use http_body_util::BodyExt;
+
+    use super::*;
+    use crate::sim::{Fault, FaultResponse, SimKey, SimServer, SimState};
+
+    const KEY: &str = "sk-or-v1-exporter-unit-test";
+
+    async fn account(keys: usize) -> SimServer {
+        let mut state = SimState::new(KEY);
+        state.workspaces = vec![("ws-1".to_string(), "One".to_string())];
+        state.keys = (0..keys)
+            .map(|i| {
+                SimKey::new("ws-1", &format!("{i:064x}"), &format!("acme-{i}")).usage(
+                    0.5,
+                    1.25,
+                    3.0,
+                    10.0 + i as f64,
+                )
+            })
+            .collect();
+        state.total_credits = 1e6;
+        state.total_usage = 1e5;
+        SimServer::start(state).await.unwrap()
+    }
+
+    fn exporter(sim: &SimServer) -> Exporter {
+        let yaml = format!(
+            "refresh_interval: 30s\nopenrouter:\n  base_url: {}\n  request_timeout: 2s\ncompanies:\n  acme:\n    keys: [{{name_glob: 'acme-*'}}]\n",
+            sim.base_url()
+        );
+        let retry = RetryPolicy {
+            attempts: 1,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(1),
+        };
+        Exporter::with_key(
+            Config::parse(&yaml, "test").unwrap(),
+            SecretString::from(KEY.to_string()),
+            retry,
+        )
+        .unwrap()
+    }
+
+    /// Decodes as a single gzip member (what curl and most clients read).
+    fn gunzip_one_member(gzip: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(gzip)
+            .read_to_end(&mut out)
+            .unwrap();
+        out
+    }
+
+    async fn collect(body: MetricsBody) -> Vec<u8> {
+        body.collect().await.unwrap().to_bytes().to_vec()
+    }
+
+    #[tokio::test]
+    async fn gzip_is_one_member_equal_to_the_text_across_publishes() {
+        let sim = account(800).await;
+        let exporter = exporter(&sim);
+        let empty = exporter.published();
+        assert_eq!(gunzip_one_member(&empty.gzip), empty.plain.to_vec());
+        exporter.refresh().await.unwrap();
+        let first = exporter.published();
+        assert!(first.has_plain());
+        assert!(first.plain_len > 2 * RENDER_CHUNK, "{}", first.plain_len);
+        assert_eq!(gunzip_one_member(&first.gzip), first.plain.to_vec());
+        assert_eq!(collect(first.identity()).await, first.plain.to_vec());
+
+        // A failed refresh keeps the snapshot byte for byte and re-renders the status.
+        sim.state().faults.push(Fault::new(
+            "/credits",
+            FaultResponse::Error {
+                status: 500,
+                retry_after: None,
+            },
+        ));
+        assert!(exporter.refresh().await.is_err());
+        let failed = exporter.published();
+        assert_eq!(gunzip_one_member(&failed.gzip), failed.plain.to_vec());
+        let snapshot_end = |text: &[u8]| {
+            let text = std::str::from_utf8(text).unwrap();
+            text.find("# HELP openrouter_up ").unwrap()
+        };
+        let end = snapshot_end(&first.plain);
+        assert_eq!(end, snapshot_end(&failed.plain));
+        assert_eq!(first.plain[..end], failed.plain[..end]);
+        assert!(String::from_utf8_lossy(&failed.plain).contains("\nopenrouter_up 0\n"));
+    }
+
+    #[tokio::test]
+    async fn above_the_plain_limit_only_gzip_is_kept_and_identity_inflates() {
+        let sim = account(800).await;
+        let full = exporter(&sim);
+        full.refresh().await.unwrap();
+        let limited = exporter(&sim);
+        limited.set_plain_body_limit(Some(20_000));
+        limited.refresh().await.unwrap();
+        let published = limited.published();
+        assert!(!published.has_plain());
+        assert!(published.plain.is_empty());
+        let text = collect(published.identity()).await;
+        assert_eq!(text.len(), published.plain_len);
+        assert_eq!(gunzip_one_member(&published.gzip), text);
+        // Same families and samples as the unlimited exporter (status lines aside).
+        let reference = full.published();
+        let cut = |t: &[u8]| {
+            let t = String::from_utf8(t.to_vec()).unwrap();
+            t[..t.find("# HELP openrouter_up ").unwrap()].to_string()
+        };
+        assert_eq!(cut(&text), cut(&reference.plain));
+        // A status-only publish keeps working from the kept gzip.
+        limited.reload_failed();
+        let again = limited.published();
+        let text_again = collect(again.identity()).await;
+        assert_eq!(cut(&text_again), cut(&text));
+        assert!(String::from_utf8_lossy(&text_again)
+            .contains("\nopenrouter_config_last_reload_successful 0\n"));
     }
 }

@@ -70,8 +70,10 @@ impl<W: Write> MetricWriter<W> {
         if !value.is_finite() {
             return Ok(());
         }
-        // `{}` on f64 prints the shortest text that parses back to the same number.
-        self.sample(name, labels, format_args!("{value}"))
+        // The shortest text that parses back to the same number, as `{}` prints it.
+        self.start_sample(name, labels);
+        write_f64(&mut self.line, value);
+        self.end_sample()
     }
 
     pub fn sample_usd(
@@ -89,6 +91,14 @@ impl<W: Write> MetricWriter<W> {
         labels: &[(&str, &str)],
         value: std::fmt::Arguments<'_>,
     ) -> io::Result<()> {
+        self.start_sample(name, labels);
+        // Writing into a Vec cannot fail.
+        let _ = self.line.write_fmt(value);
+        self.end_sample()
+    }
+
+    /// The sample's name and labels, and the space before its value.
+    fn start_sample(&mut self, name: &str, labels: &[(&str, &str)]) {
         self.line.clear();
         self.line.extend_from_slice(name.as_bytes());
         if !labels.is_empty() {
@@ -105,23 +115,123 @@ impl<W: Write> MetricWriter<W> {
             self.line.push(b'}');
         }
         self.line.push(b' ');
-        // Writing into a Vec cannot fail.
-        let _ = self.line.write_fmt(value);
+    }
+
+    fn end_sample(&mut self) -> io::Result<()> {
         self.line.push(b'\n');
         self.out.write_all(&self.line)
     }
 }
 
-/// Label value escaping per the text format: backslash, double quote and line feed.
-pub fn escape_label_value(out: &mut Vec<u8>, value: &str) {
-    for &b in value.as_bytes() {
-        match b {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b => out.push(b),
+/// Appends a finite `value` exactly as `format!("{value}")` prints it: the
+/// shortest decimal that reads back as the same `f64`, never in exponent form.
+///
+/// Fast path for OpenRouter's amounts (at most 9 decimals, well below 2^22
+/// dollars): if `n / 10^9` reads back as `value` for the integer `n` nearest
+/// `value * 10^9`, that decimal is the answer. Below 2^22 an ulp is under
+/// 10^-9, so no other multiple of 10^-9 reads back as `value`, and a shorter
+/// decimal that did would itself be such a multiple. Everything else takes
+/// `Display` (the tests compare both on millions of values).
+pub fn write_f64(out: &mut Vec<u8>, value: f64) {
+    const SCALE: f64 = 1e9;
+    if value.abs() < 4_194_304.0 && value != 0.0 {
+        let n = (value * SCALE).round();
+        if n / SCALE == value {
+            let n = n as i64;
+            if n < 0 {
+                out.push(b'-');
+            }
+            let n = n.unsigned_abs();
+            let (whole, frac) = (n / 1_000_000_000, n % 1_000_000_000);
+            write_u64(out, whole);
+            if frac != 0 {
+                let mut digits = [b'0'; 9];
+                let mut f = frac;
+                for d in digits.iter_mut().rev() {
+                    *d = b'0' + (f % 10) as u8;
+                    f /= 10;
+                }
+                let end = 9 - decimal_trailing_zeros(frac);
+                out.push(b'.');
+                out.extend_from_slice(&digits[..end]);
+            }
+            return;
         }
     }
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "{value}");
+}
+
+fn write_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// Decimal trailing zeros of a non-zero number.
+fn decimal_trailing_zeros(mut n: u64) -> usize {
+    let mut zeros = 0;
+    while n % 10 == 0 {
+        n /= 10;
+        zeros += 1;
+    }
+    zeros
+}
+
+/// Label value escaping per the text format: backslash, double quote and line feed.
+pub fn escape_label_value(out: &mut Vec<u8>, value: &str) {
+    let bytes = value.as_bytes();
+    // Label values (hashes, names) rarely need escaping: check 8 bytes at a
+    // time and copy the value whole. This is the hottest loop of a render.
+    if !needs_escape(bytes) {
+        out.extend_from_slice(bytes);
+        return;
+    }
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escaped: &[u8] = match b {
+            b'\\' => b"\\\\",
+            b'"' => b"\\\"",
+            b'\n' => b"\\n",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(escaped);
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+}
+
+/// Whether `bytes` holds a backslash, a double quote or a line feed.
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // Exact "some byte of `word` equals `byte`" test (zero-byte detection).
+    let has = |word: u64, byte: u8| {
+        let x = word ^ (ONES * u64::from(byte));
+        x.wrapping_sub(ONES) & !x & HIGHS != 0
+    };
+    let mut words = bytes.chunks_exact(8);
+    for chunk in &mut words {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let word = u64::from_le_bytes(word);
+        if has(word, b'\\') | has(word, b'"') | has(word, b'\n') {
+            return true;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .any(|&b| matches!(b, b'\\' | b'"' | b'\n'))
 }
 
 const CALENDAR_NOTE: &str = "window: daily = current UTC day, weekly = current UTC week from Monday, \
@@ -143,31 +253,33 @@ pub fn write_snapshot<W: Write>(
     options: MetricsOptions,
 ) -> io::Result<()> {
     // Listed keys, then direct keys that have figures and are not also listed.
-    let direct = snap
-        .direct
-        .iter()
-        .filter_map(|d| {
-            d.key
-                .as_ref()
-                .map(|k| (k, snap.companies[d.company].name.as_str()))
-        })
-        .filter(|(k, _)| !snap.direct_duplicates.contains(&k.name));
-    let rows: Vec<KeyRow> = snap
-        .keys()
-        .iter()
-        .enumerate()
-        .map(|(i, key)| (key, snap.company_of(i), snap.key_rolling.get(i)))
-        .chain(direct.map(|(key, company)| (key, company, None)))
-        .map(|(key, company, rolling)| KeyRow {
-            key,
-            labels: [
-                ("key_hash", key.hash.as_str()),
-                ("key", key.name.as_str()),
-                ("company", company),
-            ],
-            rolling,
-        })
-        .collect();
+    // Made afresh for each family rather than collected: at 100k keys a
+    // collected list would be another ~11 MB alive during the render.
+    let rows = || {
+        let direct = snap
+            .direct
+            .iter()
+            .filter_map(|d| {
+                d.key
+                    .as_ref()
+                    .map(|k| (k, snap.companies[d.company].name.as_str()))
+            })
+            .filter(|(k, _)| !snap.direct_duplicates.contains(&k.name));
+        snap.keys()
+            .iter()
+            .enumerate()
+            .map(|(i, key)| (key, snap.company_of(i), snap.key_rolling.get(i)))
+            .chain(direct.map(|(key, company)| (key, company, None)))
+            .map(|(key, company, rolling)| KeyRow {
+                key,
+                labels: [
+                    ("key_hash", key.hash.as_str()),
+                    ("key", key.name.as_str()),
+                    ("company", company),
+                ],
+                rolling,
+            })
+    };
     if options.per_key {
         let name = "openrouter_key_usage_usd";
         w.family(
@@ -175,7 +287,7 @@ pub fn write_snapshot<W: Write>(
             "gauge",
             &format!("OpenRouter credit spend of one API key in US dollars; {CALENDAR_NOTE}"),
         )?;
-        for row in &rows {
+        for row in rows() {
             let [h, k, c] = row.labels;
             for window in Window::ALL {
                 if let Some(v) = key_usage(row.key, window) {
@@ -199,7 +311,7 @@ pub fn write_snapshot<W: Write>(
                      as estimated by OpenRouter; {CALENDAR_NOTE}"
                 ),
             )?;
-            for row in &rows {
+            for row in rows() {
                 let [h, k, c] = row.labels;
                 for window in Window::ALL {
                     if let Some(v) = key_byok_usage(row.key, window) {
@@ -216,7 +328,7 @@ pub fn write_snapshot<W: Write>(
             "Credit limit of one API key in US dollars; reset = when the limit restarts \
              (daily/weekly/monthly at the UTC boundary, or never). Absent when the key is unlimited.",
         )?;
-        for row in &rows {
+        for row in rows() {
             if let Some(limit) = row.key.limit {
                 let [h, k, c] = row.labels;
                 let reset = match row.key.limit_reset.as_deref() {
@@ -234,7 +346,7 @@ pub fn write_snapshot<W: Write>(
             "Credit left under the key's limit in the current limit period, in US dollars; \
              negative when overspent (OpenRouter then refuses the key). Absent when unlimited.",
         )?;
-        for row in &rows {
+        for row in rows() {
             if let Some(remaining) = row.key.limit_remaining {
                 w.sample_f64(name, &row.labels, remaining)?;
             }
@@ -246,7 +358,7 @@ pub fn write_snapshot<W: Write>(
             "gauge",
             "1 when the API key is disabled, 0 otherwise.",
         )?;
-        for row in &rows {
+        for row in rows() {
             let v = if row.key.disabled { "1" } else { "0" };
             w.sample(name, &row.labels, format_args!("{v}"))?;
         }
@@ -257,7 +369,7 @@ pub fn write_snapshot<W: Write>(
             "gauge",
             "When the API key expires, as a Unix timestamp in seconds. Absent when it never expires.",
         )?;
-        for row in &rows {
+        for row in rows() {
             if let Some(ts) = row.key.expires_at.as_deref().and_then(parse_timestamp) {
                 w.sample(name, &row.labels, format_args!("{ts}"))?;
             }
@@ -269,7 +381,7 @@ pub fn write_snapshot<W: Write>(
             "gauge",
             "Metadata of one API key, always 1: label is OpenRouter's masked key, workspace_id its workspace.",
         )?;
-        for row in &rows {
+        for row in rows() {
             let [h, k, c] = row.labels;
             let labels = [
                 h,
@@ -647,6 +759,95 @@ mod tests {
         let mut out = Vec::new();
         escape_label_value(&mut out, "a\"b\\c\nd é");
         assert_eq!(String::from_utf8(out).unwrap(), "a\\\"b\\\\c\\nd é");
+    }
+
+    #[test]
+    fn escaping_finds_special_bytes_at_any_position() {
+        for len in 0..40 {
+            for pos in 0..len {
+                for special in [b'\\', b'"', b'\n'] {
+                    let mut text = vec![b'a'; len];
+                    text[pos] = special;
+                    let text = String::from_utf8(text).unwrap();
+                    assert!(needs_escape(text.as_bytes()), "{text:?}");
+                    let mut out = Vec::new();
+                    escape_label_value(&mut out, &text);
+                    let expected = text
+                        .replace('\\', "\\\\")
+                        .replace('"', "\\\"")
+                        .replace('\n', "\\n");
+                    assert_eq!(String::from_utf8(out).unwrap(), expected);
+                }
+            }
+            // Bytes next to the specials (and UTF-8) are not mistaken for them.
+            let plain: String = "[]#!é€\u{7f}\t".chars().cycle().take(len).collect();
+            assert!(!needs_escape(plain.as_bytes()), "{plain:?}");
+        }
+    }
+
+    #[test]
+    fn floats_print_exactly_like_display() {
+        let check = |v: f64| {
+            if v.is_finite() {
+                let mut out = Vec::new();
+                write_f64(&mut out, v);
+                assert_eq!(String::from_utf8(out).unwrap(), format!("{v}"), "{v:e}");
+            }
+        };
+        for v in [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            0.5,
+            1e-9,
+            -1e-9,
+            5e-10,
+            1.5e-9,
+            0.1 + 0.2,
+            3.0,
+            12.5,
+            454.542594979,
+            29.9999982,
+            4_194_303.999999999,
+            4_194_304.0,
+            4_194_304.5,
+            1e21,
+            1e-7,
+            123456789.123,
+            f64::MIN_POSITIVE,
+            f64::MAX,
+            2.5e-324,
+        ] {
+            check(v);
+            check(-v);
+        }
+        // Amounts as OpenRouter sends them (up to 9 decimals, any magnitude),
+        // uniform values, and arbitrary bit patterns.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        // FLOAT_CHECK_ITERATIONS=50000000 cargo test --release --lib floats_print
+        let iterations = std::env::var("FLOAT_CHECK_ITERATIONS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(200_000);
+        for _ in 0..iterations {
+            let r = next();
+            let decimals = (r % 10) as usize;
+            let whole = next() % 10u64.pow((r >> 8) as u32 % 8);
+            let frac = next() % 1_000_000_000;
+            let text = format!("{whole}.{frac:09}");
+            let v: f64 = text[..text.len() - 9 + decimals].parse().unwrap();
+            check(v);
+            check(-v);
+            check((next() >> 11) as f64 / (1u64 << 53) as f64 * 8_400_000.0 - 4_200_000.0);
+            check(f64::from_bits(next()));
+        }
     }
 
     #[test]
