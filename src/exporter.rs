@@ -943,15 +943,20 @@ impl Exporter {
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
         let mut interval_changed = self.shared.config_changed.subscribe();
         loop {
+            let started = tokio::time::Instant::now();
             let _ = self.refresh().await;
-            let interval = *interval_changed.borrow_and_update();
-            tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
-                _ = interval_changed.changed() => {}
-                _ = shutdown.changed() => {}
-            }
-            if *shutdown.borrow() {
-                return;
+            // A reload re-renders at once from the last listing; it only moves
+            // the next refresh to `started + new interval`, never triggers one.
+            loop {
+                let interval = *interval_changed.borrow_and_update();
+                tokio::select! {
+                    _ = tokio::time::sleep_until(started + interval) => break,
+                    _ = interval_changed.changed() => {}
+                    _ = shutdown.changed() => {}
+                }
+                if *shutdown.borrow() {
+                    return;
+                }
             }
         }
     }
