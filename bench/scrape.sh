@@ -49,7 +49,7 @@ while [ $# -gt 0 ]; do
         --no-cardinality) CARDINALITY=0; shift ;;
         --out) OUT="$2"; shift 2 ;;
         --port) PORT="$2"; shift 2 ;;
-        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done

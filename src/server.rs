@@ -25,8 +25,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -37,7 +35,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
-use crate::exporter::Exporter;
+use crate::exporter::{Exporter, MetricsBody, PLAIN_BODY_LIMIT};
 use crate::exposition::CONTENT_TYPE;
 
 pub use crate::webconfig::{self, ClientAuth, WebConfig, WebConfigError};
@@ -82,6 +80,8 @@ pub async fn serve(
     options: ServerOptions,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
+    // This server streams identity bodies from gzip, so large bodies need not keep their text.
+    exporter.set_plain_body_limit(Some(PLAIN_BODY_LIMIT));
     let options = Arc::new(options);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(options.max_connections.max(1)));
@@ -227,7 +227,7 @@ async fn handle(
     req: Request<Incoming>,
     exporter: &Exporter,
     options: &ServerOptions,
-) -> Response<Full<Bytes>> {
+) -> Response<MetricsBody> {
     let authorized = match options.web.basic_auth_for(req.uri().path()) {
         Some(auth) => auth.check(req.headers().get(header::AUTHORIZATION)).await,
         None => true,
@@ -244,7 +244,7 @@ async fn handle(
     response
 }
 
-fn unauthorized() -> Response<Full<Bytes>> {
+fn unauthorized() -> Response<MetricsBody> {
     let mut response = text(StatusCode::UNAUTHORIZED, "Unauthorized\n");
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,
@@ -354,7 +354,7 @@ fn route(
     req: &Request<Incoming>,
     exporter: &Exporter,
     options: &ServerOptions,
-) -> Response<Full<Bytes>> {
+) -> Response<MetricsBody> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
         response
@@ -383,15 +383,16 @@ fn route(
     }
 }
 
-fn metrics(req: &Request<Incoming>, exporter: &Exporter) -> Response<Full<Bytes>> {
+fn metrics(req: &Request<Incoming>, exporter: &Exporter) -> Response<MetricsBody> {
     let published = exporter.published();
     let gzip = accepts_gzip(req.headers().get(header::ACCEPT_ENCODING));
+    // Above the plain-body limit only gzip is kept; identity is inflated while sent.
     let body = if gzip {
-        published.gzip.clone()
+        published.gzip_body()
     } else {
-        published.plain.clone()
+        published.identity()
     };
-    let mut response = Response::new(Full::new(body));
+    let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
     headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
@@ -425,8 +426,8 @@ pub fn accepts_gzip(value: Option<&HeaderValue>) -> bool {
     })
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+fn text(status: StatusCode, body: &'static str) -> Response<MetricsBody> {
+    let mut response = Response::new(MetricsBody::from(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -435,7 +436,7 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     response
 }
 
-fn html(telemetry_path: &str) -> Response<Full<Bytes>> {
+fn html(telemetry_path: &str) -> Response<MetricsBody> {
     let path = html_escape(telemetry_path);
     let body = format!(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>OpenRouter cost exporter</title></head>\n\
@@ -445,7 +446,7 @@ fn html(telemetry_path: &str) -> Response<Full<Bytes>> {
          <li><a href=\"/readyz\">Readiness</a></li></ul>\n</body></html>\n",
         env!("CARGO_PKG_VERSION")
     );
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let mut response = Response::new(MetricsBody::from(body));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
