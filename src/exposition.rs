@@ -535,10 +535,18 @@ pub fn write_snapshot<W: Write>(
     if snap.companies.iter().any(|c| c.models.is_some()) {
         const MIX: &str = "over the last 30 completed UTC days (window=\"rolling_30d\"; today is not broken \
              down by model until it completes); the top models by spend, the rest summed as model=\"other\".";
-        let mixes = || {
-            snap.companies
-                .iter()
-                .filter_map(|c| c.models.as_ref().map(|m| (c.name.as_str(), m)))
+        // One row per (company, model) with its identifying labels.
+        let rows = || {
+            snap.companies.iter().flat_map(|c| {
+                c.models.iter().flatten().map(move |(model, totals)| {
+                    let labels = [
+                        ("company", c.name.as_str()),
+                        ("model", model.as_str()),
+                        ("window", "rolling_30d"),
+                    ];
+                    (labels, totals)
+                })
+            })
         };
         let name = "openrouter_company_model_usage_usd";
         w.family(
@@ -546,15 +554,8 @@ pub fn write_snapshot<W: Write>(
             "gauge",
             &format!("Credit spend of one company per model in US dollars, {MIX}"),
         )?;
-        for (company, models) in mixes() {
-            for (model, t) in models {
-                let labels = [
-                    ("company", company),
-                    ("model", model.as_str()),
-                    ("window", "rolling_30d"),
-                ];
-                w.sample_usd(name, &labels, t.usage)?;
-            }
+        for (labels, t) in rows() {
+            w.sample_usd(name, &labels, t.usage)?;
         }
         let name = "openrouter_company_model_requests";
         w.family(
@@ -562,15 +563,8 @@ pub fn write_snapshot<W: Write>(
             "gauge",
             &format!("Requests of one company per model, {MIX}"),
         )?;
-        for (company, models) in mixes() {
-            for (model, t) in models {
-                let labels = [
-                    ("company", company),
-                    ("model", model.as_str()),
-                    ("window", "rolling_30d"),
-                ];
-                w.sample(name, &labels, format_args!("{}", t.requests))?;
-            }
+        for (labels, t) in rows() {
+            w.sample(name, &labels, format_args!("{}", t.requests))?;
         }
         let name = "openrouter_company_model_tokens";
         w.family(
@@ -580,21 +574,14 @@ pub fn write_snapshot<W: Write>(
                 "Tokens of one company per model and kind (prompt, completion, reasoning), {MIX}"
             ),
         )?;
-        for (company, models) in mixes() {
-            for (model, t) in models {
-                for (kind, v) in [
-                    ("prompt", t.prompt_tokens),
-                    ("completion", t.completion_tokens),
-                    ("reasoning", t.reasoning_tokens),
-                ] {
-                    let labels = [
-                        ("company", company),
-                        ("model", model.as_str()),
-                        ("window", "rolling_30d"),
-                        ("kind", kind),
-                    ];
-                    w.sample(name, &labels, format_args!("{v}"))?;
-                }
+        for ([company, model, window], t) in rows() {
+            for (kind, v) in [
+                ("prompt", t.prompt_tokens),
+                ("completion", t.completion_tokens),
+                ("reasoning", t.reasoning_tokens),
+            ] {
+                let labels = [company, model, window, ("kind", kind)];
+                w.sample(name, &labels, format_args!("{v}"))?;
             }
         }
     }
