@@ -9,7 +9,7 @@
 #   3. measures the CPU time of steady-state refreshes (utime+stime from
 #      /proc/<pid>/stat across whole refreshes, counted exactly by the exporter's
 #      own openrouter_upstream_requests_total{endpoint="credits"}), the upstream
-#      calls per refresh, and idle RSS,
+#      calls per refresh, and idle memory (RSS with the body memfds counted),
 #   4. captures /metrics (identity and gzip) and serves those exact bytes from
 #      nginx (gzip_static for the .gz),
 #   5. runs wrk against the exporter and against nginx, alternating, several
@@ -105,6 +105,22 @@ cpu_seconds() { # utime+stime of a pid, in seconds
 status_kb() { # a field of /proc/<pid>/status in kB
     awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"
 }
+memfd_kb() { # total size of the exporter's body memfds (src/zerocopy.rs), in kB
+    local total=0 f
+    for f in /proc/"$1"/fd/*; do
+        case "$(readlink "$f" 2>/dev/null)" in
+            /memfd:openrouter-metrics*) total=$((total + $(stat -L -c %s "$f" 2>/dev/null || echo 0))) ;;
+        esac
+    done
+    echo $((total / 1024))
+}
+# Memory the exporter holds: resident memory, with the published bodies counted
+# whole. Bodies live in memfds, which VmRSS counts only where they are mapped
+# and touched (RssShmem), so: VmRSS - RssShmem + the memfds' sizes.
+memory_kb() { echo $(( $(status_kb "$1" VmRSS) - $(status_kb "$1" RssShmem) + $(memfd_kb "$1") )); }
+# Peak: VmHWM plus the current memfds (an upper bound: memfd pages that were
+# mapped and touched at the peak are counted twice).
+peak_kb() { echo $(( $(status_kb "$1" VmHWM) + $(memfd_kb "$1") )); }
 median() { sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 metric_sum() { # sum of samples of metric $1 whose line contains $2, from file $3
     awk -v m="$1" -v f="$2" 'index($0, m) == 1 && index($0, f) { s += $NF } END { print s + 0 }' "$3"
@@ -227,7 +243,7 @@ for N in $KEYS; do
     sleep "$(awk -v i="$interval_s" 'BEGIN { print i / 2 }')"
     scrape_to "http://127.0.0.1:$PORT/metrics" "$dir/m0.txt"
     cpu0=$(cpu_seconds "$EXP_PID")
-    idle_rss=$(status_kb "$EXP_PID" VmRSS)
+    idle_rss=$(memory_kb "$EXP_PID")
     dur=$(metric_value openrouter_refresh_duration_seconds "$dir/m0.txt")
     periods=2
     sleep "$(awk -v i="$interval_s" -v d="${dur:-0}" -v k=$periods 'BEGIN { print k * (i + d) }')"
@@ -289,7 +305,7 @@ for N in $KEYS; do
         n_err=$(awk '{ s += $3 } END { print s + 0 }' "$dir/ngx.$enc")
         ratio=$(awk -v a="$e_rps" -v b="$n_rps" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "nan" }')
         [ "$enc" = gzip ] && size=$gzip_bytes || size=$plain_bytes
-        peak_now=$(status_kb "$EXP_PID" VmHWM)
+        peak_now=$(peak_kb "$EXP_PID")
         ROWS+=("$N|$enc|$(human_bytes "$size")|$series|$e_rps|$n_rps|$ratio|$e_p99|$n_p99|$e_err/$n_err|$refresh_cpu|$calls_per|$((idle_rss / 1024))|$((peak_now / 1024))")
     done
     # Scrapes never call OpenRouter: over the whole run, including every load
@@ -314,7 +330,7 @@ for N in $KEYS; do
             cseries=$(grep -vc '^#' "$cdir/metrics" || true)
             cbytes=$(stat -c %s "$cdir/metrics")
             cgz=$(curl -s -H 'Accept-Encoding: gzip' "http://127.0.0.1:$PORT/metrics" | wc -c)
-            crss=$(status_kb "$EXP_PID" VmHWM)
+            crss=$(peak_kb "$EXP_PID")
             stop "$EXP_PID"
             stop "$FAKE_PID"
             CARD_ROWS+=("$N|$opt|$cseries|$(human_bytes "$cbytes")|$(human_bytes "$cgz")|$((crss / 1024))")
@@ -328,12 +344,12 @@ done
     echo
     echo "machine: $(nproc) cores, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo); wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, $ROUNDS alternating rounds, medians"
     echo
-    echo "| keys | encoding | body | series | exporter req/s | nginx req/s | ratio | p99 exporter ms | p99 nginx ms | errors exp/nginx | refresh CPU s | upstream calls/refresh | idle RSS MiB | peak RSS MiB |"
+    echo "| keys | encoding | body | series | exporter req/s | nginx req/s | ratio | p99 exporter ms | p99 nginx ms | errors exp/nginx | refresh CPU s | upstream calls/refresh | idle memory MiB | peak memory MiB |"
     echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for row in "${ROWS[@]}"; do echo "| ${row//|/ | } |"; done
     if [ ${#CARD_ROWS[@]} -gt 0 ]; then
         echo
-        echo "| keys | metrics option | series | body plain | body gzip | peak RSS MiB |"
+        echo "| keys | metrics option | series | body plain | body gzip | peak memory MiB |"
         echo "|---:|---|---:|---:|---:|---:|"
         for row in "${CARD_ROWS[@]}"; do echo "| ${row//|/ | } |"; done
     fi

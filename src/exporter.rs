@@ -1050,9 +1050,9 @@ fn assemble(snapshot: Rendered, status: Piece) -> (Published, Rendered) {
     gzip.extend_from_slice(&((len + status.len) as u32).to_le_bytes());
     let plain = plain.map(|mut p| {
         p.extend_from_slice(status_plain);
-        Bytes::from(p)
+        crate::zerocopy::shared_bytes(p)
     });
-    let gzip = Bytes::from(gzip);
+    let gzip = crate::zerocopy::shared_bytes(gzip);
     let kept = Rendered::Published {
         plain: plain.as_ref().map(|p| p.slice(..len)),
         deflate: gzip.slice(GZIP_HEADER.len()..snapshot_deflate_end),
@@ -1287,6 +1287,11 @@ mod tests {
         assert!(first.plain_len > 2 * RENDER_CHUNK, "{}", first.plain_len);
         assert_eq!(gunzip_one_member(&first.gzip), first.plain.to_vec());
         assert_eq!(collect(first.identity()).await, first.plain.to_vec());
+        // Both bodies are in memfds, so plain-HTTP scrapes send them without a copy.
+        if cfg!(target_os = "linux") {
+            assert!(crate::zerocopy::is_shared(&first.gzip));
+            assert!(crate::zerocopy::is_shared(&first.plain));
+        }
 
         // A failed refresh keeps the snapshot byte for byte and re-renders the status.
         sim.state().faults.push(Fault::new(
@@ -1307,6 +1312,9 @@ mod tests {
         assert_eq!(end, snapshot_end(&failed.plain));
         assert_eq!(first.plain[..end], failed.plain[..end]);
         assert!(String::from_utf8_lossy(&failed.plain).contains("\nopenrouter_up 0\n"));
+        if cfg!(target_os = "linux") {
+            assert!(crate::zerocopy::is_shared(&failed.gzip));
+        }
     }
 
     #[tokio::test]

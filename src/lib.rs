@@ -16,3 +16,4 @@ pub mod snapshot;
 pub mod telemetry;
 pub mod upstream;
 pub mod webconfig;
+pub mod zerocopy;
