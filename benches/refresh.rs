@@ -1,6 +1,7 @@
 //! Criterion benches of the in-process steps of one refresh at 1k / 10k / 100k keys:
 //!
-//! - `parse`: JSON of every key page (`{"data":[...]}`, 100 keys each) into `ApiKey`s,
+//! - `parse`: JSON of every key page (`{"data":[...]}`, 100 keys each) into one
+//!   vector of `ApiKey`s, with the client's decoder (`upstream::parse_keys_page_into`),
 //! - `attribute`: `Snapshot::build` (attribution to companies + exact per-company sums),
 //! - `render`: the exposition text of the snapshot (all per-key families),
 //! - `gzip`: compressing that text as a refresh does (zlib-rs, one gzip member;
@@ -30,13 +31,7 @@ use openrouter_cost_exporter::config::{Config, MetricsOptions};
 use openrouter_cost_exporter::exporter::{gzip_text, render_body};
 use openrouter_cost_exporter::exposition::{write_snapshot, MetricWriter};
 use openrouter_cost_exporter::snapshot::{Extras, Snapshot};
-use openrouter_cost_exporter::upstream::{ApiKey, Credits, UpstreamData};
-use serde::Deserialize;
-
-#[derive(Deserialize)]
-struct Page {
-    data: Vec<ApiKey>,
-}
+use openrouter_cost_exporter::upstream::{parse_keys_page_into, ApiKey, Credits, UpstreamData};
 
 struct Fixture {
     keys: usize,
@@ -53,10 +48,11 @@ fn sizes() -> Vec<usize> {
         .unwrap_or_else(|| vec![1_000, 10_000, 100_000])
 }
 
+/// The client's own page decoder, every page appended to one listing.
 fn parse_pages(pages: &[Vec<u8>]) -> Vec<ApiKey> {
     let mut keys = Vec::new();
     for page in pages {
-        keys.extend(serde_json::from_slice::<Page>(page).expect("page").data);
+        parse_keys_page_into(page, &mut keys).expect("page");
     }
     keys
 }

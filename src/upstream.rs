@@ -5,12 +5,14 @@
 //! timeouts are retried with bounded exponential backoff and jitter, honouring
 //! `Retry-After`. 401/403 are never retried.
 
+use std::collections::hash_map::{Entry, HashMap};
 use std::collections::HashSet;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use tracing::{debug, warn};
 
@@ -97,7 +99,207 @@ struct ErrorBody {
 /// Decodes one `GET /keys` page body (`{"data": [key, ...]}`): the code the
 /// client runs on every page, exposed for fuzzing. Never panics.
 pub fn parse_keys_page(bytes: &[u8]) -> Result<Vec<ApiKey>, UpstreamError> {
-    decode(Endpoint::Keys, bytes)
+    let mut keys = Vec::new();
+    parse_keys_page_into(bytes, &mut keys)?;
+    Ok(keys)
+}
+
+/// [`parse_keys_page`], appending the page's keys to `keys` (no page-sized
+/// vector in between): what the client runs on every page. Returns how many
+/// keys it appended; on error `keys` is left as it was.
+pub fn parse_keys_page_into(bytes: &[u8], keys: &mut Vec<ApiKey>) -> Result<usize, UpstreamError> {
+    let before = keys.len();
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let parsed = KeysEnvelope(keys)
+        .deserialize(&mut de)
+        .and_then(|()| de.end());
+    match parsed {
+        Ok(()) => Ok(keys.len() - before),
+        Err(e) => {
+            keys.truncate(before);
+            Err(UpstreamError::Decode {
+                endpoint: Endpoint::Keys,
+                message: e.to_string(),
+            })
+        }
+    }
+}
+
+/// `{"data": [key, ...], ...}` decoded straight into a caller's vector; the
+/// same document shapes and errors as `DataEnvelope<Vec<ApiKey>>`.
+struct KeysEnvelope<'a>(&'a mut Vec<ApiKey>);
+
+impl<'de> DeserializeSeed<'de> for KeysEnvelope<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_struct("DataEnvelope", &["data"], self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeysEnvelope<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("struct DataEnvelope")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        match seq.next_element_seed(KeysList(self.0))? {
+            Some(()) => Ok(()),
+            None => Err(serde::de::Error::invalid_length(
+                0,
+                &"struct DataEnvelope with 1 element",
+            )),
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen_data = false;
+        while let Some(field) = map.next_key::<EnvelopeField>()? {
+            match field {
+                EnvelopeField::Data if seen_data => {
+                    return Err(serde::de::Error::duplicate_field("data"));
+                }
+                EnvelopeField::Data => {
+                    map.next_value_seed(KeysList(&mut *self.0))?;
+                    seen_data = true;
+                }
+                EnvelopeField::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        if seen_data {
+            Ok(())
+        } else {
+            Err(serde::de::Error::missing_field("data"))
+        }
+    }
+}
+
+/// A field name of the envelope: only `data` matters.
+enum EnvelopeField {
+    Data,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for EnvelopeField {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FieldVisitor;
+        impl Visitor<'_> for FieldVisitor {
+            type Value = EnvelopeField;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("field identifier")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<EnvelopeField, E> {
+                Ok(if v == "data" {
+                    EnvelopeField::Data
+                } else {
+                    EnvelopeField::Other
+                })
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<EnvelopeField, E> {
+                Ok(if v == b"data" {
+                    EnvelopeField::Data
+                } else {
+                    EnvelopeField::Other
+                })
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<EnvelopeField, E> {
+                Ok(if v == 0 {
+                    EnvelopeField::Data
+                } else {
+                    EnvelopeField::Other
+                })
+            }
+        }
+        deserializer.deserialize_identifier(FieldVisitor)
+    }
+}
+
+/// The `data` array, each key pushed onto the vector as it is decoded.
+struct KeysList<'a>(&'a mut Vec<ApiKey>);
+
+impl<'de> DeserializeSeed<'de> for KeysList<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeysList<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a sequence")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        if let Some(hint) = seq.size_hint() {
+            self.0.reserve(hint.min(PAGE_SIZE));
+        }
+        while let Some(key) = seq.next_element::<ApiKey>()? {
+            self.0.push(key);
+        }
+        Ok(())
+    }
+}
+
+/// The key hashes already listed, found without copying one: a map from a
+/// 64-bit fingerprint (SipHash with a per-set random key) to the index of the
+/// first key with it, checked against that key's hash. Two different hashes
+/// with one fingerprint (~2^-64 per pair) fall back to a scan, so the answer
+/// is always exact.
+struct SeenHashes {
+    state: RandomState,
+    first: HashMap<u64, usize, BuildHasherDefault<Fingerprint>>,
+}
+
+impl SeenHashes {
+    fn with_capacity(capacity: usize) -> SeenHashes {
+        SeenHashes {
+            state: RandomState::new(),
+            first: HashMap::with_capacity_and_hasher(capacity, Default::default()),
+        }
+    }
+
+    /// Whether `hash` is not among `listed`, the keys kept so far; if so it is
+    /// recorded as the key about to be stored at index `listed.len()`.
+    fn insert(&mut self, listed: &[ApiKey], hash: &str) -> bool {
+        match self.first.entry(self.state.hash_one(hash)) {
+            Entry::Vacant(slot) => {
+                slot.insert(listed.len());
+                true
+            }
+            Entry::Occupied(slot) => match listed.get(*slot.get()) {
+                Some(first) if first.hash == hash => false,
+                // Another hash with the same fingerprint: look at every key.
+                _ => !listed.iter().any(|k| k.hash == hash),
+            },
+        }
+    }
+}
+
+/// The fingerprints are already SipHash outputs: used as they are.
+#[derive(Default)]
+struct Fingerprint(u64);
+
+impl Hasher for Fingerprint {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
 }
 
 fn decode<T: DeserializeOwned>(endpoint: Endpoint, bytes: &[u8]) -> Result<T, UpstreamError> {
@@ -318,13 +520,23 @@ impl Client {
         }
         per_workspace.sort_by_key(|(index, _)| *index);
 
-        // A key listed twice (offsets shift when keys are created mid-listing) counts once.
-        let mut seen = HashSet::new();
-        let mut keys = Vec::new();
-        for (_, listed) in per_workspace {
-            for key in listed {
-                if seen.insert(key.hash.clone()) {
-                    keys.push(key);
+        // A key listed twice (offsets shift when keys are created mid-listing,
+        // or a key moves between workspaces) counts once. Each workspace's
+        // listing has no duplicates already; the others are appended to the first.
+        let total: usize = per_workspace.iter().map(|(_, listed)| listed.len()).sum();
+        let mut listings = per_workspace.into_iter().map(|(_, listed)| listed);
+        let mut keys = listings.next().unwrap_or_default();
+        if keys.len() < total {
+            keys.reserve_exact(total - keys.len());
+            let mut seen = SeenHashes::with_capacity(total);
+            for i in 0..keys.len() {
+                seen.insert(&keys[..i], &keys[i].hash);
+            }
+            for listed in listings {
+                for key in listed {
+                    if seen.insert(&keys, &key.hash) {
+                        keys.push(key);
+                    }
                 }
             }
         }
@@ -384,20 +596,30 @@ impl Client {
             None => "/keys".to_string(),
         };
         let mut keys: Vec<ApiKey> = Vec::new();
-        let mut seen = HashSet::new();
+        let mut seen = SeenHashes::with_capacity(PAGE_SIZE);
+        // One body buffer for every page of the listing.
+        let mut body = Vec::new();
         for page_number in 0..MAX_PAGES {
             let offset = page_number * PAGE_SIZE;
             let path = format!("/keys?include_disabled=true&offset={offset}{ws_query}");
-            let page = parse_keys_page(&self.get_body(Endpoint::Keys, &path).await?)?;
-            let len = page.len();
-            let mut new_on_page = 0;
-            for mut key in page {
+            self.get_body_into(Endpoint::Keys, &path, &mut body).await?;
+            let start = keys.len();
+            let len = parse_keys_page_into(&body, &mut keys)?;
+            // Keep the page's keys not listed before, in order, in place.
+            let mut kept = start;
+            for next in start..keys.len() {
+                if seen.insert(&keys[..kept], &keys[next].hash) {
+                    if kept != next {
+                        keys.swap(kept, next);
+                    }
+                    kept += 1;
+                }
+            }
+            keys.truncate(kept);
+            let new_on_page = kept - start;
+            for key in &mut keys[start..] {
                 if key.workspace_id.is_none() {
                     key.workspace_id = workspace.map(str::to_string);
-                }
-                if seen.insert(key.hash.clone()) {
-                    new_on_page += 1;
-                    keys.push(key);
                 }
             }
             if len < PAGE_SIZE {
@@ -456,15 +678,23 @@ impl Client {
         endpoint: Endpoint,
         path: &str,
     ) -> Result<T, UpstreamError> {
-        decode(endpoint, &self.get_body(endpoint, path).await?)
+        let mut body = Vec::new();
+        self.get_body_into(endpoint, path, &mut body).await?;
+        decode(endpoint, &body)
     }
 
-    /// GET with retries; the raw body of the first successful answer.
-    async fn get_body(&self, endpoint: Endpoint, path: &str) -> Result<Vec<u8>, UpstreamError> {
+    /// GET with retries; `body` ends up holding the raw body of the first
+    /// successful answer (its allocation is reused from call to call).
+    async fn get_body_into(
+        &self,
+        endpoint: Endpoint,
+        path: &str,
+        body: &mut Vec<u8>,
+    ) -> Result<(), UpstreamError> {
         let mut retry = 0;
         loop {
-            match self.get_once(endpoint, path).await {
-                Ok(body) => return Ok(body),
+            match self.get_once(endpoint, path, body).await {
+                Ok(()) => return Ok(()),
                 Err((error, retry_after)) => {
                     retry += 1;
                     if !error.retryable() || retry >= self.retry.attempts {
@@ -483,7 +713,8 @@ impl Client {
         &self,
         endpoint: Endpoint,
         path: &str,
-    ) -> Result<Vec<u8>, (UpstreamError, Option<Duration>)> {
+        body: &mut Vec<u8>,
+    ) -> Result<(), (UpstreamError, Option<Duration>)> {
         let url = format!("{}{}", self.base_url, path);
         let sent = self
             .http
@@ -514,11 +745,11 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .map(str::to_ascii_lowercase);
 
-        let body = read_capped(endpoint, &mut response)
+        read_capped(endpoint, &mut response, body)
             .await
             .map_err(|e| (e, retry_after))?;
         if !(200..300).contains(&status) {
-            let message = upstream_message(&body, self.management_key.expose_secret());
+            let message = upstream_message(body, self.management_key.expose_secret());
             let error = if status == 401 || status == 403 {
                 UpstreamError::Unauthorized {
                     endpoint,
@@ -548,21 +779,28 @@ impl Client {
                 ));
             }
         }
-        Ok(body)
+        Ok(())
     }
 }
 
+/// Reads the body into `body` (cleared first), refusing more than
+/// `MAX_BODY_BYTES`. Each chunk is copied and dropped at once, so that the
+/// connection's read buffer is free to be reused for the next response
+/// (holding on to it made every page a fresh 64 KiB mapping); `body` is sized
+/// once from `Content-Length`.
 async fn read_capped(
     endpoint: Endpoint,
     response: &mut reqwest::Response,
-) -> Result<Vec<u8>, UpstreamError> {
-    if response
-        .content_length()
-        .is_some_and(|len| len > MAX_BODY_BYTES as u64)
-    {
-        return Err(UpstreamError::TooLarge { endpoint });
+    body: &mut Vec<u8>,
+) -> Result<(), UpstreamError> {
+    body.clear();
+    let declared = response.content_length();
+    if let Some(len) = declared {
+        if len > MAX_BODY_BYTES as u64 {
+            return Err(UpstreamError::TooLarge { endpoint });
+        }
+        body.reserve(len as usize);
     }
-    let mut body = Vec::new();
     loop {
         match response.chunk().await {
             Ok(Some(chunk)) => {
@@ -571,7 +809,7 @@ async fn read_capped(
                 }
                 body.extend_from_slice(&chunk);
             }
-            Ok(None) => return Ok(body),
+            Ok(None) => return Ok(()),
             Err(e) => return Err(transport_error(endpoint, e)),
         }
     }
@@ -658,6 +896,78 @@ mod tests {
         assert_eq!(key.limit, None);
         assert_eq!(key.workspace_id, None);
         assert_eq!(key.expires_at, None);
+    }
+
+    #[test]
+    fn pages_decode_into_a_vector_exactly_as_the_envelope_type_does() {
+        let key = r#"{"hash":"h1","name":"n","usage":928.8842562579999,"usage_daily":19.117597195000002}"#;
+        let documents = [
+            format!(r#"{{"data":[{key},{key}]}}"#),
+            format!(r#"{{"total_count":2,"data":[{key}],"next":{{"a":[1,2]}}}}"#),
+            r#"{"data":[]}"#.to_string(),
+            format!(r#"[[{key}]]"#),
+            // Errors: no data, data twice, data null, a bad key, trailing bytes, not JSON.
+            r#"{"total_count":0}"#.to_string(),
+            r#"{"data":[],"data":[]}"#.to_string(),
+            r#"{"data":null}"#.to_string(),
+            r#"{"data":[{"name":"no hash"}]}"#.to_string(),
+            format!(r#"{{"data":[{key}]}} x"#),
+            "[]".to_string(),
+            "".to_string(),
+        ];
+        for doc in &documents {
+            let expected = decode::<Vec<ApiKey>>(Endpoint::Keys, doc.as_bytes());
+            let mut keys = vec![serde_json::from_str::<ApiKey>(key).unwrap()];
+            let got = parse_keys_page_into(doc.as_bytes(), &mut keys);
+            match (expected, got) {
+                (Ok(expected), Ok(n)) => {
+                    assert_eq!(n, expected.len(), "{doc}");
+                    assert_eq!(keys[1..], expected[..], "{doc}");
+                }
+                (Err(expected), Err(got)) => {
+                    assert_eq!(got.to_string(), expected.to_string(), "{doc}");
+                    assert_eq!(keys.len(), 1, "an error leaves the vector as it was: {doc}");
+                }
+                (expected, got) => panic!("{doc}: {expected:?} vs {got:?}"),
+            }
+        }
+        // Money stays bit-exact.
+        let keys = parse_keys_page(documents[0].as_bytes()).unwrap();
+        assert_eq!(
+            keys[0].usage.unwrap().to_bits(),
+            928.8842562579999f64.to_bits()
+        );
+    }
+
+    #[test]
+    fn seen_hashes_are_exact_even_when_fingerprints_collide() {
+        let key = |hash: &str| -> ApiKey {
+            serde_json::from_value(serde_json::json!({"hash": hash})).unwrap()
+        };
+        let mut listed: Vec<ApiKey> = Vec::new();
+        let mut seen = SeenHashes::with_capacity(4);
+        for hash in ["a", "b", "a", "c", "b"] {
+            if seen.insert(&listed, hash) {
+                listed.push(key(hash));
+            }
+        }
+        let hashes: Vec<&str> = listed.iter().map(|k| k.hash.as_str()).collect();
+        assert_eq!(hashes, ["a", "b", "c"]);
+
+        // Forge a collision: "x" and "y" both map to the fingerprint of "x".
+        let mut seen = SeenHashes::with_capacity(4);
+        let mut listed: Vec<ApiKey> = Vec::new();
+        assert!(seen.insert(&listed, "x"));
+        listed.push(key("x"));
+        let y = seen.state.hash_one("y");
+        let x = seen.state.hash_one("x");
+        seen.first.remove(&y);
+        seen.first.insert(y, 0);
+        assert_ne!(x, y);
+        assert!(seen.insert(&listed, "y"), "a colliding new hash is new");
+        listed.push(key("y"));
+        assert!(!seen.insert(&listed, "y"), "and then it is known");
+        assert!(!seen.insert(&listed, "x"));
     }
 
     #[test]
