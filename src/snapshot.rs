@@ -290,12 +290,17 @@ impl Snapshot {
 
         // Direct keys: their company is fixed by the config; a key also listed
         // by the management API (same masked label) is counted there only.
-        let listed_labels: std::collections::HashSet<&str> = data
-            .keys
-            .iter()
-            .map(|k| k.label.as_str())
-            .filter(|l| !l.is_empty())
-            .collect();
+        // Built only when some direct key has figures: 100k labels otherwise for nothing.
+        let listed_labels: std::collections::HashSet<&str> =
+            if extras.direct.iter().any(|d| d.key.is_some()) {
+                data.keys
+                    .iter()
+                    .map(|k| k.label.as_str())
+                    .filter(|l| !l.is_empty())
+                    .collect()
+            } else {
+                Default::default()
+            };
         let mut direct_duplicates = Vec::new();
         for direct in extras.direct.iter() {
             let totals = &mut companies[direct.company];
