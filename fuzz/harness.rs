@@ -140,7 +140,8 @@ fn valid_label_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-fn parse_sample(line: &str) -> (&str, BTreeMap<String, String>, f64) {
+/// One sample line: name, unescaped labels, value; panics on anything malformed.
+pub fn parse_sample(line: &str) -> (&str, BTreeMap<String, String>, f64) {
     let name_end = line
         .find(['{', ' '])
         .unwrap_or_else(|| panic!("bad line {line:?}"));

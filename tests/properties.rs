@@ -4,9 +4,6 @@
 
 mod common;
 
-#[path = "../fuzz/harness.rs"]
-mod harness;
-
 use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};

@@ -13,6 +13,9 @@ use openrouter_cost_exporter::sim::{SimKey, SimServer, SimState};
 use openrouter_cost_exporter::upstream::RetryPolicy;
 use secrecy::SecretString;
 
+#[path = "../../fuzz/harness.rs"]
+pub mod harness;
+
 pub const MANAGEMENT_KEY: &str = "sk-or-v1-TESTSECRET-0123456789abcdef0123456789abcdef";
 pub const WS_A: &str = "11111111-1111-4111-8111-111111111111";
 pub const WS_B: &str = "22222222-2222-4222-8222-222222222222";
@@ -79,78 +82,21 @@ pub struct Sample {
     pub value: f64,
 }
 
-/// Parses the Prometheus text format (enough of it for our output), unescaping label values.
+/// Parses the Prometheus text format, unescaping label values. Each sample
+/// line goes through the fuzz harness's strict parser, so every test that reads
+/// a body also checks names, escaping and value syntax.
 pub fn parse(text: &str) -> Vec<Sample> {
-    let mut samples = Vec::new();
-    for line in text.lines() {
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (name, rest) = match line.find(['{', ' ']) {
-            Some(i) => line.split_at(i),
-            None => panic!("bad line {line:?}"),
-        };
-        let mut labels = BTreeMap::new();
-        let mut rest = rest;
-        if let Some(stripped) = rest.strip_prefix('{') {
-            let mut chars = stripped.char_indices().peekable();
-            let end;
-            loop {
-                // label name
-                let mut label = String::new();
-                while let Some(&(_, c)) = chars.peek() {
-                    if c == '=' {
-                        break;
-                    }
-                    if c == '}' {
-                        break;
-                    }
-                    label.push(c);
-                    chars.next();
-                }
-                if let Some(&(i, '}')) = chars.peek() {
-                    end = i;
-                    break;
-                }
-                chars.next(); // '='
-                assert_eq!(chars.next().map(|(_, c)| c), Some('"'), "in {line:?}");
-                let mut value = String::new();
-                loop {
-                    match chars.next() {
-                        Some((_, '\\')) => match chars.next() {
-                            Some((_, 'n')) => value.push('\n'),
-                            Some((_, '\\')) => value.push('\\'),
-                            Some((_, '"')) => value.push('"'),
-                            other => panic!("bad escape {other:?} in {line:?}"),
-                        },
-                        Some((_, '"')) => break,
-                        Some((_, c)) => value.push(c),
-                        None => panic!("unterminated label value in {line:?}"),
-                    }
-                }
-                labels.insert(label, value);
-                match chars.next() {
-                    Some((_, ',')) => continue,
-                    Some((i, '}')) => {
-                        end = i;
-                        break;
-                    }
-                    other => panic!("unexpected {other:?} in {line:?}"),
-                }
+    text.lines()
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|line| {
+            let (name, labels, value) = harness::parse_sample(line);
+            Sample {
+                name: name.to_string(),
+                labels,
+                value,
             }
-            rest = &stripped[end + 1..];
-        }
-        let value: f64 = rest
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
-        samples.push(Sample {
-            name: name.to_string(),
-            labels,
-            value,
-        });
-    }
-    samples
+        })
+        .collect()
 }
 
 /// The samples of `name` whose labels include every pair in `want`.
