@@ -37,7 +37,7 @@ use tracing::{debug, info, warn};
 
 use crate::exporter::{Exporter, MetricsBody, PLAIN_BODY_LIMIT};
 use crate::exposition::CONTENT_TYPE;
-use crate::zerocopy::ZeroCopyStream;
+use crate::zerocopy;
 
 pub use crate::webconfig::{self, ClientAuth, WebConfig, WebConfigError};
 
@@ -140,7 +140,7 @@ pub async fn serve(
             });
             let result = match tls {
                 None => {
-                    let stream = WriteTimeout::new(ZeroCopyStream::new(stream), write_timeout);
+                    let stream = WriteTimeout::new(zerocopy::stream(stream), write_timeout);
                     watcher
                         .watch(builder.serve_connection(TokioIo::new(stream), service))
                         .await

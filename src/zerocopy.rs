@@ -55,6 +55,18 @@ pub use linux::ZeroCopyStream;
 #[cfg(not(target_os = "linux"))]
 pub type ZeroCopyStream = tokio::net::TcpStream;
 
+/// A plain-HTTP connection ready for [`shared_bytes`] bodies.
+pub fn stream(tcp: tokio::net::TcpStream) -> ZeroCopyStream {
+    #[cfg(target_os = "linux")]
+    {
+        ZeroCopyStream::new(tcp)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        tcp
+    }
+}
+
 #[cfg(target_os = "linux")]
 mod linux {
     use std::fs::File;
@@ -260,12 +272,6 @@ mod linux {
                     libc::sendmsg(socket, &msg, libc::MSG_MORE | libc::MSG_NOSIGNAL)
                 }
             })
-        }
-    }
-
-    impl AsRawFd for ZeroCopyStream {
-        fn as_raw_fd(&self) -> RawFd {
-            self.inner.as_raw_fd()
         }
     }
 
