@@ -15,6 +15,9 @@ use secrecy::SecretString;
 
 #[path = "../../fuzz/harness.rs"]
 pub mod harness;
+pub mod tools;
+
+pub use tools::{free_port, is_ci, which};
 
 pub const MANAGEMENT_KEY: &str = "sk-or-v1-TESTSECRET-0123456789abcdef0123456789abcdef";
 pub const WS_A: &str = "11111111-1111-4111-8111-111111111111";
@@ -150,14 +153,6 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_openrouter-cost-exporter")
 }
 
-/// A free loopback port (bound then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 /// Starts the real binary with `args` and extra env; stdout+stderr go to a log file.
 pub fn spawn_binary(args: &[&str], env: &[(&str, &str)]) -> ChildGuard {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -228,20 +223,9 @@ pub fn promtool_check_metrics(text: &str) -> Option<String> {
     Some(report)
 }
 
-pub fn which(name: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(name))
-            .find(|p| p.is_file())
-    })
-}
-
 /// Skips locally with a printed reason; fails in CI where the tool must be installed.
 pub fn require_in_ci(tool: &str, install: &str) {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{tool} is required in CI but was not found on PATH (install: {install})");
-    }
-    eprintln!("SKIP: {tool} not found on PATH; install with `{install}` to run this check");
+    let _ = tools::require_tool(&[tool], install);
 }
 
 /// A key with every window set from one base amount, for value checks.
