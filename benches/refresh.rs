@@ -1,13 +1,13 @@
 //! Criterion benches of the in-process steps of one refresh at 1k / 10k / 100k keys:
 //!
 //! - `parse`: JSON of every key page (`{"data":[...]}`, 100 keys each) into one
-//!   vector of `ApiKey`s, with the client's decoder (`upstream::parse_keys_page_into`),
+//!   vector of `ApiKey`s, with the client's decoder (`upstream::parse_keys_page`),
 //! - `attribute`: `Snapshot::build` (attribution to companies + exact per-company sums),
 //! - `render`: the exposition text of the snapshot (all per-key families),
-//! - `gzip`: compressing that text as a refresh does (zlib-rs, one gzip member;
-//!   level 6 up to 8 MiB of text, level 2 above),
-//! - `render_gzip`: render and compress in one pass, as a refresh does
-//!   (`exporter::render_body`), with all families and company-level only.
+//! - `gzip`: compressing that text as a refresh does (`body::gzip_all`: zlib-rs;
+//!   level 6 up to 8 MiB of text, 2 above, 1 above 128 MiB),
+//! - `render_gzip`: render and compress in one pass, as a publish does
+//!   (`body::render`), with all families and company-level only.
 //!
 //! The account is the deterministic one of `examples/fake_openrouter.rs`
 //! (`benches/support/account.rs`). Launched by `examples/bench_refresh.rs`
@@ -27,17 +27,17 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
+use openrouter_cost_exporter::body::{self, gzip_all, Published};
 use openrouter_cost_exporter::config::{Config, MetricsOptions};
-use openrouter_cost_exporter::exporter::{gzip_text, render_body};
 use openrouter_cost_exporter::exposition::{write_snapshot, MetricWriter};
-use openrouter_cost_exporter::snapshot::{Extras, Snapshot};
-use openrouter_cost_exporter::upstream::{parse_keys_page_into, ApiKey, Credits, UpstreamData};
+use openrouter_cost_exporter::snapshot::{Extras, Listing, Snapshot};
+use openrouter_cost_exporter::upstream::{parse_keys_page, ApiKey, Credits, UpstreamData};
 
 struct Fixture {
     keys: usize,
     pages: Vec<Vec<u8>>,
     config: Config,
-    data: Arc<UpstreamData>,
+    data: Arc<Listing>,
     text: Vec<u8>,
 }
 
@@ -52,7 +52,7 @@ fn sizes() -> Vec<usize> {
 fn parse_pages(pages: &[Vec<u8>]) -> Vec<ApiKey> {
     let mut keys = Vec::new();
     for page in pages {
-        parse_keys_page_into(page, &mut keys).expect("page");
+        keys.extend(parse_keys_page(page).expect("page"));
     }
     keys
 }
@@ -65,13 +65,14 @@ fn fixture(keys: usize) -> Fixture {
     let config = Config::parse(&yaml, "bench").expect("bench config");
     let listed = parse_pages(&pages);
     let usage: f64 = listed.iter().filter_map(|k| k.usage).sum();
-    let data = Arc::new(UpstreamData {
+    let data = Arc::new(Listing::from_upstream(UpstreamData {
         keys: listed,
         credits: Some(Credits {
             total_credits: 1e7,
             total_usage: usage + 1234.5,
         }),
-    });
+        credits_error: None,
+    }));
     let snapshot = Snapshot::build(&config, Arc::clone(&data), &Extras::default(), now());
     let mut w = MetricWriter::new(Vec::new());
     write_snapshot(&mut w, &snapshot, config.metrics).expect("render");
@@ -149,16 +150,16 @@ fn benches(c: &mut Criterion) {
     for f in &fixtures {
         configure(&mut group, f.keys);
         group.throughput(Throughput::Elements(f.keys as u64));
-        let gz = gzip_text(&f.text).expect("gzip");
+        let gz = gzip_all(&f.text);
         eprintln!(
             "{} keys: gzip {} -> {} bytes ({:.2}x)",
             f.keys,
             f.text.len(),
-            gz.gzip.len(),
-            f.text.len() as f64 / gz.gzip.len() as f64
+            gz.len(),
+            f.text.len() as f64 / gz.len() as f64
         );
         group.bench_with_input(BenchmarkId::from_parameter(f.keys), f, |b, f| {
-            b.iter(|| gzip_text(&f.text).expect("gzip"))
+            b.iter(|| gzip_all(&f.text))
         });
     }
     group.finish();
@@ -178,14 +179,13 @@ fn benches(c: &mut Criterion) {
                 },
             ),
         ] {
-            // Above the exporter's plain-body limit only gzip is kept, as the server does;
-            // sized (and leveled) by the previous body, as in a steady-state refresh.
-            let limit = Some(openrouter_cost_exporter::exporter::PLAIN_BODY_LIMIT);
-            let previous = render_body(&snapshot, options, limit, 0)
-                .expect("render")
-                .plain_len;
+            // Sized (and leveled) by the previous body, as in a steady-state refresh.
+            let render = |previous: &Published| {
+                body::render(previous, |w| write_snapshot(w, &snapshot, options)).expect("render")
+            };
+            let previous = render(&Published::default());
             group.bench_with_input(BenchmarkId::new(label, f.keys), f, |b, _| {
-                b.iter(|| render_body(&snapshot, options, limit, previous).expect("render"))
+                b.iter(|| render(&previous))
             });
         }
     }

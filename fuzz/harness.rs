@@ -15,7 +15,7 @@ use std::sync::{Arc, OnceLock};
 use chrono::{TimeZone, Utc};
 use openrouter_cost_exporter::config::Config;
 use openrouter_cost_exporter::exposition::{write_snapshot, MetricWriter};
-use openrouter_cost_exporter::snapshot::{Extras, Snapshot};
+use openrouter_cost_exporter::snapshot::{Extras, Listing, Snapshot};
 use openrouter_cost_exporter::upstream::{parse_keys_page, Credits, UpstreamData};
 
 const CONFIG: &str = "companies:
@@ -41,19 +41,20 @@ pub fn keys_page(bytes: &[u8]) -> Option<String> {
                 !e.to_string().trim().is_empty(),
                 "an error must say something"
             );
-            assert_eq!(e.reason(), "invalid_response", "{e}");
+            assert_eq!(e.reason().as_str(), "invalid_response", "{e}");
             return None;
         }
     };
     let mut names: Vec<String> = keys.iter().map(|k| k.name.clone()).collect();
     let count = keys.len();
-    let data = Arc::new(UpstreamData {
+    let data = Arc::new(Listing::from_upstream(UpstreamData {
         keys,
         credits: Some(Credits {
             total_credits: 100.0,
             total_usage: 42.5,
         }),
-    });
+        credits_error: None,
+    }));
     let taken_at = Utc
         .with_ymd_and_hms(2026, 2, 28, 23, 59, 59)
         .single()

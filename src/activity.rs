@@ -15,7 +15,7 @@ use std::sync::Arc;
 use chrono::{Duration as ChronoDuration, NaiveDate};
 use serde::Deserialize;
 
-use crate::snapshot::Usd;
+use crate::money::Usd;
 use crate::upstream::{Client, Endpoint, UpstreamError};
 
 /// Completed days the API returns.
@@ -242,12 +242,11 @@ pub async fn fetch(
         let semaphore = Arc::clone(&semaphore);
         tasks.spawn(async move {
             let _permit = semaphore.acquire_owned().await;
-            let path = match &what {
-                Fetch::All => format!("/activity?api_key_hash={hash}"),
-                Fetch::Day(day) => format!("/activity?api_key_hash={hash}&date={day}"),
+            let date = match &what {
+                Fetch::All => None,
+                Fetch::Day(day) => Some(day.to_string()),
             };
-            let rows: Result<Vec<ActivityRow>, _> =
-                client.get_data(Endpoint::Activity, &path).await;
+            let rows: Result<Vec<ActivityRow>, _> = client.activity(&hash, date.as_deref()).await;
             rows.map(|rows| (hash, what, rows))
         });
     }

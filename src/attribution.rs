@@ -10,7 +10,6 @@
 use std::collections::HashMap;
 
 use crate::config::{Config, Selector};
-use crate::upstream::ApiKey;
 
 /// Selectors compiled for fast matching. Company indexes follow the config;
 /// index `companies.len()` is the unassigned company.
@@ -122,33 +121,37 @@ impl Attributor {
         self.selector_counts.len()
     }
 
-    pub fn attribute(&self, keys: &[ApiKey]) -> Attribution {
+    /// Attributes keys given as `(hash, name)` pairs, in order.
+    pub fn attribute<'a>(
+        &self,
+        keys: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
+    ) -> Attribution {
         let mut selector_matches: Vec<Vec<u64>> =
             self.selector_counts.iter().map(|&n| vec![0; n]).collect();
         let mut company_of_key = Vec::with_capacity(keys.len());
         let mut conflicts = 0;
         let mut claimants: Vec<usize> = Vec::with_capacity(4);
         let mut candidates: Vec<usize> = Vec::with_capacity(8);
-        for key in keys {
+        for (hash, name) in keys {
             claimants.clear();
-            let by_hash = if key.hash.bytes().any(|b| b.is_ascii_uppercase()) {
-                self.by_hash.get(&key.hash.to_ascii_lowercase())
+            let by_hash = if hash.bytes().any(|b| b.is_ascii_uppercase()) {
+                self.by_hash.get(&hash.to_ascii_lowercase())
             } else {
-                self.by_hash.get(&key.hash)
+                self.by_hash.get(hash)
             };
             let hash_owner = by_hash.map(|&(c, s)| {
                 selector_matches[c][s] += 1;
                 c
             });
-            let name_owner = self.by_name.get(&key.name).map(|&(c, s)| {
+            let name_owner = self.by_name.get(name).map(|&(c, s)| {
                 selector_matches[c][s] += 1;
                 c
             });
             let mut glob_owner = None;
-            self.glob_prefixes.candidates(&key.name, &mut candidates);
+            self.glob_prefixes.candidates(name, &mut candidates);
             for &g in &candidates {
                 let (pattern, c, s) = &self.globs[g];
-                if pattern.matches(&key.name) {
+                if pattern.matches(name) {
                     selector_matches[*c][*s] += 1;
                     glob_owner.get_or_insert(*c);
                     claimants.push(*c);
@@ -180,8 +183,8 @@ impl Attributor {
 mod tests {
     use super::*;
 
-    fn key(hash: &str, name: &str) -> ApiKey {
-        serde_json::from_value(serde_json::json!({"hash": hash, "name": name})).unwrap()
+    fn key<'a>(hash: &'a str, name: &'a str) -> (&'a str, &'a str) {
+        (hash, name)
     }
 
     fn config(yaml: &str) -> Config {
@@ -200,7 +203,7 @@ mod tests {
             key("ccc", "acme-other"), // glob
             key("ddd", "stranger"),   // nobody
         ];
-        let result = a.attribute(&keys);
+        let result = a.attribute(keys.iter().copied());
         assert_eq!(result.company_of_key, vec![2, 1, 0, 3]);
         // Keys 0 and 1 were claimed by more than one company.
         assert_eq!(result.conflicts, 2);
@@ -212,7 +215,7 @@ mod tests {
         let cfg = config(
             "companies:\n  first:\n    keys: [{name_glob: '*-prod'}]\n  second:\n    keys: [{name_glob: 'acme-*'}]\n",
         );
-        let result = Attributor::new(&cfg).attribute(&[key("h", "acme-prod")]);
+        let result = Attributor::new(&cfg).attribute([key("h", "acme-prod")].into_iter());
         assert_eq!(result.company_of_key, vec![0]);
         assert_eq!(result.conflicts, 1);
     }
@@ -220,7 +223,7 @@ mod tests {
     #[test]
     fn two_globs_of_one_company_are_no_conflict() {
         let cfg = config("companies:\n  a:\n    keys: [{name_glob: 'x*'}, {name_glob: '*y'}]\n");
-        let result = Attributor::new(&cfg).attribute(&[key("h", "xy")]);
+        let result = Attributor::new(&cfg).attribute([key("h", "xy")].into_iter());
         assert_eq!(result.conflicts, 0);
         assert_eq!(result.selector_matches, vec![vec![1, 1]]);
     }
@@ -282,7 +285,7 @@ mod tests {
     #[test]
     fn selector_that_matches_nothing_counts_zero() {
         let cfg = config("companies:\n  a:\n    keys: [typo-key, real]\n");
-        let result = Attributor::new(&cfg).attribute(&[key("h", "real")]);
+        let result = Attributor::new(&cfg).attribute([key("h", "real")].into_iter());
         assert_eq!(result.selector_matches, vec![vec![0, 1]]);
     }
 }

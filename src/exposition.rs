@@ -1,18 +1,20 @@
 //! Prometheus text exposition (format 0.0.4) of a snapshot and of the exporter's status.
 //!
-//! The snapshot is written once per successful refresh straight into an
-//! `io::Write` (a buffer and a gzip stream at once), so a scrape only copies
-//! bytes. We write the text format directly rather than through the
-//! `prometheus` crate's registry because at 100k keys that model allocates a
-//! struct per label pair of over a million series on every refresh.
+//! Everything, the exporter's own metrics included, goes through one small
+//! writer ([`MetricWriter`]) into an `io::Write`, once per published body
+//! (see `body`), so a scrape only copies bytes. The text format is written
+//! directly rather than through the `prometheus` crate's registry because at
+//! 100k keys that model allocates a struct per label pair of over a million
+//! series on every refresh. This module sees snapshot types only.
 
 use std::io::{self, Write};
 
 use chrono::{DateTime, Utc};
 
 use crate::config::MetricsOptions;
-use crate::snapshot::{key_byok_usage, key_usage, Snapshot, Usd, Window, ROLLING};
-use crate::upstream::ApiKey;
+use crate::money::Usd;
+use crate::snapshot::{Key, Snapshot, Window, ROLLING};
+use crate::telemetry::Counters;
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -34,7 +36,7 @@ impl<W: Write> MetricWriter<W> {
         self.out
     }
 
-    /// Appends already encoded exposition text (the `prometheus` crate's output).
+    /// Appends already encoded exposition text.
     pub fn raw(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.out.write_all(bytes)
     }
@@ -70,10 +72,8 @@ impl<W: Write> MetricWriter<W> {
         if !value.is_finite() {
             return Ok(());
         }
-        // The shortest text that parses back to the same number, as `{}` prints it.
-        self.start_sample(name, labels);
-        write_f64(&mut self.line, value);
-        self.end_sample()
+        // `{}` prints the shortest text that parses back to the same number.
+        self.sample(name, labels, format_args!("{value}"))
     }
 
     pub fn sample_usd(
@@ -123,115 +123,16 @@ impl<W: Write> MetricWriter<W> {
     }
 }
 
-/// Appends a finite `value` exactly as `format!("{value}")` prints it: the
-/// shortest decimal that reads back as the same `f64`, never in exponent form.
-///
-/// Fast path for OpenRouter's amounts (at most 9 decimals, well below 2^22
-/// dollars): if `n / 10^9` reads back as `value` for the integer `n` nearest
-/// `value * 10^9`, that decimal is the answer. Below 2^22 an ulp is under
-/// 10^-9, so no other multiple of 10^-9 reads back as `value`, and a shorter
-/// decimal that did would itself be such a multiple. Everything else takes
-/// `Display` (the tests compare both on millions of values).
-pub fn write_f64(out: &mut Vec<u8>, value: f64) {
-    const SCALE: f64 = 1e9;
-    if value.abs() < 4_194_304.0 && value != 0.0 {
-        let n = (value * SCALE).round();
-        if n / SCALE == value {
-            let n = n as i64;
-            if n < 0 {
-                out.push(b'-');
-            }
-            let n = n.unsigned_abs();
-            let (whole, frac) = (n / 1_000_000_000, n % 1_000_000_000);
-            write_u64(out, whole);
-            if frac != 0 {
-                let mut digits = [b'0'; 9];
-                let mut f = frac;
-                for d in digits.iter_mut().rev() {
-                    *d = b'0' + (f % 10) as u8;
-                    f /= 10;
-                }
-                let end = 9 - decimal_trailing_zeros(frac);
-                out.push(b'.');
-                out.extend_from_slice(&digits[..end]);
-            }
-            return;
-        }
-    }
-    // Writing into a Vec cannot fail.
-    let _ = write!(out, "{value}");
-}
-
-fn write_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[i..]);
-}
-
-/// Decimal trailing zeros of a non-zero number.
-fn decimal_trailing_zeros(mut n: u64) -> usize {
-    let mut zeros = 0;
-    while n % 10 == 0 {
-        n /= 10;
-        zeros += 1;
-    }
-    zeros
-}
-
 /// Label value escaping per the text format: backslash, double quote and line feed.
 pub fn escape_label_value(out: &mut Vec<u8>, value: &str) {
-    let bytes = value.as_bytes();
-    // Label values (hashes, names) rarely need escaping: check 8 bytes at a
-    // time and copy the value whole. This is the hottest loop of a render.
-    if !needs_escape(bytes) {
-        out.extend_from_slice(bytes);
-        return;
-    }
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escaped: &[u8] = match b {
-            b'\\' => b"\\\\",
-            b'"' => b"\\\"",
-            b'\n' => b"\\n",
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[start..i]);
-        out.extend_from_slice(escaped);
-        start = i + 1;
-    }
-    out.extend_from_slice(&bytes[start..]);
-}
-
-/// Whether `bytes` holds a backslash, a double quote or a line feed.
-fn needs_escape(bytes: &[u8]) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    // Exact "some byte of `word` equals `byte`" test (zero-byte detection).
-    let has = |word: u64, byte: u8| {
-        let x = word ^ (ONES * u64::from(byte));
-        x.wrapping_sub(ONES) & !x & HIGHS != 0
-    };
-    let mut words = bytes.chunks_exact(8);
-    for chunk in &mut words {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let word = u64::from_le_bytes(word);
-        if has(word, b'\\') | has(word, b'"') | has(word, b'\n') {
-            return true;
+    for &b in value.as_bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b => out.push(b),
         }
     }
-    words
-        .remainder()
-        .iter()
-        .any(|&b| matches!(b, b'\\' | b'"' | b'\n'))
 }
 
 const CALENDAR_NOTE: &str = "window: daily = current UTC day, weekly = current UTC week from Monday, \
@@ -241,7 +142,7 @@ Refreshed in the background; up to one refresh interval old.";
 
 /// One exported key with its identifying labels.
 struct KeyRow<'a> {
-    key: &'a ApiKey,
+    key: &'a Key,
     labels: [(&'static str, &'a str); 3],
     rolling: Option<&'a [Option<f64>; 2]>,
 }
@@ -289,8 +190,8 @@ pub fn write_snapshot<W: Write>(
         )?;
         for row in rows() {
             let [h, k, c] = row.labels;
-            for window in Window::ALL {
-                if let Some(v) = key_usage(row.key, window) {
+            for (window, value) in Window::ALL.into_iter().zip(row.key.usage) {
+                if let Some(v) = value {
                     w.sample_f64(name, &[h, k, c, ("window", window.as_str())], v)?;
                 }
             }
@@ -313,8 +214,8 @@ pub fn write_snapshot<W: Write>(
             )?;
             for row in rows() {
                 let [h, k, c] = row.labels;
-                for window in Window::ALL {
-                    if let Some(v) = key_byok_usage(row.key, window) {
+                for (window, value) in Window::ALL.into_iter().zip(row.key.byok_usage) {
+                    if let Some(v) = value {
                         w.sample_f64(name, &[h, k, c, ("window", window.as_str())], v)?;
                     }
                 }
@@ -331,10 +232,7 @@ pub fn write_snapshot<W: Write>(
         for row in rows() {
             if let Some(limit) = row.key.limit {
                 let [h, k, c] = row.labels;
-                let reset = match row.key.limit_reset.as_deref() {
-                    None | Some("") => "never",
-                    Some(other) => other,
-                };
+                let reset = row.key.limit_reset.as_deref().unwrap_or("never");
                 w.sample_f64(name, &[h, k, c, ("reset", reset)], limit)?;
             }
         }
@@ -356,11 +254,13 @@ pub fn write_snapshot<W: Write>(
         w.family(
             name,
             "gauge",
-            "1 when the API key is disabled, 0 otherwise.",
+            "1 when the API key is disabled, 0 otherwise. Absent when OpenRouter does not report it \
+             (direct keys, older responses).",
         )?;
         for row in rows() {
-            let v = if row.key.disabled { "1" } else { "0" };
-            w.sample(name, &row.labels, format_args!("{v}"))?;
+            if let Some(disabled) = row.key.disabled {
+                w.sample(name, &row.labels, format_args!("{}", u8::from(disabled)))?;
+            }
         }
 
         let name = "openrouter_key_expiry_timestamp_seconds";
@@ -370,7 +270,7 @@ pub fn write_snapshot<W: Write>(
             "When the API key expires, as a Unix timestamp in seconds. Absent when it never expires.",
         )?;
         for row in rows() {
-            if let Some(ts) = row.key.expires_at.as_deref().and_then(parse_timestamp) {
+            if let Some(ts) = row.key.expires_at {
                 w.sample(name, &row.labels, format_args!("{ts}"))?;
             }
         }
@@ -485,6 +385,15 @@ pub fn write_snapshot<W: Write>(
         )?;
     }
 
+    let name = "openrouter_keys_expiry_unreadable";
+    w.family(
+        name,
+        "gauge",
+        "Listed keys whose expires_at OpenRouter sent in a form that is not an RFC 3339 date; \
+         their openrouter_key_expiry_timestamp_seconds is absent (expiry unknown).",
+    )?;
+    w.sample(name, &[], format_args!("{}", snap.unreadable_expiries))?;
+
     if let Some(credits) = snap.credits {
         let name = "openrouter_account_credits_usd";
         w.family(
@@ -507,7 +416,8 @@ pub fn write_snapshot<W: Write>(
             name,
             "gauge",
             "Account usage minus the lifetime usage of every listed key, in US dollars: spend of \
-             deleted keys and of anything OpenRouter does not list.",
+             deleted keys, of anything OpenRouter does not list, and of workspaces left out of \
+             openrouter.workspaces when that is a subset. Absent when /credits could not be read.",
         )?;
         w.sample_usd(name, &[], unattributed)?;
     }
@@ -522,7 +432,7 @@ pub fn write_snapshot<W: Write>(
         )?;
         for d in snap.direct.iter() {
             // A key that never answered still gets its 0, so the failure is visible.
-            let hash = format!("direct:{}", d.name);
+            let hash = d.hash();
             let labels = [
                 ("key_hash", hash.as_str()),
                 ("key", d.name.as_str()),
@@ -633,6 +543,9 @@ pub fn write_snapshot<W: Write>(
 #[derive(Debug, Clone, Copy)]
 pub struct Status {
     pub up: bool,
+    /// Whether the last listing's `GET /credits` succeeded; `None` when the
+    /// management API is not used (direct keys only) or before the first listing.
+    pub account_up: Option<bool>,
     pub last_success: Option<DateTime<Utc>>,
     pub last_duration_seconds: Option<f64>,
     pub refresh_interval_seconds: f64,
@@ -648,7 +561,12 @@ pub struct ActivityStatus {
     pub cached_keys: usize,
 }
 
-pub fn write_status<W: Write>(w: &mut MetricWriter<W>, status: &Status) -> io::Result<()> {
+/// The exporter's status families and its own counters.
+pub fn write_status<W: Write>(
+    w: &mut MetricWriter<W>,
+    status: &Status,
+    counters: &Counters,
+) -> io::Result<()> {
     let name = "openrouter_up";
     w.family(
         name,
@@ -720,6 +638,42 @@ pub fn write_status<W: Write>(w: &mut MetricWriter<W>, status: &Status) -> io::R
         format_args!("{}", u8::from(status.reload_successful)),
     )?;
 
+    if let Some(account_up) = status.account_up {
+        let name = "openrouter_account_up";
+        w.family(
+            name,
+            "gauge",
+            "1 when the last refresh read GET /credits; 0 when it failed: key and company figures \
+             are still published, the openrouter_account_* families are absent.",
+        )?;
+        w.sample(name, &[], format_args!("{}", u8::from(account_up)))?;
+    }
+
+    let name = "openrouter_upstream_requests_total";
+    w.family(
+        name,
+        "counter",
+        "HTTP calls made to the OpenRouter API by the exporter, retries included, \
+         by endpoint and HTTP status code (\"error\" or \"timeout\" when no response came).",
+    )?;
+    for ((endpoint, code), n) in &counters.upstream_requests {
+        w.sample(
+            name,
+            &[("endpoint", endpoint), ("code", code.as_str())],
+            format_args!("{n}"),
+        )?;
+    }
+    let name = "openrouter_refresh_failures_total";
+    w.family(
+        name,
+        "counter",
+        "Refreshes (or optional parts of one: credits, activity) that failed, by reason. \
+         A failed listing keeps the previous data; see the README's failure table.",
+    )?;
+    for (reason, n) in &counters.refresh_failures {
+        w.sample(name, &[("reason", reason.as_str())], format_args!("{n}"))?;
+    }
+
     let name = "openrouter_exporter_build_info";
     w.family(name, "gauge", "Build of the running exporter, always 1.")?;
     w.sample(
@@ -728,13 +682,6 @@ pub fn write_status<W: Write>(w: &mut MetricWriter<W>, status: &Status) -> io::R
         format_args!("1"),
     )?;
     Ok(())
-}
-
-/// RFC 3339 timestamp (with offset or `Z`, any fraction) to Unix seconds.
-pub fn parse_timestamp(text: &str) -> Option<i64> {
-    DateTime::parse_from_rfc3339(text.trim())
-        .ok()
-        .map(|t| t.timestamp())
 }
 
 #[cfg(test)]
@@ -749,92 +696,18 @@ mod tests {
     }
 
     #[test]
-    fn escaping_finds_special_bytes_at_any_position() {
-        for len in 0..40 {
-            for pos in 0..len {
-                for special in [b'\\', b'"', b'\n'] {
-                    let mut text = vec![b'a'; len];
-                    text[pos] = special;
-                    let text = String::from_utf8(text).unwrap();
-                    assert!(needs_escape(text.as_bytes()), "{text:?}");
-                    let mut out = Vec::new();
-                    escape_label_value(&mut out, &text);
-                    let expected = text
-                        .replace('\\', "\\\\")
-                        .replace('"', "\\\"")
-                        .replace('\n', "\\n");
-                    assert_eq!(String::from_utf8(out).unwrap(), expected);
-                }
-            }
-            // Bytes next to the specials (and UTF-8) are not mistaken for them.
-            let plain: String = "[]#!é€\u{7f}\t".chars().cycle().take(len).collect();
-            assert!(!needs_escape(plain.as_bytes()), "{plain:?}");
+    fn floats_print_as_the_shortest_round_trip() {
+        let mut w = MetricWriter::new(Vec::new());
+        for v in [454.542594979, 0.1 + 0.2, 3.0, -1e-9, 1e21] {
+            w.sample_f64("m", &[], v).unwrap();
         }
-    }
-
-    #[test]
-    fn floats_print_exactly_like_display() {
-        let check = |v: f64| {
-            if v.is_finite() {
-                let mut out = Vec::new();
-                write_f64(&mut out, v);
-                assert_eq!(String::from_utf8(out).unwrap(), format!("{v}"), "{v:e}");
-            }
-        };
-        for v in [
-            0.0,
-            -0.0,
-            1.0,
-            -1.0,
-            0.5,
-            1e-9,
-            -1e-9,
-            5e-10,
-            1.5e-9,
-            0.1 + 0.2,
-            3.0,
-            12.5,
-            454.542594979,
-            29.9999982,
-            4_194_303.999999999,
-            4_194_304.0,
-            4_194_304.5,
-            1e21,
-            1e-7,
-            123456789.123,
-            f64::MIN_POSITIVE,
-            f64::MAX,
-            2.5e-324,
-        ] {
-            check(v);
-            check(-v);
-        }
-        // Amounts as OpenRouter sends them (up to 9 decimals, any magnitude),
-        // uniform values, and arbitrary bit patterns.
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
-        // FLOAT_CHECK_ITERATIONS=50000000 cargo test --release --lib floats_print
-        let iterations = std::env::var("FLOAT_CHECK_ITERATIONS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(200_000);
-        for _ in 0..iterations {
-            let r = next();
-            let decimals = (r % 10) as usize;
-            let whole = next() % 10u64.pow((r >> 8) as u32 % 8);
-            let frac = next() % 1_000_000_000;
-            let text = format!("{whole}.{frac:09}");
-            let v: f64 = text[..text.len() - 9 + decimals].parse().unwrap();
-            check(v);
-            check(-v);
-            check((next() >> 11) as f64 / (1u64 << 53) as f64 * 8_400_000.0 - 4_200_000.0);
-            check(f64::from_bits(next()));
-        }
+        let text = String::from_utf8(w.into_inner()).unwrap();
+        let values: Vec<f64> = text
+            .lines()
+            .map(|l| l.trim_start_matches("m ").parse().unwrap())
+            .collect();
+        assert_eq!(values, [454.542594979, 0.1 + 0.2, 3.0, -1e-9, 1e21]);
+        assert!(text.starts_with("m 454.542594979\n"), "{text}");
     }
 
     #[test]
@@ -847,15 +720,5 @@ mod tests {
             String::from_utf8(w.into_inner()).unwrap(),
             "m{a=\"b\"} 0.5\n"
         );
-    }
-
-    #[test]
-    fn timestamps_parse_leniently() {
-        assert_eq!(parse_timestamp("2027-12-31T23:59:59Z"), Some(1830297599));
-        assert_eq!(
-            parse_timestamp("2025-02-19T20:52:27.363244+00:00"),
-            Some(1739998347)
-        );
-        assert_eq!(parse_timestamp("not a date"), None);
     }
 }

@@ -1,19 +1,37 @@
 //! openrouter-cost-exporter: OpenRouter spend per API key and per company, for Prometheus.
 //!
-//! Data flows one way: [`config`] + [`upstream`] → [`attribution`] →
-//! [`snapshot`] → [`exposition`] (rendered once per refresh by [`exporter`]) →
-//! [`server`]. [`sim`] is a simulated OpenRouter used by [`demo`] and the tests.
+//! Data flows one way, and a module imports only from the layers below it:
+//!
+//! ```text
+//! main (binary) ── CLI, logging, signals, reload watcher
+//!   server, webconfig ── HTTP: routes, TLS, basic auth      (reads body::Published)
+//!   exporter ── state machine: refresh, reload, publish     (owns the loops)
+//!   direct, activity ── extra collectors run by the exporter
+//!   body ── render a snapshot + status once, identity and gzip
+//!   exposition ── the text format and every metric family   (sees snapshot types only)
+//!   snapshot ── wire types → `Key`/`Listing`, attribution, exact sums
+//!   attribution ── which company owns each key
+//!   upstream ── the OpenRouter client and its wire types
+//!   config, money, telemetry ── ground floor: no crate imports above them
+//! ```
+//!
+//! [`sim`] (a simulated OpenRouter) and [`demo`] stand beside the stack: the
+//! demo, tests and benchmarks drive the real client against them.
+//! `docs/architecture.md` draws the runtime: tasks, locks, the publish sequence.
+#![forbid(unsafe_code)]
 
 pub mod activity;
 pub mod attribution;
+pub mod body;
 pub mod config;
 pub mod demo;
+pub mod direct;
 pub mod exporter;
 pub mod exposition;
+pub mod money;
 pub mod server;
 pub mod sim;
 pub mod snapshot;
 pub mod telemetry;
 pub mod upstream;
 pub mod webconfig;
-pub mod zerocopy;

@@ -16,8 +16,9 @@ use tracing::{error, info, warn};
 use openrouter_cost_exporter::config::Config;
 use openrouter_cost_exporter::demo::{demo_config, DemoUpstream};
 use openrouter_cost_exporter::exporter::Exporter;
-use openrouter_cost_exporter::server::{serve, ServerOptions, WebConfig};
+use openrouter_cost_exporter::server::{serve, ServerOptions};
 use openrouter_cost_exporter::upstream::RetryPolicy;
+use openrouter_cost_exporter::webconfig::WebConfig;
 
 const DEFAULT_LISTEN: &str = ":10115";
 
@@ -140,6 +141,7 @@ fn init_logging(level: LogLevel, format: LogFormat) {
 }
 
 fn run_async(future: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tune_allocator();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -370,3 +372,25 @@ fn healthcheck(url: Option<&str>, listen: &str) -> anyhow::Result<()> {
         )
     }
 }
+
+/// glibc malloc settings for a process whose big allocations (a listing, a
+/// body: tens of MB each at 100k keys) are replaced wholesale every refresh.
+/// By default glibc raises its mmap threshold after freeing a large block, so
+/// later ones land in the heap and their pages stay resident after `free`,
+/// and each thread that allocates gets an arena of its own: at 100k keys idle
+/// memory then doubles over a few refreshes (BENCHMARKS.md). This is the one
+/// place the crate uses `unsafe`; the library forbids it.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tune_allocator() {
+    // SAFETY: mallopt only changes allocator parameters; both values are
+    // valid, and it runs before any other thread exists.
+    unsafe {
+        // Blocks of 64 KiB and up get their own mapping, returned on free.
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 * 1024);
+        // One arena (small allocations still go through per-thread caches).
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_allocator() {}

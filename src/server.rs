@@ -35,11 +35,12 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
-use crate::exporter::{Exporter, MetricsBody, PLAIN_BODY_LIMIT};
+use crate::body::{full, ResponseBody};
+use crate::exporter::Exporter;
 use crate::exposition::CONTENT_TYPE;
-use crate::zerocopy;
+use crate::webconfig;
 
-pub use crate::webconfig::{self, ClientAuth, WebConfig, WebConfigError};
+use crate::webconfig::WebConfig;
 
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
@@ -81,8 +82,6 @@ pub async fn serve(
     options: ServerOptions,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    // This server streams identity bodies from gzip, so large bodies need not keep their text.
-    exporter.set_plain_body_limit(Some(PLAIN_BODY_LIMIT));
     let options = Arc::new(options);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(options.max_connections.max(1)));
@@ -140,7 +139,7 @@ pub async fn serve(
             });
             let result = match tls {
                 None => {
-                    let stream = WriteTimeout::new(zerocopy::stream(stream), write_timeout);
+                    let stream = WriteTimeout::new(stream, write_timeout);
                     watcher
                         .watch(builder.serve_connection(TokioIo::new(stream), service))
                         .await
@@ -228,7 +227,7 @@ async fn handle(
     req: Request<Incoming>,
     exporter: &Exporter,
     options: &ServerOptions,
-) -> Response<MetricsBody> {
+) -> Response<ResponseBody> {
     let authorized = match options.web.basic_auth_for(req.uri().path()) {
         Some(auth) => auth.check(req.headers().get(header::AUTHORIZATION)).await,
         None => true,
@@ -245,7 +244,7 @@ async fn handle(
     response
 }
 
-fn unauthorized() -> Response<MetricsBody> {
+fn unauthorized() -> Response<ResponseBody> {
     let mut response = text(StatusCode::UNAUTHORIZED, "Unauthorized\n");
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,
@@ -355,7 +354,7 @@ fn route(
     req: &Request<Incoming>,
     exporter: &Exporter,
     options: &ServerOptions,
-) -> Response<MetricsBody> {
+) -> Response<ResponseBody> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
         response
@@ -384,10 +383,10 @@ fn route(
     }
 }
 
-fn metrics(req: &Request<Incoming>, exporter: &Exporter) -> Response<MetricsBody> {
+fn metrics(req: &Request<Incoming>, exporter: &Exporter) -> Response<ResponseBody> {
     let published = exporter.published();
     let gzip = accepts_gzip(req.headers().get(header::ACCEPT_ENCODING));
-    // Above the plain-body limit only gzip is kept; identity is inflated while sent.
+    // Above `body::PLAIN_LIMIT` only gzip is kept; identity is inflated while sent.
     let body = if gzip {
         published.gzip_body()
     } else {
@@ -427,8 +426,8 @@ pub fn accepts_gzip(value: Option<&HeaderValue>) -> bool {
     })
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<MetricsBody> {
-    let mut response = Response::new(MetricsBody::from(body));
+fn text(status: StatusCode, body: &'static str) -> Response<ResponseBody> {
+    let mut response = Response::new(full(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -437,7 +436,7 @@ fn text(status: StatusCode, body: &'static str) -> Response<MetricsBody> {
     response
 }
 
-fn html(telemetry_path: &str) -> Response<MetricsBody> {
+fn html(telemetry_path: &str) -> Response<ResponseBody> {
     let path = html_escape(telemetry_path);
     let body = format!(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>OpenRouter cost exporter</title></head>\n\
@@ -447,7 +446,7 @@ fn html(telemetry_path: &str) -> Response<MetricsBody> {
          <li><a href=\"/readyz\">Readiness</a></li></ul>\n</body></html>\n",
         env!("CARGO_PKG_VERSION")
     );
-    let mut response = Response::new(MetricsBody::from(body));
+    let mut response = Response::new(full(body));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),

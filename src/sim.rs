@@ -20,7 +20,8 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
 
-use crate::upstream::PAGE_SIZE;
+/// Keys per `/keys` page served by the simulator.
+const PAGE_SIZE: usize = 100;
 
 /// One key as the simulated server lists it: its workspace and its JSON object,
 /// which tests may shape freely (missing fields, odd values).

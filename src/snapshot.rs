@@ -1,19 +1,133 @@
 //! One refresh's view of the account: every key with its company, per-company
 //! totals, and account figures. Built from config + upstream data, then rendered.
 //!
-//! Sums are exact: amounts are added as integer nano-dollars (OpenRouter reports
-//! at most 9 decimals), so a company total equals the sum of its keys to the
-//! last reported digit, with no float drift. An unknown amount makes every sum
-//! that includes it unknown; it never counts as zero.
+//! Upstream wire types stop here: [`Listing::from_upstream`] converts them
+//! once (parsing dates), and the renderer sees only the types of this module.
+//!
+//! Sums are exact ([`Usd`]): a company total equals the sum of its keys to
+//! the last reported digit. An unknown amount makes every sum that includes
+//! it unknown; it never counts as zero.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Datelike, Duration as ChronoDuration, NaiveDate, TimeZone, Utc};
+use tracing::warn;
 
 use crate::activity::{top_models, ActivityCache, ModelTotals};
 use crate::attribution::Attributor;
 use crate::config::{Budget, Config};
-use crate::upstream::{ApiKey, Credits, UpstreamData};
+use crate::money::Usd;
+use crate::upstream::{ApiKey, UpstreamData};
+
+/// One API key as the exporter publishes it. `None` = not reported.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Key {
+    pub hash: String,
+    pub name: String,
+    /// OpenRouter's masked key (`sk-or-v1-abc...xyz`).
+    pub label: String,
+    pub disabled: Option<bool>,
+    pub limit: Option<f64>,
+    pub limit_remaining: Option<f64>,
+    /// daily / weekly / monthly; `None` = the limit never resets.
+    pub limit_reset: Option<String>,
+    /// Credit spend per [`Window`] (daily, weekly, monthly, lifetime).
+    pub usage: [Option<f64>; 4],
+    pub byok_usage: [Option<f64>; 4],
+    pub workspace_id: Option<String>,
+    /// Unix seconds; `None` when the key never expires (or its date did not parse).
+    pub expires_at: Option<i64>,
+    /// The key's `expires_at` was present but not a readable date.
+    pub expiry_unreadable: bool,
+}
+
+impl From<ApiKey> for Key {
+    fn from(k: ApiKey) -> Key {
+        let expires = k
+            .expires_at
+            .as_deref()
+            .filter(|t| !t.trim().is_empty())
+            .map(|t| (t, parse_timestamp(t)));
+        Key {
+            usage: [k.usage_daily, k.usage_weekly, k.usage_monthly, k.usage],
+            byok_usage: [
+                k.byok_usage_daily,
+                k.byok_usage_weekly,
+                k.byok_usage_monthly,
+                k.byok_usage,
+            ],
+            expires_at: expires.and_then(|(_, ts)| ts),
+            expiry_unreadable: matches!(expires, Some((_, None))),
+            limit_reset: k.limit_reset.filter(|r| !r.is_empty()),
+            hash: k.hash,
+            name: k.name,
+            label: k.label,
+            disabled: k.disabled,
+            limit: k.limit,
+            limit_remaining: k.limit_remaining,
+            workspace_id: k.workspace_id,
+        }
+    }
+}
+
+/// Account-wide figures from `GET /credits`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AccountCredits {
+    pub total_credits: f64,
+    pub total_usage: f64,
+}
+
+/// One complete listing, converted from the wire once.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    pub keys: Vec<Key>,
+    /// `None` when `/credits` could not be read.
+    pub credits: Option<AccountCredits>,
+}
+
+impl Listing {
+    /// Converts a fetch. An `expires_at` that does not parse is logged here
+    /// (and counted in `openrouter_key_expiry_unreadable`), never dropped silently.
+    pub fn from_upstream(data: UpstreamData) -> Listing {
+        let keys: Vec<Key> = data.keys.into_iter().map(Key::from).collect();
+        for key in keys.iter().filter(|k| k.expiry_unreadable) {
+            warn!(key = %key.name, key_hash = %key.hash, "expires_at is not an RFC 3339 date; expiry unknown");
+        }
+        Listing {
+            keys,
+            credits: data.credits.map(|c| AccountCredits {
+                total_credits: c.total_credits,
+                total_usage: c.total_usage,
+            }),
+        }
+    }
+}
+
+impl Listing {
+    /// Makes `windows` unknown on every key: their figures may have been read
+    /// on either side of a UTC boundary.
+    pub fn omit_windows(&mut self, windows: &[Window]) {
+        let indexes: Vec<usize> = Window::ALL
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| windows.contains(w))
+            .map(|(i, _)| i)
+            .collect();
+        for key in &mut self.keys {
+            for &i in &indexes {
+                key.usage[i] = None;
+                key.byok_usage[i] = None;
+            }
+        }
+    }
+}
+
+/// RFC 3339 timestamp (with offset or `Z`, any fraction) to Unix seconds.
+pub fn parse_timestamp(text: &str) -> Option<i64> {
+    DateTime::parse_from_rfc3339(text.trim())
+        .ok()
+        .map(|t| t.timestamp())
+}
 
 /// Rolling windows built from activity: (label, completed days added to today's usage).
 pub const ROLLING: [(&str, i64); 2] = [("rolling_7d", 6), ("rolling_30d", 29)];
@@ -25,10 +139,39 @@ pub struct DirectKey {
     pub company: usize,
     /// The key's name from the config.
     pub name: String,
-    /// Last good figures (`hash` = `direct:<name>`); `None` until the first success.
-    pub key: Option<ApiKey>,
+    /// Last good figures (`hash` = [`DirectKey::hash_for`]); `None` until the first success.
+    pub key: Option<Key>,
+    /// When `key` was read: its calendar figures count only while their window lasts.
+    pub fetched_at: Option<DateTime<Utc>>,
     /// Whether the last poll succeeded.
     pub up: bool,
+}
+
+impl DirectKey {
+    /// The `key_hash` label of a direct key, which has no listed hash.
+    pub fn hash_for(name: &str) -> String {
+        format!("direct:{name}")
+    }
+
+    pub fn hash(&self) -> String {
+        DirectKey::hash_for(&self.name)
+    }
+
+    /// This key as published at `now`: a figure read in a calendar window
+    /// that has since ended is not the current window's, so it becomes
+    /// unknown (and with it the company's total), never yesterday's value.
+    pub fn as_of(&self, now: DateTime<Utc>) -> DirectKey {
+        let mut direct = self.clone();
+        if let (Some(key), Some(at)) = (&mut direct.key, self.fetched_at) {
+            for (i, window) in Window::ALL.into_iter().enumerate() {
+                if window.end(at).is_some_and(|end| end <= now) {
+                    key.usage[i] = None;
+                    key.byok_usage[i] = None;
+                }
+            }
+        }
+        direct
+    }
 }
 
 /// What a snapshot is built from besides the listing.
@@ -89,54 +232,10 @@ impl Window {
     }
 }
 
-/// US dollars as integer nano-dollars: exact sums of what OpenRouter reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub struct Usd(i128);
-
-impl Usd {
-    pub const ZERO: Usd = Usd(0);
-
-    /// `None` for NaN or infinities, which have no place in an exposition.
-    pub fn from_f64(value: f64) -> Option<Usd> {
-        if !value.is_finite() {
-            return None;
-        }
-        let nanos = (value * 1e9).round();
-        // i128 holds any finite f64 scaled by 1e9 up to ~1.7e29 dollars.
-        if nanos.abs() >= 1e38 {
-            return None;
-        }
-        Some(Usd(nanos as i128))
-    }
-
-    pub fn nanos(self) -> i128 {
-        self.0
-    }
-
-    pub fn checked_add(self, other: Usd) -> Option<Usd> {
-        self.0.checked_add(other.0).map(Usd)
-    }
-
-    pub fn checked_sub(self, other: Usd) -> Option<Usd> {
-        self.0.checked_sub(other.0).map(Usd)
-    }
-}
-
-impl std::fmt::Display for Usd {
-    /// Exact decimal, shortest form: `12.5`, `-0.000000001`, `3`.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let sign = if self.0 < 0 { "-" } else { "" };
-        let abs = self.0.unsigned_abs();
-        let whole = abs / 1_000_000_000;
-        let frac = abs % 1_000_000_000;
-        if frac == 0 {
-            write!(f, "{sign}{whole}")
-        } else {
-            let digits = format!("{frac:09}");
-            write!(f, "{sign}{whole}.{}", digits.trim_end_matches('0'))
-        }
-    }
-}
+/// Index of the daily window in per-window arrays ([`Window::ALL`] order).
+pub const DAILY: usize = 0;
+/// Index of the lifetime window in per-window arrays.
+pub const LIFETIME: usize = 3;
 
 /// Per-window amounts; `None` = unknown.
 pub type WindowAmounts = [Option<Usd>; 4];
@@ -166,40 +265,24 @@ pub struct SelectorMatches {
 pub struct Snapshot {
     pub taken_at: DateTime<Utc>,
     /// The listing this snapshot was built from, shared, not copied.
-    pub data: Arc<UpstreamData>,
+    pub data: Arc<Listing>,
     /// Parallel to `keys`: index into `companies`.
     pub company_of_key: Vec<usize>,
     /// Config companies in file order, then the unassigned company.
     pub companies: Vec<CompanyTotals>,
     pub selector_matches: Vec<SelectorMatches>,
     pub conflicts: u64,
-    pub credits: Option<Credits>,
+    pub credits: Option<AccountCredits>,
+    /// Listed keys whose `expires_at` did not parse.
+    pub unreadable_expiries: u64,
     /// Account usage minus the lifetime usage of every listed key.
     pub unattributed_usage: Option<Usd>,
-    /// Direct keys: (key, company index, up). Keys without any data yet have no figures.
+    /// Direct keys; those without any data yet have no figures.
     pub direct: Arc<Vec<DirectKey>>,
     /// Parallel to `keys()`: rolling_7d and rolling_30d of each listed key.
     pub key_rolling: Vec<[Option<f64>; 2]>,
     /// Direct keys also found in the listing (same masked label): not counted twice.
     pub direct_duplicates: Vec<String>,
-}
-
-pub fn key_usage(key: &ApiKey, window: Window) -> Option<f64> {
-    match window {
-        Window::Daily => key.usage_daily,
-        Window::Weekly => key.usage_weekly,
-        Window::Monthly => key.usage_monthly,
-        Window::Lifetime => key.usage,
-    }
-}
-
-pub fn key_byok_usage(key: &ApiKey, window: Window) -> Option<f64> {
-    match window {
-        Window::Daily => key.byok_usage_daily,
-        Window::Weekly => key.byok_usage_weekly,
-        Window::Monthly => key.byok_usage_monthly,
-        Window::Lifetime => key.byok_usage,
-    }
 }
 
 /// Adds `value` into `total`; an unknown value poisons the total.
@@ -213,12 +296,13 @@ fn accumulate(total: &mut Option<Usd>, value: Option<f64>) {
 impl Snapshot {
     pub fn build(
         config: &Config,
-        data: Arc<UpstreamData>,
+        data: Arc<Listing>,
         extras: &Extras,
         taken_at: DateTime<Utc>,
     ) -> Snapshot {
         let attributor = Attributor::new(config);
-        let attribution = attributor.attribute(&data.keys);
+        let attribution =
+            attributor.attribute(data.keys.iter().map(|k| (k.hash.as_str(), k.name.as_str())));
 
         let mut companies: Vec<CompanyTotals> = config
             .companies
@@ -252,17 +336,17 @@ impl Snapshot {
         for (key, &company) in data.keys.iter().zip(&attribution.company_of_key) {
             let totals = &mut companies[company];
             totals.keys += 1;
-            for (i, window) in Window::ALL.into_iter().enumerate() {
-                accumulate(&mut totals.usage[i], key_usage(key, window));
-                accumulate(&mut totals.byok_usage[i], key_byok_usage(key, window));
+            for i in 0..Window::ALL.len() {
+                accumulate(&mut totals.usage[i], key.usage[i]);
+                accumulate(&mut totals.byok_usage[i], key.byok_usage[i]);
             }
-            accumulate(&mut all_keys_lifetime, key.usage);
+            accumulate(&mut all_keys_lifetime, key.usage[LIFETIME]);
             if let Some(cache) = activity {
                 let mut rolling = [None; 2];
                 for (i, (_, days)) in ROLLING.iter().enumerate() {
                     let value = match (
                         cache.completed_usage(&key.hash, today, *days),
-                        key.usage_daily,
+                        key.usage[DAILY],
                     ) {
                         (Some(done), Some(today_usage)) => {
                             Usd::from_f64(today_usage).and_then(|t| t.checked_add(done))
@@ -302,7 +386,8 @@ impl Snapshot {
                 Default::default()
             };
         let mut direct_duplicates = Vec::new();
-        for direct in extras.direct.iter() {
+        let direct_keys: Vec<DirectKey> = extras.direct.iter().map(|d| d.as_of(taken_at)).collect();
+        for direct in &direct_keys {
             let totals = &mut companies[direct.company];
             let Some(key) = &direct.key else {
                 // Never polled successfully: the company's figures are unknown.
@@ -316,9 +401,9 @@ impl Snapshot {
                 continue;
             }
             totals.keys += 1;
-            for (i, window) in Window::ALL.into_iter().enumerate() {
-                accumulate(&mut totals.usage[i], key_usage(key, window));
-                accumulate(&mut totals.byok_usage[i], key_byok_usage(key, window));
+            for i in 0..Window::ALL.len() {
+                accumulate(&mut totals.usage[i], key.usage[i]);
+                accumulate(&mut totals.byok_usage[i], key.byok_usage[i]);
             }
             // Activity needs a key hash, which direct mode does not have.
             totals.rolling = [None; 2];
@@ -366,15 +451,16 @@ impl Snapshot {
             selector_matches,
             conflicts: attribution.conflicts,
             credits: data.credits,
+            unreadable_expiries: data.keys.iter().filter(|k| k.expiry_unreadable).count() as u64,
             unattributed_usage,
             data,
-            direct: Arc::clone(&extras.direct),
+            direct: Arc::new(direct_keys),
             key_rolling,
             direct_duplicates,
         }
     }
 
-    pub fn keys(&self) -> &[ApiKey] {
+    pub fn keys(&self) -> &[Key] {
         &self.data.keys
     }
 
@@ -388,6 +474,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn timestamps_parse_leniently() {
+        assert_eq!(parse_timestamp("2027-12-31T23:59:59Z"), Some(1830297599));
+        assert_eq!(
+            parse_timestamp("2025-02-19T20:52:27.363244+00:00"),
+            Some(1739998347)
+        );
+        assert_eq!(parse_timestamp("not a date"), None);
+    }
+
+    #[test]
+    fn an_unreadable_expiry_is_flagged_not_dropped() {
+        let wire: ApiKey =
+            serde_json::from_str(r#"{"hash":"h","expires_at":"next tuesday"}"#).unwrap();
+        let key = Key::from(wire);
+        assert_eq!(key.expires_at, None);
+        assert!(key.expiry_unreadable);
+        let wire: ApiKey =
+            serde_json::from_str(r#"{"hash":"h","expires_at":"2027-12-31T23:59:59Z"}"#).unwrap();
+        let key = Key::from(wire);
+        assert_eq!(key.expires_at, Some(1830297599));
+        assert!(!key.expiry_unreadable);
+    }
+
+    #[test]
     fn usd_sums_are_exact_where_f64_drifts() {
         let parts = [0.1, 0.2, 0.3, 454.542594979, -29.9999982];
         let f64_sum: f64 = parts.iter().sum();
@@ -397,16 +507,6 @@ mod tests {
         }
         assert_eq!(exact.unwrap().to_string(), "425.142596779");
         assert_ne!(f64_sum.to_string(), "425.142596779");
-    }
-
-    #[test]
-    fn usd_formats_exact_decimals() {
-        assert_eq!(Usd::from_f64(12.5).unwrap().to_string(), "12.5");
-        assert_eq!(Usd::from_f64(3.0).unwrap().to_string(), "3");
-        assert_eq!(Usd::from_f64(-0.25).unwrap().to_string(), "-0.25");
-        assert_eq!(Usd::from_f64(-1e-9).unwrap().to_string(), "-0.000000001");
-        assert_eq!(Usd::from_f64(f64::NAN), None);
-        assert_eq!(Usd::from_f64(f64::INFINITY), None);
     }
 
     #[test]

@@ -1,105 +1,147 @@
-//! The exporter's own counters, kept in a private `prometheus` registry.
+//! The exporter's own counters: upstream calls and failed refreshes.
 //!
-//! They change only while a refresh runs, so they are encoded into the
-//! published body once per refresh attempt, never per scrape.
+//! They change while a refresh runs and are rendered into the published body
+//! with everything else (see `exposition::write_status`), never per scrape.
+//! This module sits at the bottom of the crate: it takes plain labels.
 
-use prometheus::{Encoder, IntCounterVec, Opts, Registry, TextEncoder};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 
-use crate::upstream::Endpoint;
-
-/// The bounded `reason` values of `openrouter_refresh_failures_total`.
-pub const FAILURE_REASONS: [&str; 9] = [
-    "unauthorized",
-    "rate_limited",
-    "server_error",
-    "client_error",
-    "timeout",
-    "connection",
-    "invalid_response",
-    "pagination",
-    "activity",
-];
-
-pub struct Telemetry {
-    registry: Registry,
-    upstream_requests: IntCounterVec,
-    refresh_failures: IntCounterVec,
+/// Why a refresh (or one optional part of it) failed: the bounded `reason`
+/// label of `openrouter_refresh_failures_total`, one list for the counter, the
+/// logs and the README.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FailureReason {
+    Unauthorized,
+    RateLimited,
+    ServerError,
+    ClientError,
+    Timeout,
+    Connection,
+    InvalidResponse,
+    Pagination,
+    /// The refresh did not finish before its deadline (0.9 × refresh interval).
+    Deadline,
+    /// `GET /credits` failed: account families are absent, key figures still published.
+    Credits,
+    /// An activity run failed.
+    Activity,
+    /// Rendering the body failed (an internal error, not an upstream one).
+    Render,
 }
 
-impl std::fmt::Debug for Telemetry {
+impl FailureReason {
+    pub const ALL: [FailureReason; 12] = [
+        FailureReason::Unauthorized,
+        FailureReason::RateLimited,
+        FailureReason::ServerError,
+        FailureReason::ClientError,
+        FailureReason::Timeout,
+        FailureReason::Connection,
+        FailureReason::InvalidResponse,
+        FailureReason::Pagination,
+        FailureReason::Deadline,
+        FailureReason::Credits,
+        FailureReason::Activity,
+        FailureReason::Render,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::Unauthorized => "unauthorized",
+            FailureReason::RateLimited => "rate_limited",
+            FailureReason::ServerError => "server_error",
+            FailureReason::ClientError => "client_error",
+            FailureReason::Timeout => "timeout",
+            FailureReason::Connection => "connection",
+            FailureReason::InvalidResponse => "invalid_response",
+            FailureReason::Pagination => "pagination",
+            FailureReason::Deadline => "deadline",
+            FailureReason::Credits => "credits",
+            FailureReason::Activity => "activity",
+            FailureReason::Render => "render",
+        }
+    }
+}
+
+impl std::fmt::Display for FailureReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Telemetry")
+        f.write_str(self.as_str())
     }
 }
 
-impl Default for Telemetry {
-    fn default() -> Self {
-        Telemetry::new()
-    }
+/// Counter values at one moment, in label order, for rendering.
+#[derive(Debug, Clone, Default)]
+pub struct Counters {
+    /// ((endpoint, code), calls).
+    pub upstream_requests: Vec<((&'static str, String), u64)>,
+    /// Every reason, 0 included.
+    pub refresh_failures: Vec<(FailureReason, u64)>,
+}
+
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    upstream_requests: Mutex<BTreeMap<(&'static str, String), u64>>,
+    refresh_failures: Mutex<BTreeMap<FailureReason, u64>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Telemetry {
     pub fn new() -> Telemetry {
-        let registry = Registry::new();
-        let upstream_requests = IntCounterVec::new(
-            Opts::new(
-                "openrouter_upstream_requests_total",
-                "HTTP calls made to the OpenRouter API by the exporter, retries included, \
-                 by endpoint and HTTP status code (\"error\" or \"timeout\" when no response came).",
-            ),
-            &["endpoint", "code"],
-        )
-        .expect("static metric definition is valid");
-        let refresh_failures = IntCounterVec::new(
-            Opts::new(
-                "openrouter_refresh_failures_total",
-                "Refreshes that failed and kept the previous data, by reason.",
-            ),
-            &["reason"],
-        )
-        .expect("static metric definition is valid");
-        registry
-            .register(Box::new(upstream_requests.clone()))
-            .expect("first registration of a unique name");
-        registry
-            .register(Box::new(refresh_failures.clone()))
-            .expect("first registration of a unique name");
-        // Every reason exists from the start at 0, so rules and panels see the
-        // family before the first failure and `increase()` catches the first one.
-        for reason in FAILURE_REASONS {
-            refresh_failures.with_label_values(&[reason]);
-        }
-        Telemetry {
-            registry,
-            upstream_requests,
-            refresh_failures,
-        }
+        Telemetry::default()
     }
 
-    pub fn count_request(&self, endpoint: Endpoint, code: &str) {
-        self.upstream_requests
-            .with_label_values(&[endpoint.as_str(), code])
-            .inc();
+    /// One HTTP call to `endpoint` answered with `code` (a status, or "error"/"timeout").
+    pub fn count_request(&self, endpoint: &'static str, code: &str) {
+        *lock(&self.upstream_requests)
+            .entry((endpoint, code.to_string()))
+            .or_default() += 1;
     }
 
-    pub fn count_refresh_failure(&self, reason: &str) {
-        self.refresh_failures.with_label_values(&[reason]).inc();
+    pub fn count_refresh_failure(&self, reason: FailureReason) {
+        *lock(&self.refresh_failures).entry(reason).or_default() += 1;
     }
 
     /// Total upstream calls so far, for logs and tests.
     pub fn total_requests(&self) -> u64 {
-        use prometheus::core::Collector;
-        self.upstream_requests
-            .collect()
-            .iter()
-            .flat_map(|mf| mf.get_metric())
-            .map(|m| m.get_counter().get_value() as u64)
-            .sum()
+        lock(&self.upstream_requests).values().sum()
     }
 
-    /// Text exposition of the counters.
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        // Encoding static, valid families into a Vec cannot fail.
-        let _ = TextEncoder::new().encode(&self.registry.gather(), out);
+    /// The current values. Every failure reason is present from the start at
+    /// 0, so rules see the family before the first failure and `increase()`
+    /// catches the first one.
+    pub fn counters(&self) -> Counters {
+        let failures = lock(&self.refresh_failures);
+        Counters {
+            upstream_requests: lock(&self.upstream_requests)
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
+            refresh_failures: FailureReason::ALL
+                .iter()
+                .map(|r| (*r, failures.get(r).copied().unwrap_or(0)))
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_starts_at_zero_and_counts() {
+        let t = Telemetry::new();
+        t.count_refresh_failure(FailureReason::Credits);
+        t.count_request("keys", "200");
+        t.count_request("keys", "200");
+        let c = t.counters();
+        assert_eq!(c.refresh_failures.len(), FailureReason::ALL.len());
+        assert!(c.refresh_failures.contains(&(FailureReason::Credits, 1)));
+        assert!(c.refresh_failures.contains(&(FailureReason::Timeout, 0)));
+        assert_eq!(t.total_requests(), 2);
     }
 }

@@ -399,6 +399,11 @@ async fn direct_key_mode_reports_a_revoked_key_without_failing_the_others() {
     assert!(requests.iter().all(|r| r == "/api/v1/key"), "{requests:?}");
     assert!(find(&samples, "openrouter_account_usage_usd", &[]).is_empty());
 
+    let first_success = value(
+        &samples,
+        "openrouter_last_refresh_success_timestamp_seconds",
+        &[],
+    );
     // The first key is revoked; the second keeps spending.
     sim.state().inference_keys.remove("sk-or-v1-inference-one");
     sim.state()
@@ -411,7 +416,18 @@ async fn direct_key_mode_reports_a_revoked_key_without_failing_the_others() {
         .await
         .expect("a revoked direct key does not fail the refresh");
     let samples = parse(&body(&exporter));
-    assert_eq!(value(&samples, "openrouter_up", &[]), 1.0);
+    // The other figures are published, but the exporter is not fully up (issue 12).
+    assert_eq!(value(&samples, "openrouter_up", &[]), 0.0);
+    // Readiness follows the last full success, which did not advance: /readyz
+    // turns 503 once that is stale_after_intervals old, as for any failure.
+    assert_eq!(
+        value(
+            &samples,
+            "openrouter_last_refresh_success_timestamp_seconds",
+            &[]
+        ),
+        first_success
+    );
     assert_eq!(
         value(&samples, "openrouter_key_up", &[("key", "acme-direct")]),
         0.0

@@ -68,13 +68,14 @@ async fn every_key_exported_once_with_upstream_values_and_exact_company_sums() {
     let samples = parse(&text);
     let upstream = sim.state().clone();
 
-    // Pagination across both workspaces: 230 keys = 3 pages in A, 1 page in B.
+    // Pagination across both workspaces never trusts a page size: it ends on
+    // an empty page. 230 keys = 3 pages + 1 empty in A, 1 page + 1 empty in B.
     let key_pages: Vec<_> = upstream
         .requests
         .iter()
         .filter(|r| r.starts_with("/api/v1/keys"))
         .collect();
-    assert_eq!(key_pages.len(), 4, "{key_pages:?}");
+    assert_eq!(key_pages.len(), 6, "{key_pages:?}");
     assert!(key_pages
         .iter()
         .all(|r| r.contains("include_disabled=true")));
@@ -422,7 +423,7 @@ async fn management_key_never_in_metrics() {
     let exporter = exporter(config(&sim.base_url(), COMPANIES));
     exporter.refresh().await.unwrap();
     sim.state().faults.push(Fault::new(
-        "/credits",
+        "/keys",
         FaultResponse::Error {
             status: 401,
             retry_after: None,
@@ -479,9 +480,10 @@ async fn upstream_calls_per_refresh_are_minimal() {
     let requests = sim.state().requests.clone();
     let count = |p: &str| requests.iter().filter(|r| r.starts_with(p)).count();
     assert_eq!(count("/api/v1/workspaces"), 1);
-    // Workspace A: 230 keys → pages at 0, 100, 200; workspace B: 26 keys → 1 page.
-    assert_eq!(count("/api/v1/keys"), 4);
+    // Workspace A: 230 keys → pages at 0, 100, 200 and the empty one at 230;
+    // workspace B: 26 keys → one page and the empty one at 26.
+    assert_eq!(count("/api/v1/keys"), 6);
     assert_eq!(count("/api/v1/credits"), 1);
-    assert_eq!(requests.len(), 6);
-    assert_eq!(exporter.telemetry().total_requests(), 6);
+    assert_eq!(requests.len(), 8);
+    assert_eq!(exporter.telemetry().total_requests(), 8);
 }

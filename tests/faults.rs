@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use openrouter_cost_exporter::config::Config;
-use openrouter_cost_exporter::exporter::Exporter;
+use openrouter_cost_exporter::exporter::{Exporter, RefreshError};
 use openrouter_cost_exporter::sim::{Fault, FaultResponse, SimServer, SimState};
-use openrouter_cost_exporter::telemetry::FAILURE_REASONS;
+use openrouter_cost_exporter::telemetry::FailureReason;
 use openrouter_cost_exporter::upstream::{RetryPolicy, UpstreamError, MAX_BODY_BYTES};
 use secrecy::SecretString;
 use serde_json::json;
@@ -135,7 +135,7 @@ async fn fails_whole(
     exporter: &Exporter,
     faults: Vec<Fault>,
     reason: &str,
-) -> UpstreamError {
+) -> RefreshError {
     exporter.refresh().await.expect("good refresh first");
     let before = body(exporter);
     assert_eq!(up(&before), 1.0);
@@ -150,7 +150,7 @@ async fn fails_whole(
     bump_spend(sim);
     sim.state().faults.extend(faults);
     let err = exporter.refresh().await.expect_err("the refresh must fail");
-    assert_eq!(err.reason(), reason, "reason of {err}");
+    assert_eq!(err.reason().as_str(), reason, "reason of {err}");
 
     let after = body(exporter);
     assert_eq!(
@@ -176,9 +176,14 @@ async fn fails_whole(
     // Reasons are a closed set.
     for s in find(&parse(&after), "openrouter_refresh_failures_total", &[]) {
         let r = s.labels["reason"].as_str();
-        assert!(FAILURE_REASONS.contains(&r), "unbounded reason {r:?}");
+        assert!(
+            FailureReason::ALL.iter().any(|known| known.as_str() == r),
+            "unbounded reason {r:?}"
+        );
     }
-    assert!(FAILURE_REASONS.contains(&reason));
+    assert!(FailureReason::ALL
+        .iter()
+        .any(|known| known.as_str() == reason));
 
     sim.state().faults.clear();
     exporter
@@ -228,7 +233,8 @@ async fn http_500_is_retried_and_every_attempt_counted() {
     assert_eq!(requests(&sim, &keys_path(WS_A)), 3);
     assert_eq!(requests(&sim, &keys_path(WS_B)), 1);
     assert_eq!(upstream_count(&text, "keys", "500"), 2.0);
-    assert_eq!(upstream_count(&text, "keys", "200"), 2.0);
+    // One page and the empty page that ends the listing, per workspace.
+    assert_eq!(upstream_count(&text, "keys", "200"), 4.0);
     assert_eq!(upstream_count(&text, "workspaces", "200"), 1.0);
     assert_eq!(upstream_count(&text, "credits", "200"), 1.0);
     assert_eq!(
@@ -248,7 +254,7 @@ async fn persistent_5xx_gives_up_after_the_bounded_attempts() {
             &sim,
             &exporter,
             vec![Fault::new(
-                "/credits",
+                "/workspaces",
                 FaultResponse::Error {
                     status,
                     retry_after: None,
@@ -259,13 +265,13 @@ async fn persistent_5xx_gives_up_after_the_bounded_attempts() {
         .await;
         assert!(err.to_string().contains(&status.to_string()), "{err}");
         // 2 good refreshes + 1 failing one of ATTEMPTS calls.
-        assert_eq!(requests(&sim, "/api/v1/credits"), 2 + ATTEMPTS);
+        assert_eq!(requests(&sim, "/api/v1/workspaces"), 2 + ATTEMPTS);
         let text = body(&exporter);
         assert_eq!(
-            upstream_count(&text, "credits", &status.to_string()),
+            upstream_count(&text, "workspaces", &status.to_string()),
             ATTEMPTS as f64
         );
-        assert_eq!(upstream_count(&text, "credits", "200"), 2.0);
+        assert_eq!(upstream_count(&text, "workspaces", "200"), 2.0);
         // fast_retry caps each delay at 50 ms.
         assert!(
             started.elapsed() < Duration::from_secs(5),
@@ -352,28 +358,31 @@ async fn retry_after_on_429_and_503_is_honoured() {
 }
 
 #[tokio::test]
-async fn retry_after_is_capped_by_the_policy() {
+async fn retry_after_past_the_deadline_fails_fast_as_rate_limited() {
     let sim = start_sim(account()).await;
     let exporter = quick_exporter(&sim.base_url());
-    // A server asking for an hour must not stall the refresh: fast_retry caps at 50 ms.
-    sim.state().faults.push(
-        Fault::new(
-            "/credits",
-            FaultResponse::Error {
-                status: 429,
-                retry_after: Some(3600),
-            },
-        )
-        .times(2),
-    );
+    exporter.refresh().await.expect("good refresh");
+    // A server asking for an hour: waiting would pass the refresh deadline, so
+    // the refresh gives up at once instead of stalling until the deadline.
+    sim.state().faults.push(Fault::new(
+        "/workspaces",
+        FaultResponse::Error {
+            status: 429,
+            retry_after: Some(3600),
+        },
+    ));
     let started = Instant::now();
-    exporter.refresh().await.expect("third attempt succeeds");
+    let err = exporter.refresh().await.expect_err("rate limited");
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "{:?}",
         started.elapsed()
     );
-    assert_eq!(requests(&sim, "/api/v1/credits"), 3);
+    assert_eq!(err.reason().as_str(), "rate_limited", "{err}");
+    assert!(err.to_string().contains("3600s"), "{err}");
+    // The good refresh and the one 429: no retry was attempted.
+    assert_eq!(requests(&sim, "/api/v1/workspaces"), 2);
+    assert_eq!(failures(&body(&exporter), "rate_limited"), 1.0);
 }
 
 #[tokio::test]
@@ -382,26 +391,29 @@ async fn timeouts_are_retried_and_counted_as_timeout() {
     let exporter = quick_exporter(&sim.base_url());
     sim.state()
         .faults
-        .push(Fault::new("/credits", FaultResponse::Delay(Duration::from_secs(2))).times(1));
+        .push(Fault::new("/workspaces", FaultResponse::Delay(Duration::from_secs(2))).times(1));
     exporter.refresh().await.expect("the retry succeeds");
     let text = body(&exporter);
-    assert_eq!(upstream_count(&text, "credits", "timeout"), 1.0);
-    assert_eq!(upstream_count(&text, "credits", "200"), 1.0);
-    assert_eq!(requests(&sim, "/api/v1/credits"), 2);
+    assert_eq!(upstream_count(&text, "workspaces", "timeout"), 1.0);
+    assert_eq!(upstream_count(&text, "workspaces", "200"), 1.0);
+    assert_eq!(requests(&sim, "/api/v1/workspaces"), 2);
 
     let err = fails_whole(
         &sim,
         &exporter,
         vec![Fault::new(
-            "/credits",
+            "/workspaces",
             FaultResponse::Delay(Duration::from_secs(2)),
         )],
         "timeout",
     )
     .await;
-    assert!(matches!(err, UpstreamError::Timeout { .. }), "{err:?}");
+    assert!(
+        matches!(err.upstream(), Some(UpstreamError::Timeout { .. })),
+        "{err:?}"
+    );
     assert_eq!(
-        upstream_count(&body(&exporter), "credits", "timeout"),
+        upstream_count(&body(&exporter), "workspaces", "timeout"),
         1.0 + ATTEMPTS as f64
     );
 }
@@ -412,7 +424,7 @@ async fn connection_refused_is_retried_and_counted_as_error() {
     let base_url = format!("http://127.0.0.1:{}/api/v1", free_port());
     let exporter = quick_exporter(&base_url);
     let err = exporter.refresh().await.expect_err("no server");
-    assert_eq!(err.reason(), "connection", "{err}");
+    assert_eq!(err.reason().as_str(), "connection", "{err}");
     assert!(!err.to_string().contains(MANAGEMENT_KEY));
     let text = body(&exporter);
     assert_eq!(
@@ -464,7 +476,7 @@ async fn body_cut_off_mid_stream_is_retried_and_fails_whole() {
         &sim,
         &exporter,
         vec![Fault::new(
-            "/credits",
+            "/workspaces",
             FaultResponse::CutOff {
                 body: r#"{"data":{"total_credits":"#.into(),
                 declared: 4096,
@@ -473,12 +485,15 @@ async fn body_cut_off_mid_stream_is_retried_and_fails_whole() {
         "connection",
     )
     .await;
-    assert!(matches!(err, UpstreamError::Transport { .. }), "{err:?}");
+    assert!(
+        matches!(err.upstream(), Some(UpstreamError::Transport { .. })),
+        "{err:?}"
+    );
     // good + ATTEMPTS + recovery. The status line came (200), then the body
     // broke: each broken attempt counts under code 200.
-    assert_eq!(requests(&sim, "/api/v1/credits"), 2 + ATTEMPTS);
+    assert_eq!(requests(&sim, "/api/v1/workspaces"), 2 + ATTEMPTS);
     assert_eq!(
-        upstream_count(&body(&exporter), "credits", "200"),
+        upstream_count(&body(&exporter), "workspaces", "200"),
         (2 + ATTEMPTS) as f64
     );
 }
@@ -513,7 +528,10 @@ async fn unauthorized_and_forbidden_are_not_retried_and_ask_for_a_management_key
             "unauthorized",
         )
         .await;
-        assert!(matches!(err, UpstreamError::Unauthorized { .. }), "{err:?}");
+        assert!(
+            matches!(err.upstream(), Some(UpstreamError::Unauthorized { .. })),
+            "{err:?}"
+        );
         let message = err.to_string();
         assert!(message.contains("management key"), "{message}");
         assert!(message.contains(&status.to_string()), "{message}");
@@ -537,7 +555,7 @@ async fn a_wrong_key_is_refused_once_and_not_retried() {
     )
     .expect("exporter");
     let err = exporter.refresh().await.expect_err("wrong key");
-    assert_eq!(err.reason(), "unauthorized");
+    assert_eq!(err.reason().as_str(), "unauthorized");
     assert!(err.to_string().contains("management key"), "{err}");
     assert_eq!(sim.state().requests.len(), 1);
     let text = body(&exporter);
@@ -572,7 +590,7 @@ async fn a_workspace_vanishing_mid_refresh_fails_whole_without_retry() {
 
 // ------------------------------------------------------------ bad bodies
 
-async fn invalid_body_fails_whole(fault: FaultResponse) -> UpstreamError {
+async fn invalid_body_fails_whole(fault: FaultResponse) -> RefreshError {
     let sim = start_sim(account()).await;
     let exporter = quick_exporter(&sim.base_url());
     let err = fails_whole(
@@ -595,7 +613,10 @@ async fn malformed_json_fails_whole() {
         body: "{\"data\": [{\"hash\": 12, \"name\": }]}".into(),
     })
     .await;
-    assert!(matches!(err, UpstreamError::Decode { .. }), "{err:?}");
+    assert!(
+        matches!(err.upstream(), Some(UpstreamError::Decode { .. })),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -615,7 +636,7 @@ async fn json_of_the_wrong_shape_fails_whole() {
         })
         .await;
         assert!(
-            matches!(err, UpstreamError::Decode { .. }),
+            matches!(err.upstream(), Some(UpstreamError::Decode { .. })),
             "{body}: {err:?}"
         );
     }
@@ -648,7 +669,10 @@ async fn oversized_body_with_content_length_is_refused_unread() {
         content_length: true,
     })
     .await;
-    assert!(matches!(err, UpstreamError::TooLarge { .. }), "{err:?}");
+    assert!(
+        matches!(err.upstream(), Some(UpstreamError::TooLarge { .. })),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -659,7 +683,10 @@ async fn endless_chunked_body_is_cut_at_the_cap() {
         content_length: false,
     })
     .await;
-    assert!(matches!(err, UpstreamError::TooLarge { .. }), "{err:?}");
+    assert!(
+        matches!(err.upstream(), Some(UpstreamError::TooLarge { .. })),
+        "{err:?}"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(20),
         "{:?}",
@@ -675,7 +702,10 @@ async fn a_body_just_under_the_cap_is_read() {
         content_length: false,
     })
     .await;
-    assert!(matches!(err, UpstreamError::Decode { .. }), "{err:?}");
+    assert!(
+        matches!(err.upstream(), Some(UpstreamError::Decode { .. })),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -700,8 +730,9 @@ async fn a_key_page_repeating_forever_fails_whole_after_two_pages() {
     assert!(err.to_string().contains("repeats"), "{err}");
     assert!(err.to_string().contains(WS_A), "{err}");
     // Workspace A asked for page 1, got page 0 again: exactly 2 calls before giving up.
-    let per_good_refresh = good_calls; // 3 pages in A + 1 in B
-    assert_eq!(per_good_refresh, 4);
+    // 3 pages + the empty one in A, 1 page + the empty one in B.
+    let per_good_refresh = good_calls;
+    assert_eq!(per_good_refresh, 6);
     let offset_100 = requests(
         &sim,
         &format!("/api/v1/keys?include_disabled=true&offset=100&workspace_id={WS_A}"),
@@ -756,8 +787,8 @@ async fn whole_refresh_deadline_is_enforced() {
         .await
         .expect_err("the deadline must fire");
     let elapsed = started.elapsed();
-    assert!(matches!(err, UpstreamError::Deadline(_)), "{err:?}");
-    assert_eq!(err.reason(), "timeout");
+    assert!(matches!(err, RefreshError::Deadline(_)), "{err:?}");
+    assert_eq!(err.reason().as_str(), "deadline");
     assert!(
         elapsed < Duration::from_secs(4),
         "returned after {elapsed:?}"
@@ -765,7 +796,7 @@ async fn whole_refresh_deadline_is_enforced() {
     let after = body(&exporter);
     assert_eq!(up(&after), 0.0);
     assert_eq!(snapshot_part(&before), snapshot_part(&after));
-    assert_eq!(failures(&after, "timeout"), 1.0);
+    assert_eq!(failures(&after, "deadline"), 1.0);
 }
 
 #[tokio::test]

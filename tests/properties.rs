@@ -11,8 +11,9 @@ use common::*;
 use openrouter_cost_exporter::attribution::Attributor;
 use openrouter_cost_exporter::config::{Config, Selector};
 use openrouter_cost_exporter::exposition::{write_snapshot, MetricWriter};
+use openrouter_cost_exporter::money::Usd;
 use openrouter_cost_exporter::sim::SimKey;
-use openrouter_cost_exporter::snapshot::{Extras, Snapshot, Usd};
+use openrouter_cost_exporter::snapshot::{Extras, Listing, Snapshot};
 use openrouter_cost_exporter::upstream::{ApiKey, Credits, UpstreamData};
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
@@ -328,7 +329,8 @@ proptest! {
     ) {
         let yaml = format!("companies:\n{}", companies_yaml(&companies));
         let config = Config::parse(&yaml, "prop").unwrap_or_else(|e| panic!("{e}\n{yaml}"));
-        let result = Attributor::new(&config).attribute(&keys);
+        let result = Attributor::new(&config)
+            .attribute(keys.iter().map(|k| (k.hash.as_str(), k.name.as_str())));
         prop_assert_eq!(result.company_of_key.len(), keys.len());
 
         let mut conflicts = 0;
@@ -354,7 +356,10 @@ proptest! {
         }
 
         // Company sums are the exact sums of their keys; unknown stays unknown.
-        let data = Arc::new(UpstreamData { keys: keys.clone(), credits: None });
+        let data = Arc::new(Listing::from_upstream(UpstreamData {
+            keys: keys.clone(),
+            ..UpstreamData::default()
+        }));
         let snapshot = Snapshot::build(&config, data, &Extras::default(), Utc::now());
         prop_assert_eq!(snapshot.companies.len(), config.companies.len() + 1);
         let total: u64 = snapshot.companies.iter().map(|c| c.keys).sum();
@@ -406,13 +411,14 @@ fn render(keys: Vec<ApiKey>) -> String {
         "render",
     )
     .unwrap();
-    let data = Arc::new(UpstreamData {
+    let data = Arc::new(Listing::from_upstream(UpstreamData {
         keys,
         credits: Some(Credits {
             total_credits: 10.0,
             total_usage: 5.0,
         }),
-    });
+        credits_error: None,
+    }));
     let taken_at = Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap();
     let snapshot = Snapshot::build(&config, data, &Extras::default(), taken_at);
     let mut writer = MetricWriter::new(Vec::new());

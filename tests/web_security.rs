@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
-use openrouter_cost_exporter::server::{serve, ClientAuth, ServerOptions, WebConfig};
+use openrouter_cost_exporter::server::{serve, ServerOptions};
+use openrouter_cost_exporter::webconfig::{ClientAuth, WebConfig};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose,
