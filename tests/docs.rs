@@ -1,13 +1,13 @@
-//! The README stays true: its copied sections match docs/, the quick start is
-//! the two commands, and every alert's runbook link lands on a README heading.
+//! The README stays true: the quick start is the two commands, every alert's
+//! runbook link lands on a heading of the file it names, and every metric
+//! family the exporter can emit is in the README's metrics table.
+
+mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-fn read(rel: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-}
+use common::tools::{read, root};
 
 /// GitHub's heading anchor: lowercase, spaces to dashes, punctuation dropped.
 fn anchor(heading: &str) -> String {
@@ -23,35 +23,33 @@ fn anchor(heading: &str) -> String {
         .collect()
 }
 
-#[test]
-fn readme_sections_match_their_docs_files() {
-    let readme = read("README.md");
-    let mut blocks = 0;
-    for (i, _) in readme.match_indices("<!-- BEGIN ") {
-        let rest = &readme[i + "<!-- BEGIN ".len()..];
-        let name = &rest[..rest.find(" -->").expect("marker end")];
-        let start = i + "<!-- BEGIN ".len() + name.len() + " -->\n".len();
-        let end = readme[start..]
-            .find(&format!("<!-- END {name} -->"))
-            .map(|e| start + e)
-            .unwrap_or_else(|| panic!("no END marker for {name}"));
-        let doc = read(name);
-        let doc_body: String = doc
-            .lines()
-            .skip_while(|l| l.starts_with("<!--") || l.trim().is_empty())
-            .collect::<Vec<_>>()
-            .join("\n");
-        assert_eq!(
-            readme[start..end].trim_end(),
-            doc_body.trim_end(),
-            "README.md's copy of {name} is out of date: run `python3 scripts/sync-readme.py`"
-        );
-        blocks += 1;
+/// The heading anchors of a Markdown file (headings inside code blocks skipped).
+fn heading_anchors(rel: &str) -> BTreeSet<String> {
+    let mut in_code = false;
+    read(rel)
+        .lines()
+        .filter(|l| {
+            if l.trim_start().starts_with("```") {
+                in_code = !in_code;
+            }
+            !in_code && l.starts_with('#')
+        })
+        .map(|l| anchor(l.trim_start_matches('#')))
+        .collect()
+}
+
+/// Every `.rs` file under `dir`, recursively.
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            files.push(path);
+        }
     }
-    assert!(
-        blocks >= 3,
-        "expected the alerts, security and deployment blocks"
-    );
+    files
 }
 
 #[test]
@@ -69,33 +67,42 @@ fn quick_start_is_exactly_the_two_commands() {
     assert_eq!(commands, ["cargo run --release -- demo", "cargo test"]);
 }
 
+/// A `runbook_url` may name `README.md#anchor` or `docs/alerts.md#anchor`;
+/// the anchor must be a heading of the file it names.
 #[test]
-fn every_runbook_url_lands_on_a_readme_heading() {
-    let readme = read("README.md");
-    let anchors: BTreeSet<String> = readme
-        .lines()
-        .filter(|l| l.starts_with('#'))
-        .map(|l| anchor(l.trim_start_matches('#')))
-        .collect();
+fn every_runbook_url_lands_on_a_heading() {
+    const TARGETS: [&str; 2] = ["README.md", "docs/alerts.md"];
+    let anchors: Vec<BTreeSet<String>> = TARGETS.iter().map(|f| heading_anchors(f)).collect();
     let mut checked = 0;
-    for entry in
-        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("prometheus")).unwrap()
-    {
+    for entry in std::fs::read_dir(root().join("prometheus")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().and_then(|e| e.to_str()) != Some("yml") {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap();
         for line in text.lines().filter(|l| l.contains("runbook_url")) {
-            let fragment = line
-                .split("README.md#")
-                .nth(1)
-                .unwrap_or_else(|| panic!("runbook_url not into README.md: {line}"))
-                .trim_matches(|c: char| c == '"' || c == '\'' || c.is_whitespace());
+            let url = line
+                .split_once("runbook_url:")
+                .map_or("", |(_, url)| url)
+                .trim()
+                .trim_matches(|c: char| c == '"' || c == '\'');
+            let (file, fragment) = url.split_once('#').unwrap_or_else(|| {
+                panic!("{}: runbook_url without #anchor: {line}", path.display())
+            });
+            let Some(i) = TARGETS
+                .iter()
+                .position(|t| file.ends_with(&format!("/{t}")))
+            else {
+                panic!(
+                    "{}: runbook_url names none of {TARGETS:?}: {line}",
+                    path.display()
+                );
+            };
             assert!(
-                anchors.contains(fragment),
-                "{}: no README heading for #{fragment}",
-                path.display()
+                anchors[i].contains(fragment),
+                "{}: no heading in {} for #{fragment}",
+                path.display(),
+                TARGETS[i]
             );
             checked += 1;
         }
@@ -108,11 +115,12 @@ fn every_runbook_url_lands_on_a_readme_heading() {
 
 #[test]
 fn every_exported_family_is_documented() {
-    // The metric names the renderer can emit, taken from its source, all appear in the README table.
+    // The metric names the exporter can emit, taken from the string literals of
+    // its source, all appear in the README table.
     let readme = read("README.md");
     let mut names = BTreeSet::new();
-    for file in ["src/exposition.rs", "src/telemetry.rs"] {
-        let source = read(file);
+    for file in rust_files(&root().join("src")) {
+        let source = std::fs::read_to_string(&file).unwrap();
         for piece in source.split('"').skip(1).step_by(2) {
             if piece.starts_with("openrouter_")
                 && piece.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')

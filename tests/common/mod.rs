@@ -1,6 +1,6 @@
 //! Shared test helpers: a simulated OpenRouter, configs pointing at it, an
 //! exposition-format parser, and a guard for the real binary.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::collections::BTreeMap;
 use std::io::Read;
