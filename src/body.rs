@@ -9,6 +9,7 @@
 
 use std::io::{self, BufWriter, Read, Write};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
@@ -18,7 +19,8 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, SizeHint};
 
-use crate::exposition::MetricWriter;
+use crate::exposition::{MetricWriter, Status};
+use crate::snapshot::Snapshot;
 
 /// Bodies with more text than this keep only their gzip form (64 MiB is about
 /// 30k keys with every per-key family).
@@ -46,6 +48,10 @@ pub struct Published {
     pub gzip: Bytes,
     /// Length of the exposition text, kept or not.
     pub plain_len: usize,
+    /// The snapshot and status this body shows, for pages that present the
+    /// same figures (`/`, `/companies.csv`) without calling OpenRouter.
+    pub snapshot: Option<Arc<Snapshot>>,
+    pub status: Option<Status>,
 }
 
 impl Default for Published {
@@ -54,6 +60,8 @@ impl Default for Published {
             plain: Bytes::new(),
             gzip: Bytes::from(gzip_all(b"")),
             plain_len: 0,
+            snapshot: None,
+            status: None,
         }
     }
 }
@@ -122,6 +130,8 @@ pub fn render(
         plain: tee.plain.map(Bytes::from).unwrap_or_default(),
         gzip: Bytes::from(gzip),
         plain_len: tee.len,
+        snapshot: None,
+        status: None,
     })
 }
 

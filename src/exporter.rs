@@ -567,8 +567,7 @@ impl Exporter {
         status.refresh_interval_seconds = self.config().refresh_interval.as_secs_f64();
         let exporter = self.clone();
         let rendered =
-            tokio::task::spawn_blocking(move || exporter.render_body(snapshot.as_deref(), status))
-                .await;
+            tokio::task::spawn_blocking(move || exporter.render_body(snapshot, status)).await;
         match rendered {
             Ok(Ok(published)) => {
                 self.shared.published.store(Arc::new(published));
@@ -588,17 +587,20 @@ impl Exporter {
 
     fn render_body(
         &self,
-        snapshot: Option<&Snapshot>,
+        snapshot: Option<Arc<Snapshot>>,
         status: Status,
     ) -> std::io::Result<Published> {
         let counters = self.shared.telemetry.counters();
         let options = self.config().metrics;
-        body::render(&self.published(), |w| {
-            if let Some(snapshot) = snapshot {
+        let mut published = body::render(&self.published(), |w| {
+            if let Some(snapshot) = &snapshot {
                 write_snapshot(w, snapshot, options)?;
             }
             write_status(w, &status, &counters)
-        })
+        })?;
+        published.snapshot = snapshot;
+        published.status = Some(status);
+        Ok(published)
     }
 
     /// Refreshes now and then every `refresh_interval` until `shutdown` turns true.
