@@ -803,14 +803,18 @@ fn answer(
                 .get("limit")
                 .and_then(|l| l.parse::<usize>().ok())
                 .map_or(st.keys_page_size, |l| l.min(st.keys_page_size));
-            let listed = st.keys.iter().filter(|k| k.listed_in(&workspace)).filter(|k| {
-                include_disabled
-                    || !k
-                        .fields
-                        .get("disabled")
-                        .and_then(Value::as_bool)
-                        .unwrap_or(false)
-            });
+            let listed = st
+                .keys
+                .iter()
+                .filter(|k| k.listed_in(&workspace))
+                .filter(|k| {
+                    include_disabled
+                        || !k
+                            .fields
+                            .get("disabled")
+                            .and_then(Value::as_bool)
+                            .unwrap_or(false)
+                });
             let ordered: Vec<&SimKey> = if st.newest_first {
                 listed.rev().collect()
             } else {
@@ -874,7 +878,9 @@ fn answer(
                     .iter()
                     .find(|(id, name)| *id == wanted || slugify(name) == wanted)
                 {
-                    Some((id, name)) => json_response(200, json!({"data": workspace_json(id, name)})),
+                    Some((id, name)) => {
+                        json_response(200, json!({"data": workspace_json(id, name)}))
+                    }
                     None => error_response(404, "Workspace not found"),
                 }
             }
