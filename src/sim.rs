@@ -19,6 +19,7 @@
 //! | `/workspaces` without the default workspace | `state.list_default_workspace = false` |
 //! | `/workspaces` paged below the asked `limit` (stop on `total_count`) | `state.workspaces_page_size = 50` (default 100, the documented maximum; default `limit` 50) |
 //! | workspace slug vs UUID | every workspace has a slug ([`SimState::slug_of`]); `GET /workspaces/{id or slug}` resolves both; `/keys?workspace_id=<slug>` is a 400, as for any non-UUID |
+//! | a recorded body (any status) served verbatim | [`FaultResponse::Reply`]`{status, body}` |
 //! | `Retry-After` in seconds, as an HTTP date, or garbage | [`FaultResponse::Error`]`{retry_after: Some(secs)}` or [`FaultResponse::ErrorRetryAfter`]`{value}` |
 
 use std::collections::HashMap;
@@ -167,6 +168,9 @@ pub enum FaultResponse {
     ErrorRetryAfter { status: u16, value: String },
     /// A 200 with this body and content type.
     Raw { content_type: String, body: String },
+    /// Any status with this body verbatim (e.g. a recorded error body from
+    /// `tests/fixtures/`), as `application/json`.
+    Reply { status: u16, body: String },
     /// Wait, then answer normally (longer than the client timeout = a timeout).
     Delay(Duration),
     /// Answer normally, but with this `Content-Type`.
@@ -560,6 +564,14 @@ fn json_response(status: u16, body: Value) -> Response<SimBody> {
         .unwrap_or_default()
 }
 
+fn json_body_response(status: u16, body: String) -> Response<SimBody> {
+    Response::builder()
+        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header("content-type", "application/json")
+        .body(SimBody::full(body))
+        .unwrap_or_default()
+}
+
 fn error_response(status: u16, message: &str) -> Response<SimBody> {
     json_response(
         status,
@@ -633,6 +645,9 @@ async fn handle(
                 response.headers_mut().insert("retry-after", v);
             }
             return Ok(response);
+        }
+        Some(FaultResponse::Reply { status, body }) => {
+            return Ok(json_body_response(status, body));
         }
         Some(FaultResponse::Raw { content_type, body }) => {
             return Ok(Response::builder()
