@@ -326,8 +326,10 @@ fn activity_timestamp_shaped_date_decodes() {
 #[test]
 #[ignore = "issue 12: a null reasoning_tokens/byok_usage_inference must not fail the /activity decode"]
 fn activity_null_and_absent_counts_decode() {
-    let rows = wire::activity(&fixture("constructed/activity.null_reasoning_and_byok.json"))
-        .expect("nulls never sink the body");
+    let rows = wire::activity(&fixture(
+        "constructed/activity.null_reasoning_and_byok.json",
+    ))
+    .expect("nulls never sink the body");
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0].usage, 0.015);
     assert_eq!(rows[0].requests, 5);
@@ -413,9 +415,8 @@ async fn error_400_activity_bodies_fail_the_activity_run_as_client_errors() {
             "{}activity:\n  enabled: true\n",
             config_yaml(&sim.base_url(), ACME)
         );
-        let exporter = common::exporter(
-            openrouter_cost_exporter::config::Config::parse(&yaml, "t").unwrap(),
-        );
+        let exporter =
+            common::exporter(openrouter_cost_exporter::config::Config::parse(&yaml, "t").unwrap());
         exporter.refresh().await.unwrap();
         let err = exporter.refresh_activity().await.unwrap_err();
         assert_eq!(err.reason(), "client_error", "{name}");
@@ -475,7 +476,12 @@ async fn simulated_workspaces_and_activity_errors_match_the_real_ones() {
             .bearer_auth(MANAGEMENT_KEY)
             .send()
     };
-    let text = get("/workspaces".into()).await.unwrap().text().await.unwrap();
+    let text = get("/workspaces".into())
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let listed: serde_json::Value = serde_json::from_str(&text).unwrap();
     let spec = fixture_json("workspaces_list.spec.json");
     for field in spec["data"][0].as_object().unwrap().keys() {
