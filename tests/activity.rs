@@ -1,6 +1,7 @@
 //! Activity collection (rolling windows, model mix, caching, back-off) and
 //! direct-key mode, against the simulated OpenRouter.
 
+#[allow(unused_imports)] // tests/common re-exports helpers not every test file uses
 mod common;
 
 use std::collections::BTreeMap;

@@ -1,6 +1,7 @@
 //! The core contract, in process: discovery across workspaces and pages,
 //! exact values, attribution, failure keeps the previous snapshot.
 
+#[allow(unused_imports)] // tests/common re-exports helpers not every test file uses
 mod common;
 
 use common::*;

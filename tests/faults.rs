@@ -7,6 +7,7 @@
 //! the simulator's request log and `openrouter_upstream_requests_total` must
 //! agree with the retry policy.
 
+#[allow(unused_imports)] // tests/common re-exports helpers not every test file uses
 mod common;
 
 use std::time::{Duration, Instant};

@@ -3,6 +3,7 @@
 //! and the management key never leaking anywhere (logs at trace level, every
 //! endpoint, `Debug` output, errors, `--config.check`).
 
+#[allow(unused_imports)] // tests/common re-exports helpers not every test file uses
 mod common;
 
 use std::io::Read;

@@ -2,6 +2,7 @@
 //! precedence and exact company sums, label escaping round trips, promtool
 //! accepts hostile names, and the `upstream_keys` fuzz harness on stable.
 
+#[allow(unused_imports)] // tests/common re-exports helpers not every test file uses
 mod common;
 
 use std::sync::Arc;
