@@ -9,7 +9,7 @@
 #   3. measures the CPU time of steady-state refreshes (utime+stime from
 #      /proc/<pid>/stat across whole refreshes, counted exactly by the exporter's
 #      own openrouter_upstream_requests_total{endpoint="credits"}), the upstream
-#      calls per refresh, and idle memory (RSS with the body memfds counted),
+#      calls per refresh, and idle and peak memory (VmRSS, VmHWM),
 #   4. captures /metrics (identity and gzip) and serves those exact bytes from
 #      nginx (gzip_static for the .gz),
 #   5. runs wrk against the exporter and against nginx, alternating, several
@@ -105,22 +105,10 @@ cpu_seconds() { # utime+stime of a pid, in seconds
 status_kb() { # a field of /proc/<pid>/status in kB
     awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"
 }
-memfd_kb() { # total size of the exporter's body memfds (src/zerocopy.rs), in kB
-    local total=0 f
-    for f in /proc/"$1"/fd/*; do
-        case "$(readlink "$f" 2>/dev/null)" in
-            /memfd:openrouter-metrics*) total=$((total + $(stat -L -c %s "$f" 2>/dev/null || echo 0))) ;;
-        esac
-    done
-    echo $((total / 1024))
-}
-# Memory the exporter holds: resident memory, with the published bodies counted
-# whole. Bodies live in memfds, which VmRSS counts only where they are mapped
-# and touched (RssShmem), so: VmRSS - RssShmem + the memfds' sizes.
-memory_kb() { echo $(( $(status_kb "$1" VmRSS) - $(status_kb "$1" RssShmem) + $(memfd_kb "$1") )); }
-# Peak: VmHWM plus the current memfds (an upper bound: memfd pages that were
-# mapped and touched at the peak are counted twice).
-peak_kb() { echo $(( $(status_kb "$1" VmHWM) + $(memfd_kb "$1") )); }
+# Memory the exporter holds: resident memory (anonymous, file-backed and
+# shared pages alike), and its peak.
+memory_kb() { status_kb "$1" VmRSS; }
+peak_kb() { status_kb "$1" VmHWM; }
 median() { sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 metric_sum() { # sum of samples of metric $1 whose line contains $2, from file $3
     awk -v m="$1" -v f="$2" 'index($0, m) == 1 && index($0, f) { s += $NF } END { print s + 0 }' "$3"

@@ -21,23 +21,49 @@ use crate::upstream::{Client, Endpoint, UpstreamError};
 /// Completed days the API returns.
 pub const HISTORY_DAYS: i64 = 30;
 
-/// One row of `GET /activity`.
+/// One row of `GET /activity`. Counts that real accounts have sent as `null`
+/// (or as floats) read as their value or 0; a missing or `null` `usage`
+/// leaves the row unreadable, and with it the days its call covered.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ActivityRow {
     pub date: String,
     pub model: String,
     #[serde(default)]
-    pub usage: f64,
-    #[serde(default)]
+    pub usage: Option<f64>,
+    #[serde(default, deserialize_with = "lenient_amount")]
     pub byok_usage_inference: f64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_count")]
     pub requests: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_count")]
     pub prompt_tokens: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_count")]
     pub completion_tokens: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_count")]
     pub reasoning_tokens: u64,
+}
+
+impl ActivityRow {
+    /// The UTC day of the row: `date` may be `YYYY-MM-DD` or carry a time
+    /// part (`2025-08-24 00:00:00`), so its first 10 characters are read.
+    pub fn day(&self) -> Option<NaiveDate> {
+        let date = self.date.trim();
+        NaiveDate::parse_from_str(date.get(..10)?, "%Y-%m-%d").ok()
+    }
+}
+
+fn lenient_amount<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?
+        .filter(|v| v.is_finite())
+        .unwrap_or(0.0))
+}
+
+fn lenient_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let value = Option::<f64>::deserialize(d)?.unwrap_or(0.0);
+    Ok(if value.is_finite() && value > 0.0 {
+        value.round() as u64
+    } else {
+        0
+    })
 }
 
 /// One model's figures for one key and day (provider endpoints merged).
@@ -125,8 +151,24 @@ impl ActivityCache {
         plan
     }
 
-    /// Records a successful fetch: every day it covers becomes known.
-    pub fn apply(&mut self, hash: &str, fetch: &Fetch, rows: &[ActivityRow], today: NaiveDate) {
+    /// Records a successful fetch: every day it covers becomes known. When a
+    /// row cannot be read (no day, no usage), nothing is recorded, the days
+    /// stay missing (fetched again next run, never a cached zero), and the
+    /// unreadable row count is returned.
+    pub fn apply(
+        &mut self,
+        hash: &str,
+        fetch: &Fetch,
+        rows: &[ActivityRow],
+        today: NaiveDate,
+    ) -> usize {
+        let unreadable = rows
+            .iter()
+            .filter(|r| r.day().is_none() || r.usage.and_then(Usd::from_f64).is_none())
+            .count();
+        if unreadable > 0 {
+            return unreadable;
+        }
         let covered: Vec<NaiveDate> = match fetch {
             Fetch::All => history(today).collect(),
             Fetch::Day(day) => vec![*day],
@@ -137,14 +179,14 @@ impl ActivityCache {
             days.insert(*day, BTreeMap::new());
         }
         for row in rows {
-            let Ok(date) = NaiveDate::parse_from_str(&row.date, "%Y-%m-%d") else {
+            let (Some(date), Some(usage)) = (row.day(), row.usage.and_then(Usd::from_f64)) else {
                 continue;
             };
             if !covered_set.contains(&date) {
                 continue;
             }
             let totals = ModelTotals {
-                usage: Usd::from_f64(row.usage).unwrap_or(Usd::ZERO),
+                usage,
                 byok_usage: Usd::from_f64(row.byok_usage_inference).unwrap_or(Usd::ZERO),
                 requests: row.requests,
                 prompt_tokens: row.prompt_tokens,
@@ -157,6 +199,7 @@ impl ActivityCache {
                 .or_default()
                 .add(&totals);
         }
+        0
     }
 
     /// Forgets keys no longer listed and days older than the API's history.
@@ -279,7 +322,7 @@ mod tests {
         ActivityRow {
             date: date.into(),
             model: model.into(),
-            usage,
+            usage: Some(usage),
             byok_usage_inference: 0.0,
             requests,
             prompt_tokens: 10,

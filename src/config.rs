@@ -83,7 +83,7 @@ struct RawConfig {
     #[serde(default)]
     openrouter: RawOpenRouter,
     #[serde(default)]
-    companies: IndexMap<String, RawCompany>,
+    companies: UniqueMap<RawCompany>,
     #[serde(default = "default_unassigned")]
     unassigned_company: String,
     #[serde(default = "default_stale_after")]
@@ -101,8 +101,9 @@ struct RawOpenRouter {
     base_url: String,
     management_key_env: Option<String>,
     management_key_file: Option<PathBuf>,
-    #[serde(default = "default_request_timeout", with = "humantime_serde")]
-    request_timeout: Duration,
+    /// `None` when unset: then min(15 s, refresh_interval) (issue 12 point 8).
+    #[serde(default, with = "humantime_serde")]
+    request_timeout: Option<Duration>,
     #[serde(default)]
     workspaces: RawWorkspaces,
     #[serde(default = "yes")]
@@ -115,7 +116,7 @@ impl Default for RawOpenRouter {
             base_url: default_base_url(),
             management_key_env: None,
             management_key_file: None,
-            request_timeout: default_request_timeout(),
+            request_timeout: None,
             workspaces: RawWorkspaces::default(),
             use_management_key: true,
         }
@@ -147,9 +148,8 @@ struct RawCompany {
 fn default_refresh() -> Duration {
     Duration::from_secs(300)
 }
-fn default_request_timeout() -> Duration {
-    Duration::from_secs(15)
-}
+/// The request timeout when the file sets none and the interval is longer.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 fn default_base_url() -> String {
     DEFAULT_BASE_URL.to_string()
 }
@@ -232,7 +232,96 @@ impl SecretSource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Workspaces {
     All,
+    /// The entries as written (trimmed), in file order, each a workspace UUID
+    /// or slug; [`Workspaces::refs`] tells which.
     Only(Vec<String>),
+}
+
+impl Workspaces {
+    /// The configured entries classified as UUID or slug; `None` for `all`.
+    /// A slug must be resolved (e.g. `GET /workspaces/{slug}`, or the
+    /// `/workspaces` listing's `slug` field) before it is used as
+    /// `/keys?workspace_id=`, which the spec types `format: uuid`.
+    pub fn refs(&self) -> Option<Vec<WorkspaceRef>> {
+        match self {
+            Workspaces::All => None,
+            Workspaces::Only(entries) => {
+                Some(entries.iter().map(|e| WorkspaceRef::parse(e)).collect())
+            }
+        }
+    }
+}
+
+/// One `openrouter.workspaces` entry: a workspace UUID or a workspace slug.
+///
+/// OpenRouter's `GET /workspaces/{id}` accepts either, but `GET /keys`'s
+/// `workspace_id` filter takes only the UUID, so slugs need resolving first.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum WorkspaceRef {
+    /// A workspace UUID in canonical 8-4-4-4-12 form, lowercased.
+    Id(String),
+    /// Anything else: a workspace slug such as `default` or `research-lab`
+    /// (as written; slugs are matched exactly).
+    Slug(String),
+}
+
+impl WorkspaceRef {
+    /// Classifies one entry (surrounding whitespace ignored). Never fails:
+    /// whether a slug is well formed is checked by [`WorkspaceRef::slug_problem`].
+    pub fn parse(entry: &str) -> WorkspaceRef {
+        let entry = entry.trim();
+        if is_uuid(entry) {
+            WorkspaceRef::Id(entry.to_ascii_lowercase())
+        } else {
+            WorkspaceRef::Slug(entry.to_string())
+        }
+    }
+
+    /// The UUID or the slug, as the API takes it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            WorkspaceRef::Id(s) | WorkspaceRef::Slug(s) => s,
+        }
+    }
+
+    /// Why this entry cannot be a slug (`None` for UUIDs and good slugs):
+    /// slugs are letters, digits, `-`, `_` and `.`, so they fit a URL path unescaped.
+    pub fn slug_problem(&self) -> Option<String> {
+        let WorkspaceRef::Slug(slug) = self else {
+            return None;
+        };
+        if slug.is_empty() {
+            return Some("workspace id is empty".to_string());
+        }
+        let ok = slug
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        (!ok).then(|| {
+            format!(
+                "{slug:?} is neither a workspace UUID (8-4-4-4-12 hex digits) nor a slug \
+                 (letters, digits, '-', '_', '.')"
+            )
+        })
+    }
+}
+
+impl fmt::Display for WorkspaceRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WorkspaceRef::Id(id) => write!(f, "workspace {id}"),
+            WorkspaceRef::Slug(slug) => write!(f, "workspace slug {slug:?}"),
+        }
+    }
+}
+
+/// A canonical UUID: 8-4-4-4-12 hex digits, any case.
+fn is_uuid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -353,7 +442,7 @@ impl Config {
             origin: origin.to_string(),
             message: redact_keys(&e.to_string()),
         })?;
-        validate(raw).map_err(|problems| ConfigError::Invalid {
+        validate(raw, text).map_err(|problems| ConfigError::Invalid {
             origin: origin.to_string(),
             problems: problems
                 .into_iter()
@@ -380,7 +469,7 @@ impl Config {
     }
 }
 
-fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
+fn validate(raw: RawConfig, text: &str) -> Result<Config, Vec<Problem>> {
     let mut problems = Vec::new();
     let mut problem = |location: &str, message: String| {
         problems.push(Problem {
@@ -452,18 +541,27 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         (None, Some(path)) => Some(SecretSource::File(path)),
         (None, None) => Some(SecretSource::Env(DEFAULT_KEY_ENV.to_string())),
     };
-    if or.request_timeout.is_zero() {
-        problem("openrouter.request_timeout", "must be above 0".to_string());
-    } else if or.request_timeout >= raw.refresh_interval {
-        problem(
-            "openrouter.request_timeout",
-            format!(
-                "must be shorter than refresh_interval ({} >= {})",
-                humantime::format_duration(or.request_timeout),
-                humantime::format_duration(raw.refresh_interval)
-            ),
-        );
-    }
+    // Unset: 15 s, or the interval when that is shorter (a 10 s interval alone is valid).
+    // Only a timeout the file sets can be too long.
+    let request_timeout = match or.request_timeout {
+        None => DEFAULT_REQUEST_TIMEOUT.min(raw.refresh_interval),
+        Some(t) if t.is_zero() => {
+            problem("openrouter.request_timeout", "must be above 0".to_string());
+            t
+        }
+        Some(t) if t >= raw.refresh_interval => {
+            problem(
+                "openrouter.request_timeout",
+                format!(
+                    "must be shorter than refresh_interval ({} >= {})",
+                    humantime::format_duration(t),
+                    humantime::format_duration(raw.refresh_interval)
+                ),
+            );
+            t
+        }
+        Some(t) => t,
+    };
     let workspaces = match or.workspaces {
         RawWorkspaces::Keyword(k) if k == "all" => Workspaces::All,
         RawWorkspaces::Keyword(k) => {
@@ -483,16 +581,17 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             let mut seen = HashMap::new();
             for (i, id) in ids.iter().enumerate() {
                 let loc = format!("openrouter.workspaces[{i}]");
-                if id.trim().is_empty() {
-                    problem(&loc, "workspace id is empty".to_string());
-                } else if let Some(first) = seen.insert(id.as_str(), i) {
+                let entry = WorkspaceRef::parse(id);
+                if let Some(message) = entry.slug_problem() {
+                    problem(&loc, message);
+                } else if let Some(first) = seen.insert(entry, i) {
                     problem(
                         &loc,
                         format!("duplicate of openrouter.workspaces[{first}] ({id:?})"),
                     );
                 }
             }
-            Workspaces::Only(ids)
+            Workspaces::Only(ids.iter().map(|id| id.trim().to_string()).collect())
         }
     };
 
@@ -529,10 +628,18 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         problem("unassigned_company", "must not be empty".to_string());
     }
 
+    // A company named twice: serde would keep only the last block.
+    for dup in &raw.companies.duplicates {
+        problem(
+            &format!("companies.{}", dup.key),
+            dup.describe("company", text, &["companies"]),
+        );
+    }
+
     // Exact names and hashes must belong to one company only; remember the first owner.
     let mut exact_owner: HashMap<Selector, String> = HashMap::new();
-    let mut companies = Vec::with_capacity(raw.companies.len());
-    for (name, company) in raw.companies {
+    let mut companies = Vec::with_capacity(raw.companies.entries.len());
+    for (name, company) in raw.companies.entries {
         let base = format!("companies.{name}");
         if name.trim().is_empty() {
             problem(&base, "company name is empty".to_string());
@@ -632,7 +739,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         openrouter: OpenRouterConfig {
             base_url: or.base_url.trim_end_matches('/').to_string(),
             management_key,
-            request_timeout: or.request_timeout,
+            request_timeout,
             workspaces,
         },
         companies,
@@ -641,6 +748,147 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         metrics: raw.metrics,
         activity,
     })
+}
+
+// ---------------------------------------------------------------------------
+// Mappings whose keys must be unique.
+
+/// A YAML mapping with string keys, in file order, that remembers keys given
+/// twice instead of silently keeping the last (what `IndexMap`/`BTreeMap`
+/// deserialisation does). The first definition is kept; callers turn
+/// [`UniqueMap::duplicates`] into errors that name both locations.
+#[derive(Debug)]
+pub(crate) struct UniqueMap<V> {
+    pub entries: IndexMap<String, V>,
+    pub duplicates: Vec<Duplicate>,
+}
+
+impl<V> Default for UniqueMap<V> {
+    fn default() -> Self {
+        UniqueMap {
+            entries: IndexMap::new(),
+            duplicates: Vec::new(),
+        }
+    }
+}
+
+/// A key defined twice in one mapping: its 1-based entry numbers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Duplicate {
+    pub key: String,
+    pub first_entry: usize,
+    pub again_entry: usize,
+}
+
+impl Duplicate {
+    /// "company \"acme\" is defined twice: at lines 3 and 9 (entries 1 and 3);
+    /// merge the two". Lines are found for block-style YAML under `parents`
+    /// (the mapping's path from the top); entry numbers are always given.
+    pub fn describe(&self, what: &str, text: &str, parents: &[&str]) -> String {
+        let lines = block_key_lines(text, parents, &self.key);
+        let lines = match lines.as_slice() {
+            [first, again, ..] => format!("at lines {first} and {again} ("),
+            _ => "(".to_string(),
+        };
+        format!(
+            "{what} {:?} is defined twice: {lines}entries {} and {} of {}); \
+             merge the two, only one definition can count",
+            self.key,
+            self.first_entry,
+            self.again_entry,
+            parents.join(".")
+        )
+    }
+}
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for UniqueMap<V> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MapVisitor<V>(std::marker::PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for MapVisitor<V> {
+            type Value = UniqueMap<V>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map")
+            }
+
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+                // `companies:` with nothing under it, as an empty map.
+                Ok(UniqueMap::default())
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = UniqueMap::default();
+                let mut entry = 0;
+                while let Some(key) = map.next_key::<String>()? {
+                    entry += 1;
+                    let value: V = map.next_value()?;
+                    match out.entries.get_index_of(&key) {
+                        Some(first) => out.duplicates.push(Duplicate {
+                            key,
+                            first_entry: first + 1,
+                            again_entry: entry,
+                        }),
+                        None => {
+                            out.entries.insert(key, value);
+                        }
+                    }
+                }
+                Ok(out)
+            }
+        }
+        deserializer.deserialize_map(MapVisitor(std::marker::PhantomData))
+    }
+}
+
+/// 1-based line numbers where `key:` is written as a block-style entry of the
+/// mapping at `parents` (each parent a block-style key nested in the one
+/// before, the first at column 0). Best effort: flow-style mappings give none.
+pub(crate) fn block_key_lines(text: &str, parents: &[&str], key: &str) -> Vec<usize> {
+    fn indent(line: &str) -> usize {
+        line.len() - line.trim_start_matches(' ').len()
+    }
+    fn is_key(line: &str, key: &str) -> bool {
+        let t = line.trim_start_matches(' ');
+        [
+            format!("{key}:"),
+            format!("\"{key}\":"),
+            format!("'{key}':"),
+        ]
+        .iter()
+        .any(|k| t == k.as_str() || t.starts_with(&format!("{k} ")))
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    // (first line index, last line index exclusive, indent of the children)
+    let mut start = 0;
+    let mut end = lines.len();
+    let mut child_indent = 0;
+    let content = |l: &str| !l.trim().is_empty() && !l.trim_start().starts_with('#');
+    for parent in parents {
+        let Some(at) =
+            (start..end).find(|&i| indent(lines[i]) == child_indent && is_key(lines[i], parent))
+        else {
+            return Vec::new();
+        };
+        let Some(first_child) = (at + 1..end).find(|&i| content(lines[i])) else {
+            return Vec::new();
+        };
+        let inner = indent(lines[first_child]);
+        if inner <= child_indent {
+            return Vec::new();
+        }
+        start = first_child;
+        end = (first_child..end)
+            .find(|&i| content(lines[i]) && indent(lines[i]) < inner)
+            .unwrap_or(end);
+        child_indent = inner;
+    }
+    (start..end)
+        .filter(|&i| indent(lines[i]) == child_indent && is_key(lines[i], key))
+        .map(|i| i + 1)
+        .collect()
 }
 
 /// Replaces anything that looks like an OpenRouter key (`sk-or-…`) with `[REDACTED]`.
@@ -818,6 +1066,105 @@ mod tests {
         assert!(locations.contains(&"companies.a.keys[1]"));
         assert!(locations.contains(&"companies.a.budget_usd.daily"));
         assert!(locations.contains(&"companies.b.keys[0]"));
+    }
+
+    fn problems(yaml: &str) -> Vec<Problem> {
+        match parse(yaml) {
+            Err(ConfigError::Invalid { problems, .. }) => problems,
+            other => panic!("expected validation errors, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_company_named_twice_is_an_error_naming_both_places() {
+        let yaml = "companies:\n  acme:\n    keys: [a]\n  globex:\n    keys: [g]\n  acme:\n    keys: [b]\n";
+        let found = problems(yaml);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].location, "companies.acme");
+        let message = &found[0].message;
+        assert!(message.contains("defined twice"), "{message}");
+        assert!(message.contains("lines 2 and 6"), "{message}");
+        assert!(
+            message.contains("entries 1 and 3 of companies"),
+            "{message}"
+        );
+        // Flow style, and quoted keys in block style.
+        let found = problems("companies: {acme: {keys: [a]}, acme: {keys: [b]}}\n");
+        assert!(found[0].message.contains("entries 1 and 2"), "{found:?}");
+        let found = problems("companies:\n  'acme':\n    keys: [a]\n  \"acme\":\n    keys: [b]\n");
+        assert!(found[0].message.contains("lines 2 and 4"), "{found:?}");
+        // A company called like a nested field is found only at company depth.
+        let found = problems("companies:\n  keys:\n    keys: [a]\n  keys:\n    keys: [b]\n");
+        assert!(found[0].message.contains("lines 2 and 4"), "{found:?}");
+    }
+
+    #[test]
+    fn block_key_lines_follow_indentation() {
+        let text = "a:\n  b:\n    x: 1\n    # x: comment\n    x: 2\n  x: 3\nx: 4\n";
+        assert_eq!(block_key_lines(text, &["a", "b"], "x"), vec![3, 5]);
+        assert_eq!(block_key_lines(text, &["a"], "x"), vec![6]);
+        assert_eq!(block_key_lines(text, &[], "x"), vec![7]);
+        assert!(block_key_lines("a: {x: 1}\n", &["a"], "x").is_empty());
+    }
+
+    #[test]
+    fn unset_request_timeout_fits_a_short_interval() {
+        let cfg = parse("refresh_interval: 10s\n").unwrap();
+        assert_eq!(cfg.openrouter.request_timeout, Duration::from_secs(10));
+        let cfg = parse("refresh_interval: 2m\n").unwrap();
+        assert_eq!(cfg.openrouter.request_timeout, DEFAULT_REQUEST_TIMEOUT);
+        let cfg = parse("refresh_interval: 10s\nopenrouter:\n  request_timeout: 4s\n").unwrap();
+        assert_eq!(cfg.openrouter.request_timeout, Duration::from_secs(4));
+        // Only an explicit one can be too long.
+        let found = problems("refresh_interval: 10s\nopenrouter:\n  request_timeout: 15s\n");
+        assert_eq!(found[0].location, "openrouter.request_timeout");
+        assert!(found[0]
+            .message
+            .contains("must be shorter than refresh_interval"));
+        let found = problems("openrouter:\n  request_timeout: 0s\n");
+        assert_eq!(found[0].message, "must be above 0");
+    }
+
+    #[test]
+    fn workspace_entries_are_uuids_or_slugs() {
+        let cfg = parse(
+            "openrouter:\n  workspaces: ['11111111-1111-4111-8111-11111111111A', default, research-lab]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.openrouter.workspaces.refs(),
+            Some(vec![
+                WorkspaceRef::Id("11111111-1111-4111-8111-11111111111a".into()),
+                WorkspaceRef::Slug("default".into()),
+                WorkspaceRef::Slug("research-lab".into()),
+            ])
+        );
+        assert_eq!(parse("{}\n").unwrap().openrouter.workspaces.refs(), None);
+        assert_eq!(WorkspaceRef::parse(" default ").as_str(), "default");
+        // The same UUID in two spellings is a duplicate.
+        let found = problems(
+            "openrouter:\n  workspaces: ['11111111-1111-4111-8111-11111111111a', '11111111-1111-4111-8111-11111111111A']\n",
+        );
+        assert_eq!(found[0].location, "openrouter.workspaces[1]");
+        assert!(found[0]
+            .message
+            .contains("duplicate of openrouter.workspaces[0]"));
+        // Not a slug: would need escaping in a URL path.
+        let found = problems("openrouter:\n  workspaces: ['my team', 'a/b', '']\n");
+        let locations: Vec<_> = found.iter().map(|p| p.location.as_str()).collect();
+        assert_eq!(
+            locations,
+            [
+                "openrouter.workspaces[0]",
+                "openrouter.workspaces[1]",
+                "openrouter.workspaces[2]"
+            ]
+        );
+        assert!(
+            found[0].message.contains("neither a workspace UUID"),
+            "{found:?}"
+        );
+        assert_eq!(found[2].message, "workspace id is empty");
     }
 
     #[test]

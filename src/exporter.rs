@@ -474,8 +474,18 @@ impl Exporter {
         match fetched {
             Ok(results) => {
                 let mut cache = (*cache).clone();
+                let mut unreadable = 0;
                 for (hash, what, rows) in &results {
-                    cache.apply(hash, what, rows, today);
+                    let bad = cache.apply(hash, what, rows, today);
+                    if bad > 0 {
+                        warn!(key_hash = %hash, rows = bad, "activity rows without a readable date or usage; those days stay unknown");
+                        unreadable += 1;
+                    }
+                }
+                if unreadable > 0 {
+                    self.shared
+                        .telemetry
+                        .count_refresh_failure(FailureReason::Activity);
                 }
                 let listed = listing.keys.iter().map(|k| k.hash.as_str()).collect();
                 cache.prune(&listed, today);

@@ -4,6 +4,23 @@
 //! `/keys`, `/credits`, bearer auth, OpenRouter error bodies), so the demo and
 //! the tests exercise the real client end to end. Faults can be scripted to
 //! make any call fail, hang or return garbage.
+//!
+//! Beyond faults, [`SimState`] has modes for the shapes the real API is known
+//! or documented to serve (see `../shared/research/reviews/openrouter_reality.md`):
+//!
+//! | mode | how to turn it on |
+//! |---|---|
+//! | `/keys` page size (real: undocumented; newer endpoints default to 50) | `state.keys_page_size = 50` (default [`DEFAULT_PAGE_SIZE`]); a `limit` query parameter can only shrink it |
+//! | keys listed most recent first, like the real API | `state.newest_first = true` |
+//! | null or absent fields on chosen keys | [`SimKey::null`], [`SimKey::nulls`], [`SimKey::without`], [`SimKey::without_all`] with [`KEY_LIMIT_FIELDS`], [`KEY_DATE_FIELDS`], [`KEY_BYOK_FIELDS`], … |
+//! | a key listed in two workspaces | [`SimKey::also_in`] |
+//! | `/credits` failing forever (500, 403, …) | [`SimState::fail_forever`]`("/credits", 500)` (a [`Fault`] with no `times`) |
+//! | `/workspaces` empty, 403 or 404 | `state.workspaces_mode = `[`WorkspacesMode::Empty`] / [`WorkspacesMode::Status`]`(403)`; `workspaces_api = false` is the older spelling of `Status(404)` |
+//! | `/workspaces` without the default workspace | `state.list_default_workspace = false` |
+//! | `/workspaces` paged below the asked `limit` (stop on `total_count`) | `state.workspaces_page_size = 50` (default 100, the documented maximum; default `limit` 50) |
+//! | workspace slug vs UUID | every workspace has a slug ([`SimState::slug_of`]); `GET /workspaces/{id or slug}` resolves both; `/keys?workspace_id=<slug>` is a 400, as for any non-UUID |
+//! | a recorded body (any status) served verbatim | [`FaultResponse::Reply`]`{status, body}` |
+//! | `Retry-After` in seconds, as an HTTP date, or garbage | [`FaultResponse::Error`]`{retry_after: Some(secs)}` or [`FaultResponse::ErrorRetryAfter`]`{value}` |
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -20,8 +37,28 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
 
-/// Keys per `/keys` page served by the simulator.
-const PAGE_SIZE: usize = 100;
+/// Keys per `/keys` page unless [`SimState::keys_page_size`] says otherwise:
+/// the 100 that OpenRouter's guide prose mentions. The simulator owns this
+/// number; the client must not rely on it (issue 12: stop on an empty page).
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+/// `/workspaces` `limit`: its documented maximum and its default.
+pub const WORKSPACES_MAX_LIMIT: usize = 100;
+pub const WORKSPACES_DEFAULT_LIMIT: usize = 50;
+
+/// `limit`, `limit_remaining`, `limit_reset`: nullable per the spec.
+pub const KEY_LIMIT_FIELDS: &[&str] = &["limit", "limit_remaining", "limit_reset"];
+/// Date fields of a listed key.
+pub const KEY_DATE_FIELDS: &[&str] = &["created_at", "updated_at", "expires_at"];
+/// Every BYOK field of a listed key.
+pub const KEY_BYOK_FIELDS: &[&str] = &[
+    "byok_usage",
+    "byok_usage_daily",
+    "byok_usage_weekly",
+    "byok_usage_monthly",
+    "include_byok_in_limit",
+];
+/// Identity fields the spec marks required and non-null, which some clients type as nullable.
+pub const KEY_IDENTITY_FIELDS: &[&str] = &["name", "label", "disabled"];
 
 /// One key as the simulated server lists it: its workspace and its JSON object,
 /// which tests may shape freely (missing fields, odd values).
@@ -29,6 +66,9 @@ const PAGE_SIZE: usize = 100;
 pub struct SimKey {
     pub workspace: String,
     pub fields: Map<String, Value>,
+    /// Further workspaces whose `/keys` listing also returns this key (a key
+    /// listed twice must count once).
+    pub also_listed_in: Vec<String>,
 }
 
 impl SimKey {
@@ -49,7 +89,33 @@ impl SimKey {
         SimKey {
             workspace: workspace.to_string(),
             fields,
+            also_listed_in: Vec::new(),
         }
+    }
+
+    /// Sets `field` to JSON `null`.
+    pub fn null(self, field: &str) -> SimKey {
+        self.set(field, Value::Null)
+    }
+
+    /// Sets each of `fields` to JSON `null` (e.g. [`KEY_BYOK_FIELDS`]).
+    pub fn nulls(self, fields: &[&str]) -> SimKey {
+        fields.iter().fold(self, |key, f| key.null(f))
+    }
+
+    /// Removes each of `fields` from the JSON object.
+    pub fn without_all(self, fields: &[&str]) -> SimKey {
+        fields.iter().fold(self, |key, f| key.without(f))
+    }
+
+    /// Also lists this key under `workspace` (its `workspace_id` field stays the first).
+    pub fn also_in(mut self, workspace: &str) -> SimKey {
+        self.also_listed_in.push(workspace.to_string());
+        self
+    }
+
+    fn listed_in(&self, workspace: &str) -> bool {
+        self.workspace == workspace || self.also_listed_in.iter().any(|w| w == workspace)
     }
 
     pub fn set(mut self, field: &str, value: Value) -> SimKey {
@@ -97,8 +163,14 @@ pub enum FaultResponse {
         status: u16,
         retry_after: Option<u64>,
     },
+    /// An OpenRouter error body with this status and a verbatim `Retry-After`
+    /// header: an HTTP date (`Wed, 21 Oct 2026 07:28:00 GMT`), a huge number, garbage.
+    ErrorRetryAfter { status: u16, value: String },
     /// A 200 with this body and content type.
     Raw { content_type: String, body: String },
+    /// Any status with this body verbatim (e.g. a recorded error body from
+    /// `tests/fixtures/`), as `application/json`.
+    Reply { status: u16, body: String },
     /// Wait, then answer normally (longer than the client timeout = a timeout).
     Delay(Duration),
     /// Answer normally, but with this `Content-Type`.
@@ -132,6 +204,28 @@ pub struct Fault {
 }
 
 impl Fault {
+    /// Every request to `path` answers `status` (an OpenRouter error body), forever.
+    pub fn status(path: &str, status: u16) -> Fault {
+        Fault::new(
+            path,
+            FaultResponse::Error {
+                status,
+                retry_after: None,
+            },
+        )
+    }
+
+    /// Every request to `path` answers `status` with `Retry-After: seconds`.
+    pub fn retry_after(path: &str, status: u16, seconds: u64) -> Fault {
+        Fault::new(
+            path,
+            FaultResponse::Error {
+                status,
+                retry_after: Some(seconds),
+            },
+        )
+    }
+
     pub fn new(path: &str, response: FaultResponse) -> Fault {
         Fault {
             path: path.to_string(),
@@ -267,10 +361,24 @@ impl Body for SimBody {
 #[derive(Debug, Clone)]
 pub struct SimState {
     pub management_key: String,
-    /// (id, name); the first is the default workspace.
+    /// (id, name); the first is the default workspace (listed by `/keys`
+    /// without `workspace_id`). Each has a slug: [`SimState::slug_of`].
     pub workspaces: Vec<(String, String)>,
-    /// When false, `/workspaces` answers 404 like an older API.
+    /// When false, `/workspaces` answers 404 like an older API (same as
+    /// `workspaces_mode = WorkspacesMode::Status(404)`).
     pub workspaces_api: bool,
+    /// What `GET /workspaces` answers.
+    pub workspaces_mode: WorkspacesMode,
+    /// When false, `GET /workspaces` leaves the default workspace (the first) out.
+    pub list_default_workspace: bool,
+    /// Most workspaces per `/workspaces` page, whatever `limit` asks
+    /// (default [`WORKSPACES_MAX_LIMIT`]). `total_count` is always the full count.
+    pub workspaces_page_size: usize,
+    /// Keys per `/keys` page (default [`DEFAULT_PAGE_SIZE`]). The client sends
+    /// no `limit`; if one is sent it can only make pages smaller.
+    pub keys_page_size: usize,
+    /// List keys most recent first (reverse insertion order), as the real API does.
+    pub newest_first: bool,
     pub keys: Vec<SimKey>,
     pub total_credits: f64,
     pub total_usage: f64,
@@ -289,6 +397,11 @@ impl SimState {
             management_key: management_key.to_string(),
             workspaces: Vec::new(),
             workspaces_api: true,
+            workspaces_mode: WorkspacesMode::List,
+            list_default_workspace: true,
+            workspaces_page_size: WORKSPACES_MAX_LIMIT,
+            keys_page_size: DEFAULT_PAGE_SIZE,
+            newest_first: false,
             keys: Vec::new(),
             total_credits: 0.0,
             total_usage: 0.0,
@@ -303,10 +416,50 @@ impl SimState {
         self.keys.iter_mut().find(|k| k.hash() == hash)
     }
 
+    /// Makes every request to `path` (e.g. `"/credits"`) answer `status` from now on.
+    pub fn fail_forever(&mut self, path: &str, status: u16) {
+        self.faults.push(Fault::status(path, status));
+    }
+
+    /// The slug of workspace `id`: its name, lowercased, spaces as dashes
+    /// (the default workspace's real slug is `default`).
+    pub fn slug_of(&self, id: &str) -> Option<String> {
+        self.workspaces
+            .iter()
+            .find(|(w, _)| w == id)
+            .map(|(_, name)| slugify(name))
+    }
+
     /// Sum of `usage` over all keys: what `/credits` would report with nothing deleted.
     pub fn keys_lifetime_usage(&self) -> f64 {
         self.keys.iter().filter_map(|k| k.num("usage")).sum()
     }
+}
+
+/// What `GET /workspaces` answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WorkspacesMode {
+    /// The workspaces, paged, with `total_count`.
+    #[default]
+    List,
+    /// `{"data": [], "total_count": 0}`.
+    Empty,
+    /// An OpenRouter error body with this status (403, 404, 500, …), forever.
+    Status(u16),
+}
+
+fn slugify(name: &str) -> String {
+    name.trim().to_lowercase().replace(char::is_whitespace, "-")
+}
+
+/// A canonical UUID (8-4-4-4-12 hex digits), as `/keys?workspace_id=` requires.
+fn is_uuid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// A running simulated server. Dropping it stops the accept loop.
@@ -411,6 +564,14 @@ fn json_response(status: u16, body: Value) -> Response<SimBody> {
         .unwrap_or_default()
 }
 
+fn json_body_response(status: u16, body: String) -> Response<SimBody> {
+    Response::builder()
+        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header("content-type", "application/json")
+        .body(SimBody::full(body))
+        .unwrap_or_default()
+}
+
 fn error_response(status: u16, message: &str) -> Response<SimBody> {
     json_response(
         status,
@@ -477,6 +638,16 @@ async fn handle(
                 }
             }
             return Ok(response);
+        }
+        Some(FaultResponse::ErrorRetryAfter { status, value }) => {
+            let mut response = error_response(status, "simulated failure");
+            if let Ok(v) = value.parse() {
+                response.headers_mut().insert("retry-after", v);
+            }
+            return Ok(response);
+        }
+        Some(FaultResponse::Reply { status, body }) => {
+            return Ok(json_body_response(status, body));
         }
         Some(FaultResponse::Raw { content_type, body }) => {
             return Ok(Response::builder()
@@ -585,32 +756,48 @@ fn answer(
         return error_response(401, "No auth credentials found");
     }
     match path {
-        "/workspaces" if st.workspaces_api => {
+        "/workspaces" => {
+            let mode = if st.workspaces_api {
+                st.workspaces_mode
+            } else {
+                WorkspacesMode::Status(404)
+            };
+            let listed: Vec<&(String, String)> = match mode {
+                WorkspacesMode::Status(status) => {
+                    return error_response(status, "simulated /workspaces failure")
+                }
+                WorkspacesMode::Empty => Vec::new(),
+                WorkspacesMode::List => st
+                    .workspaces
+                    .iter()
+                    .skip(usize::from(!st.list_default_workspace))
+                    .collect(),
+            };
             let offset: usize = params
                 .get("offset")
                 .and_then(|o| o.parse().ok())
                 .unwrap_or(0);
-            let limit: usize = params
-                .get("limit")
-                .and_then(|o| o.parse().ok())
-                .unwrap_or(PAGE_SIZE)
-                .min(PAGE_SIZE);
-            let page: Vec<Value> = st
-                .workspaces
+            let limit: usize = match params.get("limit").map(|l| l.parse::<usize>()) {
+                None => WORKSPACES_DEFAULT_LIMIT,
+                Some(Ok(l)) if (1..=WORKSPACES_MAX_LIMIT).contains(&l) => l,
+                Some(_) => return error_response(400, "limit must be between 1 and 100"),
+            };
+            let page: Vec<Value> = listed
                 .iter()
                 .skip(offset)
-                .take(limit)
-                .map(|(id, name)| json!({"id": id, "name": name, "slug": name.to_lowercase()}))
+                .take(limit.min(st.workspaces_page_size))
+                .map(|(id, name)| workspace_json(id, name))
                 .collect();
-            json_response(
-                200,
-                json!({"data": page, "total_count": st.workspaces.len()}),
-            )
+            json_response(200, json!({"data": page, "total_count": listed.len()}))
         }
         "/keys" => {
             let workspace = match params.get("workspace_id") {
                 Some(ws) => {
                     if !st.workspaces.iter().any(|(id, _)| id == ws) {
+                        if !is_uuid(ws) {
+                            // The spec types `workspace_id` as `format: uuid`; a slug is refused.
+                            return error_response(400, "Invalid workspace_id: expected a UUID");
+                        }
                         return error_response(404, "Workspace not found");
                     }
                     ws.clone()
@@ -627,10 +814,14 @@ fn answer(
                 .get("offset")
                 .and_then(|o| o.parse().ok())
                 .unwrap_or(0);
-            let page: Vec<Value> = st
+            let page_size = params
+                .get("limit")
+                .and_then(|l| l.parse::<usize>().ok())
+                .map_or(st.keys_page_size, |l| l.min(st.keys_page_size));
+            let listed = st
                 .keys
                 .iter()
-                .filter(|k| k.workspace == workspace)
+                .filter(|k| k.listed_in(&workspace))
                 .filter(|k| {
                     include_disabled
                         || !k
@@ -638,9 +829,16 @@ fn answer(
                             .get("disabled")
                             .and_then(Value::as_bool)
                             .unwrap_or(false)
-                })
+                });
+            let ordered: Vec<&SimKey> = if st.newest_first {
+                listed.rev().collect()
+            } else {
+                listed.collect()
+            };
+            let page: Vec<Value> = ordered
+                .into_iter()
                 .skip(offset)
-                .take(PAGE_SIZE)
+                .take(page_size)
                 .map(|k| Value::Object(k.fields.clone()))
                 .collect();
             json_response(200, json!({ "data": page }))
@@ -686,8 +884,37 @@ fn answer(
                 .collect();
             json_response(200, json!({ "data": rows }))
         }
-        _ => error_response(404, "Not Found"),
+        other => match other.strip_prefix("/workspaces/") {
+            // `GET /workspaces/{id}` takes "the workspace ID (UUID) or slug".
+            Some(wanted) if !wanted.contains('/') => {
+                let wanted = percent_decode(wanted);
+                match st
+                    .workspaces
+                    .iter()
+                    .find(|(id, name)| *id == wanted || slugify(name) == wanted)
+                {
+                    Some((id, name)) => {
+                        json_response(200, json!({"data": workspace_json(id, name)}))
+                    }
+                    None => error_response(404, "Workspace not found"),
+                }
+            }
+            _ => error_response(404, "Not Found"),
+        },
     }
+}
+
+/// A workspace object with the spec's required fields.
+fn workspace_json(id: &str, name: &str) -> Value {
+    json!({
+        "id": id, "name": name, "slug": slugify(name), "description": null,
+        "default_text_model": null, "default_image_model": null, "default_provider_sort": null,
+        "default_guardrail_id": null,
+        "is_observability_io_logging_enabled": false, "is_observability_broadcast_enabled": false,
+        "is_data_discount_logging_enabled": false, "io_logging_sampling_rate": 1,
+        "io_logging_api_key_ids": null,
+        "created_at": "2026-04-20T00:00:00Z", "updated_at": null, "created_by": null,
+    })
 }
 
 #[cfg(test)]
@@ -700,5 +927,31 @@ mod tests {
         assert_eq!(p["offset"], "100");
         assert_eq!(p["workspace_id"], "a b");
         assert_eq!(p["flag"], "");
+    }
+
+    #[test]
+    fn uuids_and_slugs() {
+        assert!(is_uuid("11111111-1111-4111-8111-111111111111"));
+        assert!(is_uuid("ABCDEF01-1111-4111-8111-111111111111"));
+        assert!(!is_uuid("default"));
+        assert!(!is_uuid("11111111-1111-4111-8111-11111111111"));
+        assert_eq!(slugify("Research Lab"), "research-lab");
+        let mut state = SimState::new("k");
+        state.workspaces = vec![("w".into(), "Default".into())];
+        assert_eq!(state.slug_of("w").as_deref(), Some("default"));
+        assert_eq!(state.slug_of("x"), None);
+    }
+
+    #[test]
+    fn key_shaping_helpers() {
+        let key = SimKey::new("ws", "abcdef", "n")
+            .nulls(KEY_BYOK_FIELDS)
+            .without_all(KEY_DATE_FIELDS)
+            .null("label")
+            .also_in("other");
+        assert_eq!(key.fields["byok_usage"], Value::Null);
+        assert_eq!(key.fields["label"], Value::Null);
+        assert!(!key.fields.contains_key("created_at"));
+        assert!(key.listed_in("ws") && key.listed_in("other") && !key.listed_in("third"));
     }
 }

@@ -450,8 +450,8 @@ impl Client {
     pub async fn list_workspaces(&self) -> Result<Option<Vec<Workspace>>, UpstreamError> {
         let mut all: Vec<Workspace> = Vec::new();
         let mut seen = HashSet::new();
-        for page_number in 0..MAX_PAGES {
-            let offset = page_number * WORKSPACE_PAGE;
+        let mut offset = 0;
+        for _ in 0..MAX_PAGES {
             let query = [("offset", offset), ("limit", WORKSPACE_PAGE)];
             let body = match self.get(Endpoint::Workspaces, "/workspaces", &query).await {
                 Ok(body) => body,
@@ -491,6 +491,8 @@ impl Client {
                     ),
                 });
             }
+            // The server may serve fewer than asked: advance by what came.
+            offset += len;
         }
         Err(UpstreamError::Pagination {
             listing: "/workspaces".into(),

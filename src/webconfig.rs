@@ -36,6 +36,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tracing::{info, warn};
 
+use crate::config::UniqueMap;
+
 /// The `WWW-Authenticate` value sent with every 401.
 pub const WWW_AUTHENTICATE: &str = "Basic realm=\"openrouter-cost-exporter\"";
 
@@ -125,8 +127,18 @@ impl WebConfig {
             },
             None => (None, ClientAuth::NoClientCert),
         };
-        let headers = match raw.http_server_config {
-            Some(http) => build_headers(http.headers.unwrap_or_default()).map_err(error)?,
+        // A user or header given twice is an error naming both places, not "the last one wins".
+        let headers = match raw.http_server_config.and_then(|http| http.headers) {
+            Some(headers) => {
+                if let Some(dup) = headers.duplicates.first() {
+                    return Err(error(format!(
+                        "http_server_config.headers.{}: {}",
+                        dup.key,
+                        dup.describe("header", text, &["http_server_config", "headers"])
+                    )));
+                }
+                build_headers(headers.entries.into_iter().collect()).map_err(error)?
+            }
             None => Vec::new(),
         };
         if let Some(rate) = raw.rate_limit {
@@ -139,9 +151,17 @@ impl WebConfig {
             }
         }
         let auth = match raw.basic_auth_users {
-            Some(users) if !users.is_empty() => {
-                Some(Arc::new(BasicAuth::new(users).map_err(error)?))
+            Some(users) if !users.duplicates.is_empty() => {
+                let dup = &users.duplicates[0];
+                return Err(error(format!(
+                    "basic_auth_users.{}: {}",
+                    dup.key,
+                    dup.describe("user", text, &["basic_auth_users"])
+                )));
             }
+            Some(users) if !users.entries.is_empty() => Some(Arc::new(
+                BasicAuth::new(users.entries.into_iter().collect()).map_err(error)?,
+            )),
             _ => None,
         };
         let excluded = raw.auth_excluded_paths.unwrap_or_default();
@@ -202,7 +222,7 @@ struct RawWebConfig {
     #[serde(default)]
     http_server_config: Option<RawHttp>,
     #[serde(default)]
-    basic_auth_users: Option<BTreeMap<String, SecretString>>,
+    basic_auth_users: Option<UniqueMap<SecretString>>,
     #[serde(default)]
     rate_limit: Option<RawRateLimit>,
     #[serde(default)]
@@ -248,7 +268,7 @@ struct RawHttp {
     #[allow(dead_code)]
     http2: Option<bool>,
     #[serde(default)]
-    headers: Option<BTreeMap<String, String>>,
+    headers: Option<UniqueMap<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -901,6 +921,37 @@ mod tests {
         assert_eq!(c.headers()[0].0.as_str(), "x-frame-options");
         assert!(parse("http_server_config:\n  headers:\n    X-Frame-Options: allow\n").is_err());
         assert!(parse("http_server_config:\n  headers:\n    Server: x\n").is_err());
+    }
+
+    #[test]
+    fn a_user_or_header_twice_is_an_error_naming_both_places() {
+        let hash = "$2y$04$abcdefghijklmnopqrstuuAbCdEfGhIjKlMnOpQrStUvWxYz012345";
+        let e = parse(&format!(
+            "basic_auth_users:\n  alice: {hash}\n  bob: {hash}\n  alice: {hash}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("basic_auth_users.alice"), "{e}");
+        assert!(e.contains("defined twice"), "{e}");
+        assert!(e.contains("lines 2 and 4"), "{e}");
+        assert!(e.contains("entries 1 and 3"), "{e}");
+        assert!(!e.contains(hash), "the hash is not echoed: {e}");
+
+        let e = parse(
+            "http_server_config:\n  headers:\n    X-Frame-Options: deny\n    X-Frame-Options: sameorigin\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("http_server_config.headers.X-Frame-Options"),
+            "{e}"
+        );
+        assert!(e.contains("lines 3 and 4"), "{e}");
+        // Flow style: no lines, but the entries still say where.
+        let e = parse("basic_auth_users: {a: x, a: y}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("entries 1 and 2"), "{e}");
     }
 
     #[test]

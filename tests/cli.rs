@@ -80,6 +80,21 @@ fn bad_configs_fail_with_a_clear_located_error() {
             &["openrouter.request_timeout: must be shorter than refresh_interval"],
         ),
         (
+            "explicit timeout not below a short interval",
+            "refresh_interval: 5s\nopenrouter:\n  request_timeout: 15s\n",
+            &["openrouter.request_timeout: must be shorter than refresh_interval (15s >= 5s)"],
+        ),
+        (
+            "company named twice",
+            "companies:\n  acme:\n    keys: [a]\n  globex:\n    keys: [g]\n  acme:\n    keys: [b]\n",
+            &["companies.acme: company \"acme\" is defined twice: at lines 2 and 6 (entries 1 and 3 of companies)"],
+        ),
+        (
+            "workspace neither UUID nor slug",
+            "openrouter:\n  workspaces: ['my team']\n",
+            &["openrouter.workspaces[0]: \"my team\" is neither a workspace UUID"],
+        ),
+        (
             "bad base_url",
             "openrouter:\n  base_url: 'not a url'\n",
             &["openrouter.base_url: not a URL"],
@@ -192,11 +207,22 @@ fn all_problems_are_reported_at_once() {
         KEY_ENV,
     );
     assert!(!ok);
-    assert!(out.contains("4 problem(s)"), "{out}");
+    // An unset request_timeout follows a short interval, so it is no problem of its own.
+    assert!(out.contains("3 problem(s)"), "{out}");
     assert!(out.contains("refresh_interval: must be at least 1s"));
-    assert!(out.contains("openrouter.request_timeout"));
+    assert!(!out.contains("openrouter.request_timeout"), "{out}");
     assert!(out.contains("companies.b.keys[0]"));
     assert!(out.contains("companies.b.keys[1]"));
+}
+
+/// Issue 12 point 8: a short interval alone is a valid config.
+#[test]
+fn a_short_interval_without_a_timeout_is_valid() {
+    let (ok, out) = check(
+        "refresh_interval: 10s\ncompanies:\n  acme:\n    keys: [a]\n",
+        KEY_ENV,
+    );
+    assert!(ok, "{out}");
 }
 
 #[test]
@@ -365,10 +391,13 @@ async fn real_mode_against_simulated_openrouter_never_logs_the_key() {
     let config_path = dir.path().join("config.yaml");
     std::fs::write(
         &config_path,
+        // Refresh every 2 s, so the failure path below really runs.
         config_yaml(
             &sim.base_url(),
             "  acme:\n    keys: [{name_glob: 'acme-*'}]\n",
-        ),
+        )
+        .replace("refresh_interval: 30s", "refresh_interval: 2s")
+        .replace("request_timeout: 2s", "request_timeout: 1s"),
     )
     .unwrap();
     let port = free_port();
@@ -403,16 +432,76 @@ async fn real_mode_against_simulated_openrouter_never_logs_the_key() {
         ),
         1500.0
     );
-    // A failure path too: the upstream starts refusing the key.
+    // A failure path too: the upstream starts refusing the key, and a
+    // refresh (every 2 s) really runs into it before the logs are read.
     sim.state().management_key = "something-else".into();
+    wait_for(
+        &format!("http://{listen}/metrics"),
+        Duration::from_secs(15),
+        |s, b| s == 200 && b.contains("\nopenrouter_up 0\n"),
+    )
+    .await;
     let logs = exporter.logs();
     assert!(
         logs.contains("TRACE") || logs.contains("DEBUG"),
         "trace logging is on"
     );
+    assert!(
+        logs.contains("refresh failed"),
+        "the failure is logged:\n{logs}"
+    );
+    assert!(logs.contains("401"), "{logs}");
     assert!(!logs.contains(MANAGEMENT_KEY), "key leaked into logs");
     assert!(!logs.contains("TESTSECRET"));
     assert!(!text.contains("TESTSECRET"));
+}
+
+/// `--log.format json`: every log line is one JSON object with a level and a message.
+#[tokio::test(flavor = "multi_thread")]
+async fn log_format_json_writes_one_json_object_per_line() {
+    let mut state = empty_state();
+    state.keys.push(key_with_usage(WS_A, 1, "acme-1", 1.0));
+    let sim = start_sim(state).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("config.yaml");
+    std::fs::write(
+        &config_path,
+        config_yaml(&sim.base_url(), "  acme:\n    keys: [acme-1]\n"),
+    )
+    .unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let exporter = spawn_binary(
+        &[
+            "--config.file",
+            config_path.to_str().unwrap(),
+            "--web.listen-address",
+            &listen,
+            "--log.format",
+            "json",
+            "--log.level",
+            "debug",
+        ],
+        &[("OPENROUTER_MANAGEMENT_KEY", MANAGEMENT_KEY)],
+    );
+    wait_for(
+        &format!("http://{listen}/metrics"),
+        Duration::from_secs(15),
+        |s, b| s == 200 && b.contains("\nopenrouter_up 1\n"),
+    )
+    .await;
+    let logs = exporter.logs();
+    let lines: Vec<&str> = logs.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 2, "some logs were written:\n{logs}");
+    for line in &lines {
+        let parsed: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(parsed["level"].is_string(), "{line}");
+        assert!(
+            parsed["fields"]["message"].is_string() || parsed["message"].is_string(),
+            "{line}"
+        );
+    }
+    assert!(!logs.contains("TESTSECRET"));
 }
 
 #[test]

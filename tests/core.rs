@@ -487,3 +487,173 @@ async fn upstream_calls_per_refresh_are_minimal() {
     assert_eq!(requests.len(), 8);
     assert_eq!(exporter.telemetry().total_requests(), 8);
 }
+
+/// The same account under `metrics:` cardinality options (audit §6).
+async fn body_with_metrics_options(options: &str) -> String {
+    let sim = start_sim(big_account()).await;
+    let yaml = format!(
+        "metrics:\n{options}{}",
+        config_yaml(&sim.base_url(), COMPANIES)
+    );
+    let exporter = exporter(openrouter_cost_exporter::config::Config::parse(&yaml, "t").unwrap());
+    exporter.refresh().await.expect("refresh");
+    body(&exporter)
+}
+
+/// The company-level sample lines (`openrouter_company_*`), in order.
+fn company_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| l.starts_with("openrouter_company_"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test]
+async fn cardinality_switches_drop_key_families_and_keep_company_figures() {
+    let full = body_with_metrics_options("  per_key: true\n").await;
+    assert!(full.contains("\nopenrouter_key_usage_usd{"));
+    assert!(full.contains("\nopenrouter_key_byok_usage_usd{"));
+
+    // per_key: false: no per-key family at all, company figures unchanged.
+    let no_keys = body_with_metrics_options("  per_key: false\n").await;
+    let key_lines: Vec<_> = no_keys
+        .lines()
+        .filter(|l| l.contains("openrouter_key_"))
+        .collect();
+    assert!(key_lines.is_empty(), "{key_lines:?}");
+    assert_eq!(company_lines(&no_keys), company_lines(&full));
+    assert_eq!(
+        value(
+            &parse(&no_keys),
+            "openrouter_company_keys",
+            &[("company", "acme")]
+        ),
+        value(
+            &parse(&full),
+            "openrouter_company_keys",
+            &[("company", "acme")]
+        )
+    );
+
+    // per_key_byok: false: only the per-key BYOK family goes.
+    let no_byok = body_with_metrics_options("  per_key_byok: false\n").await;
+    assert!(!no_byok.contains("openrouter_key_byok_usage_usd"));
+    assert_eq!(
+        find(&parse(&no_byok), "openrouter_key_usage_usd", &[]).len(),
+        find(&parse(&full), "openrouter_key_usage_usd", &[]).len()
+    );
+    assert_eq!(company_lines(&no_byok), company_lines(&full));
+    assert!(no_byok.contains("\nopenrouter_company_byok_usage_usd{"));
+}
+
+#[tokio::test]
+async fn company_byok_equals_the_sum_of_its_keys_byok() {
+    let sim = start_sim(big_account()).await;
+    let exporter = exporter(config(&sim.base_url(), COMPANIES));
+    exporter.refresh().await.expect("refresh");
+    let samples = parse(&body(&exporter));
+    let upstream = sim.state().clone();
+    for company in ["acme", "globex", "initech", "unassigned"] {
+        for (window, field) in WINDOWS {
+            // From the simulator's figures, not from the exported key series.
+            let expected: f64 = upstream
+                .keys
+                .iter()
+                .filter(|k| {
+                    let h = k.hash();
+                    find(&samples, "openrouter_key_info", &[("key_hash", h)])[0].labels["company"]
+                        == company
+                })
+                .map(|k| k.num(&format!("byok_{field}")).unwrap())
+                .sum();
+            let got = value(
+                &samples,
+                "openrouter_company_byok_usage_usd",
+                &[("company", company), ("window", window)],
+            );
+            assert!(
+                (got - expected).abs() < 1e-6,
+                "{company} {window}: {got} vs {expected}"
+            );
+        }
+    }
+}
+
+/// The next UTC midnight after `today` that satisfies `ok`, as Unix seconds.
+fn next_midnight(today: chrono::NaiveDate, ok: impl Fn(chrono::NaiveDate) -> bool) -> f64 {
+    let mut d = today.succ_opt().unwrap();
+    while !ok(d) {
+        d = d.succ_opt().unwrap();
+    }
+    d.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp() as f64
+}
+
+#[tokio::test]
+async fn status_values_duration_build_info_window_ends_and_success_time() {
+    use chrono::{Datelike, Weekday};
+    let sim = start_sim(big_account()).await;
+    let exporter = exporter(config(&sim.base_url(), COMPANIES));
+    let before = chrono::Utc::now();
+    let started = std::time::Instant::now();
+    exporter.refresh().await.expect("refresh");
+    let took = started.elapsed().as_secs_f64();
+    let after = chrono::Utc::now();
+    let samples = parse(&body(&exporter));
+
+    let duration = value(&samples, "openrouter_refresh_duration_seconds", &[]);
+    assert!(duration > 0.0 && duration <= took, "{duration} vs {took}");
+    assert_eq!(
+        value(
+            &samples,
+            "openrouter_exporter_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        1.0
+    );
+    assert_eq!(
+        find(&samples, "openrouter_exporter_build_info", &[]).len(),
+        1
+    );
+    let success = value(
+        &samples,
+        "openrouter_last_refresh_success_timestamp_seconds",
+        &[],
+    );
+    assert!(
+        success >= before.timestamp_millis() as f64 / 1000.0
+            && success <= after.timestamp_millis() as f64 / 1000.0,
+        "{success}"
+    );
+    assert_eq!(
+        value(&samples, "openrouter_refresh_interval_seconds", &[]),
+        30.0
+    );
+
+    // Window ends, computed by walking the calendar (either side of a midnight race).
+    let ends = |today: chrono::NaiveDate| {
+        [
+            ("daily", next_midnight(today, |_| true)),
+            (
+                "weekly",
+                next_midnight(today, |d| d.weekday() == Weekday::Mon),
+            ),
+            ("monthly", next_midnight(today, |d| d.day() == 1)),
+        ]
+    };
+    let (a, b) = (ends(before.date_naive()), ends(after.date_naive()));
+    for i in 0..3 {
+        let (window, _) = a[i];
+        let got = value(
+            &samples,
+            "openrouter_window_end_timestamp_seconds",
+            &[("window", window)],
+        );
+        assert!(got == a[i].1 || got == b[i].1, "{window}: {got}");
+    }
+    assert!(find(
+        &samples,
+        "openrouter_window_end_timestamp_seconds",
+        &[("window", "lifetime")]
+    )
+    .is_empty());
+}

@@ -731,11 +731,11 @@ async fn alerts_reach_alertmanager_and_dashboards_query_real_data() {
         "found no use of the budget metrics in rules and dashboards: {used:?}"
     );
     let exposition =
-        fs::read_to_string(root().join("src/exposition.rs")).expect("src/exposition.rs");
+        fs::read_to_string(root().join("src/exposition/mod.rs")).expect("src/exposition/mod.rs");
     for n in NOT_IN_DEMO {
         assert!(
             exposition.contains(&format!("\"{n}\"")),
-            "{n} is allowed without the demo exporting it, but src/exposition.rs never writes it"
+            "{n} is allowed without the demo exporting it, but src/exposition/mod.rs never writes it"
         );
     }
     // (unknown names are asserted at the end, after the alert and dashboard

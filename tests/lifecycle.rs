@@ -214,8 +214,20 @@ async fn sighup_reattributes_from_the_last_listing_at_once() {
     assert_eq!(lifetime(&first, 1), 10.0);
     let requests_after_first = sim.state().requests.len();
     assert_eq!(
-        requests_after_first, 4,
-        "one refresh: workspaces, 2 key pages, credits"
+        requests_after_first, 6,
+        "one refresh: workspaces, 2 key pages and the empty page that ends each, credits"
+    );
+    // A scrape never calls OpenRouter: 20 scrapes of every endpoint, no upstream call.
+    let http = reqwest::Client::new();
+    for _ in 0..20 {
+        for path in ["/metrics", "/readyz", "/healthz", "/"] {
+            http.get(exp.url(path)).send().await.unwrap();
+        }
+    }
+    assert_eq!(
+        sim.state().requests.len(),
+        requests_after_first,
+        "scrapes caused upstream calls"
     );
 
     freeze_upstream(&sim);
@@ -250,8 +262,13 @@ async fn sighup_reattributes_from_the_last_listing_at_once() {
     let later = exp.metrics_until(Duration::from_secs(2), |_| true).await;
     assert_eq!(lifetime(&later, 1), 10.0);
     assert_eq!(company_of(&later, 1), "globex");
+    // A reload re-renders from the last listing; it never calls OpenRouter
+    // (the next refresh is an hour away).
     let extra = sim.state().requests.len() - requests_after_first;
-    eprintln!("upstream calls caused by the reload (refresh_interval 1h): {extra}");
+    assert_eq!(
+        extra, 0,
+        "upstream calls caused by the reload (refresh_interval 1h)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,7 +306,13 @@ async fn an_invalid_reload_is_rejected_and_the_old_config_keeps_serving() {
         "  acme:\n    keys: []\n  globex:\n    keys: [globex-prod]\n",
     ));
     exp.signal("HUP");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Wait for the log line rather than a fixed time (slow machines).
+    let waited = Instant::now();
+    while !exp.guard.logs().contains("companies.acme.keys")
+        && waited.elapsed() < Duration::from_secs(5)
+    {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     let log = exp.guard.logs();
     let still = exp.metrics_until(Duration::from_secs(5), |_| true).await;
     assert_eq!(reload_ok(&still), 0.0);
@@ -479,14 +502,14 @@ async fn the_management_key_never_leaks_at_trace_level() {
         sim.state().faults = faults;
         // At least one refresh runs into the fault (refresh every 1 s).
         let started = Instant::now();
-        let text = exp
-            .metrics_until(Duration::from_secs(8), |t| up_is(t, 0.0))
-            .await;
+        // A failing /credits fails only the account part (openrouter_account_up 0).
+        let failed = |t: &str| up_is(t, 0.0) || t.contains("\nopenrouter_account_up 0\n");
+        let text = exp.metrics_until(Duration::from_secs(8), failed).await;
         eprintln!("{name}: refresh failed after {:?}", started.elapsed());
         seen.push((format!("/metrics during {name}"), text));
         get_all_endpoints(&exp, &mut seen).await;
         sim.state().faults.clear();
-        exp.metrics_until(Duration::from_secs(8), |t| up_is(t, 1.0))
+        exp.metrics_until(Duration::from_secs(8), |t| up_is(t, 1.0) && !failed(t))
             .await;
     }
 
@@ -499,6 +522,33 @@ async fn the_management_key_never_leaks_at_trace_level() {
     exp.signal("HUP");
     exp.metrics_until(Duration::from_secs(5), |t| reload_ok(t) == 0.0)
         .await;
+    get_all_endpoints(&exp, &mut seen).await;
+
+    // The account's key changes and the new one is put in a file (with the
+    // trailing newline secret files usually have): refreshes fail until a
+    // reload points management_key_file at it, and succeed only if the reload
+    // read the file.
+    const FILE_KEY: &str = "sk-or-v1-FILESECRET-fedcba9876543210fedcba9876543210";
+    let secret_file = exp.config.with_file_name("management.key");
+    std::fs::write(&secret_file, format!("{FILE_KEY}\n")).unwrap();
+    sim.state().management_key = FILE_KEY.to_string();
+    exp.metrics_until(Duration::from_secs(8), |t| up_is(t, 0.0))
+        .await;
+    let from_file = yaml(&base, "1s", "300ms", COMPANIES_V1).replace(
+        "  request_timeout:",
+        &format!(
+            "  management_key_file: {}\n  request_timeout:",
+            secret_file.display()
+        ),
+    );
+    std::fs::write(&exp.config, from_file).unwrap();
+    exp.signal("HUP");
+    let text = exp
+        .metrics_until(Duration::from_secs(8), |t| {
+            reload_ok(t) == 1.0 && up_is(t, 1.0)
+        })
+        .await;
+    seen.push(("/metrics after the secret-file reload".into(), text));
     get_all_endpoints(&exp, &mut seen).await;
 
     exp.signal("TERM");
@@ -525,9 +575,17 @@ async fn the_management_key_never_leaks_at_trace_level() {
         );
     }
     assert_no_secret("the exporter's log (stdout and stderr)", &log);
+    assert!(
+        !log.contains("FILESECRET"),
+        "the file's key leaked into the log"
+    );
     assert!(seen.len() > 20);
     for (what, text) in &seen {
         assert_no_secret(what, text);
+        assert!(
+            !text.contains("FILESECRET"),
+            "{what} contains the file's key"
+        );
     }
 }
 
@@ -583,7 +641,9 @@ async fn debug_output_and_errors_never_contain_the_key() {
             content_length: true,
         },
     ] {
-        sim.state().faults = vec![Fault::new("/workspaces", fault)];
+        // On /keys every one of these fails the refresh (a 403 on
+        // /workspaces would fall back to the default listing instead).
+        sim.state().faults = vec![Fault::new("/keys", fault)];
         let err = exporter.refresh().await.expect_err("fault");
         errors.push(format!("{err} | {err:?} | {err:#?}"));
     }

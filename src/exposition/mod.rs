@@ -274,7 +274,7 @@ pub fn write_snapshot<W: Write>(
         name,
         "gauge",
         "Listed keys whose expires_at OpenRouter sent in a form that is not an RFC 3339 date; \
-         their openrouter_key_expiry_timestamp_seconds is absent (expiry unknown).",
+         their expiry timestamp series is absent (expiry unknown).",
     )?;
     w.sample(name, &[], format_args!("{}", snap.unreadable_expiries))?;
 
