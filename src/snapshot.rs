@@ -70,6 +70,48 @@ impl From<ApiKey> for Key {
     }
 }
 
+/// A direct key that the management API also lists.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DirectDuplicate {
+    /// The direct key's name in the config.
+    pub name: String,
+    /// Its configured company, which the figures go to.
+    pub company: String,
+    /// The company the listed key's selectors would have given it.
+    pub listed_company: String,
+}
+
+/// Pairs (direct index, listed index) of the same key seen both ways: the
+/// same non-empty masked label and the same lifetime figure (the label alone
+/// is only 6 characters of the key, so it could name two keys).
+fn also_listed(listed: &[Key], direct: &[DirectKey]) -> Vec<(usize, usize)> {
+    let mut pairs = Vec::new();
+    if direct.iter().all(|d| d.key.is_none()) {
+        return pairs;
+    }
+    let by_label: std::collections::HashMap<&str, Vec<usize>> = listed
+        .iter()
+        .enumerate()
+        .filter(|(_, k)| !k.label.is_empty())
+        .fold(Default::default(), |mut map, (i, k)| {
+            map.entry(k.label.as_str()).or_default().push(i);
+            map
+        });
+    for (d, direct) in direct.iter().enumerate() {
+        let Some(key) = &direct.key else { continue };
+        let lifetime = key.usage[LIFETIME].and_then(Usd::from_f64);
+        let found = by_label.get(key.label.as_str()).and_then(|candidates| {
+            candidates.iter().copied().find(|&i| {
+                lifetime.is_some() && listed[i].usage[LIFETIME].and_then(Usd::from_f64) == lifetime
+            })
+        });
+        if let Some(i) = found {
+            pairs.push((d, i));
+        }
+    }
+    pairs
+}
+
 /// Account-wide figures from `GET /credits`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AccountCredits {
@@ -281,8 +323,11 @@ pub struct Snapshot {
     pub direct: Arc<Vec<DirectKey>>,
     /// Parallel to `keys()`: rolling_7d and rolling_30d of each listed key.
     pub key_rolling: Vec<[Option<f64>; 2]>,
-    /// Direct keys also found in the listing (same masked label): not counted twice.
-    pub direct_duplicates: Vec<String>,
+    /// Direct keys also found in the listing: counted once, under the direct key's company.
+    pub direct_duplicates: Vec<DirectDuplicate>,
+    /// Parallel to `keys()` (or empty when no direct key is listed): the
+    /// listed key is a direct key's duplicate and is not published as listed.
+    pub listed_as_direct: Vec<bool>,
 }
 
 /// Adds `value` into `total`; an unknown value poisons the total.
@@ -332,8 +377,52 @@ impl Snapshot {
             0
         });
 
+        // A direct key that the management API also lists (same masked label
+        // and the same lifetime figure) counts once, under the direct key's
+        // configured company; the listed row is left out and the pair reported.
+        let direct_matches = also_listed(&data.keys, &extras.direct);
+        let mut listed_as_direct = vec![
+            false;
+            if direct_matches.is_empty() {
+                0
+            } else {
+                data.keys.len()
+            }
+        ];
+        let mut direct_duplicates = Vec::new();
+        for &(d, k) in &direct_matches {
+            listed_as_direct[k] = true;
+            let direct = &extras.direct[d];
+            let listed_company = companies[attribution.company_of_key[k]].name.clone();
+            warn!(
+                direct_key = %direct.name,
+                key_hash = %data.keys[k].hash,
+                company = %companies[direct.company].name,
+                %listed_company,
+                "a direct key is also listed by the management API; counted once, under the direct key's company"
+            );
+            direct_duplicates.push(DirectDuplicate {
+                name: direct.name.clone(),
+                company: companies[direct.company].name.clone(),
+                listed_company,
+            });
+        }
+
         let mut all_keys_lifetime = Some(Usd::ZERO);
-        for (key, &company) in data.keys.iter().zip(&attribution.company_of_key) {
+        for (index, (key, &company)) in data
+            .keys
+            .iter()
+            .zip(&attribution.company_of_key)
+            .enumerate()
+        {
+            if listed_as_direct.get(index).copied().unwrap_or(false) {
+                // Counted through the direct key (and in the account's keys total).
+                accumulate(&mut all_keys_lifetime, key.usage[LIFETIME]);
+                if activity.is_some() {
+                    key_rolling.push([None; 2]);
+                }
+                continue;
+            }
             let totals = &mut companies[company];
             totals.keys += 1;
             for i in 0..Window::ALL.len() {
@@ -372,20 +461,6 @@ impl Snapshot {
             }
         }
 
-        // Direct keys: their company is fixed by the config; a key also listed
-        // by the management API (same masked label) is counted there only.
-        // Built only when some direct key has figures: 100k labels otherwise for nothing.
-        let listed_labels: std::collections::HashSet<&str> =
-            if extras.direct.iter().any(|d| d.key.is_some()) {
-                data.keys
-                    .iter()
-                    .map(|k| k.label.as_str())
-                    .filter(|l| !l.is_empty())
-                    .collect()
-            } else {
-                Default::default()
-            };
-        let mut direct_duplicates = Vec::new();
         let direct_keys: Vec<DirectKey> = extras.direct.iter().map(|d| d.as_of(taken_at)).collect();
         for direct in &direct_keys {
             let totals = &mut companies[direct.company];
@@ -396,10 +471,6 @@ impl Snapshot {
                 totals.rolling = [None; 2];
                 continue;
             };
-            if listed_labels.contains(key.label.as_str()) {
-                direct_duplicates.push(key.name.clone());
-                continue;
-            }
             totals.keys += 1;
             for i in 0..Window::ALL.len() {
                 accumulate(&mut totals.usage[i], key.usage[i]);
@@ -457,6 +528,7 @@ impl Snapshot {
             direct: Arc::new(direct_keys),
             key_rolling,
             direct_duplicates,
+            listed_as_direct,
         }
     }
 

@@ -508,3 +508,88 @@ async fn retry_after_within_the_deadline_is_honoured() {
     assert!(started.elapsed() >= Duration::from_millis(950));
     assert_every_key_once(&sim, &exporter);
 }
+
+// ------------------------------------------------------------ direct keys
+
+/// Issue 12 point 9: a direct key that the management API also lists counts
+/// once, under the direct key's configured company, even when the listed
+/// key's selectors name another company; a listed key that only shares its
+/// masked label (6 characters of the key) is a different key and stays.
+#[tokio::test]
+async fn a_direct_key_also_listed_counts_once_under_its_configured_company() {
+    let mut state = empty_state();
+    // The sim's masked labels of hash(7) and hash(8) are the same.
+    state
+        .keys
+        .push(SimKey::new(WS_A, &hash(7), "globex-shared").usage(1.0, 2.0, 3.0, 40.0));
+    state
+        .keys
+        .push(SimKey::new(WS_A, &hash(8), "globex-other").usage(0.5, 0.5, 0.5, 9.0));
+    state
+        .inference_keys
+        .insert("sk-or-v1-inference-shared".into(), hash(7));
+    state.total_credits = 100.0;
+    state.total_usage = 60.0;
+    let sim = start_sim(state).await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("shared");
+    std::fs::write(&secret, "sk-or-v1-inference-shared\n").unwrap();
+    let companies = format!(
+        "  acme:\n    keys:\n      - {{name: acme-direct, secret_file: {}}}\n  globex:\n    keys: [{{name_glob: 'globex-*'}}]\n",
+        secret.display()
+    );
+    let exporter = exporter(config(&sim.base_url(), &companies));
+    exporter.refresh().await.expect("refresh");
+    let samples = parse(&body(&exporter));
+    let lifetime = |company| {
+        value(
+            &samples,
+            "openrouter_company_usage_usd",
+            &[("company", company), ("window", "lifetime")],
+        )
+    };
+    // The shared key's 40 go to acme (the direct key's company), not globex.
+    assert_eq!(lifetime("acme"), 40.0);
+    assert_eq!(lifetime("globex"), 9.0);
+    assert_eq!(
+        value(&samples, "openrouter_company_keys", &[("company", "acme")]),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "openrouter_company_keys",
+            &[("company", "globex")]
+        ),
+        1.0
+    );
+    // Reported, with both companies named.
+    assert_eq!(
+        value(
+            &samples,
+            "openrouter_direct_key_also_listed",
+            &[
+                ("key", "acme-direct"),
+                ("company", "acme"),
+                ("listed_company", "globex")
+            ]
+        ),
+        1.0
+    );
+    // One row for the key: the direct one.
+    assert!(find(&samples, "openrouter_key_info", &[("key_hash", &hash(7))]).is_empty());
+    assert_eq!(
+        find(&samples, "openrouter_key_info", &[("key", "acme-direct")]).len(),
+        1
+    );
+    assert_eq!(
+        find(&samples, "openrouter_key_info", &[("key_hash", &hash(8))]).len(),
+        1
+    );
+    // Unattributed: account usage minus every listed key, each once: 60 - 49.
+    assert_eq!(
+        value(&samples, "openrouter_account_unattributed_usage_usd", &[]),
+        11.0
+    );
+    assert_eq!(value(&samples, "openrouter_up", &[]), 1.0);
+}

@@ -37,22 +37,20 @@ pub fn write_snapshot<W: Write>(
     snap: &Snapshot,
     options: MetricsOptions,
 ) -> io::Result<()> {
-    // Listed keys, then direct keys that have figures and are not also listed.
-    // Made afresh for each family rather than collected: at 100k keys a
-    // collected list would be another ~11 MB alive during the render.
+    // Listed keys (but those that are a direct key's duplicate), then direct
+    // keys that have figures. Made afresh for each family rather than
+    // collected: at 100k keys a collected list would be another ~11 MB alive
+    // during the render.
     let rows = || {
-        let direct = snap
-            .direct
-            .iter()
-            .filter_map(|d| {
-                d.key
-                    .as_ref()
-                    .map(|k| (k, snap.companies[d.company].name.as_str()))
-            })
-            .filter(|(k, _)| !snap.direct_duplicates.contains(&k.name));
+        let direct = snap.direct.iter().filter_map(|d| {
+            d.key
+                .as_ref()
+                .map(|k| (k, snap.companies[d.company].name.as_str()))
+        });
         snap.keys()
             .iter()
             .enumerate()
+            .filter(|(i, _)| !snap.listed_as_direct.get(*i).copied().unwrap_or(false))
             .map(|(i, key)| (key, snap.company_of(i), snap.key_rolling.get(i)))
             .chain(direct.map(|(key, company)| (key, company, None)))
             .map(|(key, company, rolling)| KeyRow {
@@ -323,6 +321,24 @@ pub fn write_snapshot<W: Write>(
                 ("company", snap.companies[d.company].name.as_str()),
             ];
             w.sample(name, &labels, format_args!("{}", u8::from(d.up)))?;
+        }
+    }
+
+    if !snap.direct.is_empty() {
+        let name = "openrouter_direct_key_also_listed";
+        w.family(
+            name,
+            "gauge",
+            "Direct keys that the management API also lists, always 1: counted once, under the \
+             direct key's configured company; listed_company is where its selectors would have put it.",
+        )?;
+        for d in &snap.direct_duplicates {
+            let labels = [
+                ("key", d.name.as_str()),
+                ("company", d.company.as_str()),
+                ("listed_company", d.listed_company.as_str()),
+            ];
+            w.sample(name, &labels, format_args!("1"))?;
         }
     }
 
