@@ -337,26 +337,34 @@ a{color:#1a5fb4}\
 .status.stale,.status.failed{border-left-color:var(--over);background:#fdecea}\
 .status.nodata{border-left-color:var(--warn);background:#fff4e5}\
 .muted,small{color:var(--muted)}\
-.scroll{overflow-x:auto;-webkit-overflow-scrolling:touch;border:1px solid var(--line);border-radius:6px}\
-table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums}\
+.scroll{overflow-x:auto;border:1px solid var(--line);border-radius:6px}\
+table{border-collapse:collapse;width:100%;font-size:14px;font-variant-numeric:tabular-nums}\
 caption{caption-side:bottom;text-align:left;padding:8px 10px;color:var(--muted);font-size:.85rem}\
-th,td{padding:7px 10px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top;white-space:nowrap}\
-thead th{background:#f8f9fa;font-size:.85rem;position:sticky;top:0}\
-tbody th{font-weight:600;position:sticky;left:0;background:#fff;max-width:16rem;overflow:hidden;text-overflow:ellipsis}\
+th,td{padding:6px 7px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top;white-space:nowrap}\
+thead th{background:#f8f9fa;font-size:.85rem}\
+tbody th,tfoot th{font-weight:600;white-space:normal;min-width:8rem;max-width:12rem;overflow-wrap:break-word}\
 td.num,th.num{text-align:right}\
 .unknown{color:var(--muted)}\
-tr.unassigned th,tr.unattributed th,tr.unassigned td,tr.unattributed td{background:#fafafa}\
-tfoot th,tfoot td{font-weight:700;border-top:2px solid #202124;background:#fff}\
-.budget{min-width:13rem;margin:2px 0 6px;font-size:.82rem}\
-.bar{display:block;height:8px;background:#e8eaed;border-radius:4px;overflow:hidden;margin-top:2px}\
+tr.unassigned>*,tr.unattributed>*{background:#fafafa}\
+tfoot th,tfoot td{font-weight:700;border-top:2px solid #202124}\
+.budget{margin:0 0 5px;font-size:.8rem}td.budgets{white-space:normal;min-width:14rem;width:16rem}\
+.bar{display:block;height:7px;background:#e8eaed;border-radius:4px;overflow:hidden;margin-top:2px}\
 .fill{display:block;height:100%;background:var(--ok)}\
 .budget.warning .fill{background:var(--warn)}.budget.over .fill{background:var(--over)}\
 .budget.over strong{color:var(--over)}.budget.warning strong{color:var(--warn)}\
 .flag{font-weight:600}.flag.over{color:var(--over)}.flag.warning{color:var(--warn)}\
-.model{max-width:18rem;overflow:hidden;text-overflow:ellipsis}\
+td.ws{max-width:7rem;overflow:hidden;text-overflow:ellipsis}td.model,th.model{max-width:10rem;overflow:hidden;text-overflow:ellipsis}\
 footer{margin-top:24px;font-size:.8rem;color:var(--muted)}\
-@media (max-width:600px){body{padding:10px 8px 24px;font-size:14px}th,td{padding:6px 7px}\
-tbody th{max-width:9rem}.budget{min-width:10rem}h1{font-size:1.2rem}}";
+@media (max-width:640px){body{padding:10px 10px 24px;font-size:14px}h1{font-size:1.2rem}\
+.scroll{border:0;overflow:visible}\
+table,tbody,tfoot,tr,th,td,caption{display:block;width:100%}thead{display:none}\
+tr{border:1px solid var(--line);border-radius:6px;margin:0 0 10px;overflow:hidden}\
+tbody th,tfoot th{max-width:none;border-bottom:1px solid var(--line);background:#f8f9fa}\
+td{display:flex;justify-content:space-between;gap:12px;border:0;padding:3px 10px;white-space:normal;text-align:right}\
+td[data-label]::before{content:attr(data-label);color:var(--muted);font-weight:400;text-align:left}\
+td.budgets{display:block;text-align:left;width:100%}td.budgets::before{display:block}\
+td:empty,td.na{display:none}td.model,th.model,td.ws{max-width:none}\
+tfoot th,tfoot td{border-top:0}caption{padding:0 0 10px}}";
 
 fn head(out: &mut String, title: &str) {
     let _ = writeln!(
@@ -464,8 +472,14 @@ fn freshness(out: &mut String, published: &Published, config: &Config, now: Date
     match status {
         Some(s) if s.up => {
             out.push_str("Last refresh <strong>succeeded</strong>");
-            if let Some(d) = s.last_duration_seconds {
-                let _ = write!(out, " in {d:.2} s");
+            match s.last_duration_seconds {
+                Some(d) if d < 1.0 => {
+                    let _ = write!(out, " in {:.0} ms", d * 1000.0);
+                }
+                Some(d) => {
+                    let _ = write!(out, " in {d:.1} s");
+                }
+                None => {}
             }
             out.push('.');
         }
@@ -493,16 +507,31 @@ fn money_cell(out: &mut String, value: Option<Usd>, window: &str) {
         Some(v) => {
             let _ = write!(
                 out,
-                "<td class=\"num\" data-window=\"{window}\" data-usd=\"{v}\">{}</td>",
+                "<td class=\"num\" data-label=\"{}\" data-window=\"{window}\" data-usd=\"{v}\">{}</td>",
+                window_label(window),
                 format_usd(v)
             );
         }
         None => {
             let _ = write!(
                 out,
-                "<td class=\"num unknown\" data-window=\"{window}\" title=\"not known\">—</td>"
+                "<td class=\"num unknown\" data-label=\"{}\" data-window=\"{window}\" title=\"not known\">—</td>",
+                window_label(window)
             );
         }
+    }
+}
+
+/// The column heading of a window (`daily`, …, `rolling_30d`).
+fn window_label(window: &str) -> &'static str {
+    match window {
+        "daily" => "Today",
+        "weekly" => "This week",
+        "monthly" => "This month",
+        "lifetime" => "Lifetime",
+        "rolling_7d" => "Last 7 days",
+        "rolling_30d" => "Last 30 days",
+        _ => "",
     }
 }
 
@@ -516,7 +545,7 @@ fn budget_label(window: Window) -> &'static str {
 }
 
 fn budget_cell(out: &mut String, row: &Row) {
-    out.push_str("<td class=\"budgets\">");
+    out.push_str("<td class=\"budgets\" data-label=\"Budgets\">");
     let budgets = row.budgets();
     if budgets.is_empty() {
         out.push_str("<span class=\"muted\">none set</span>");
@@ -526,7 +555,7 @@ fn budget_cell(out: &mut String, row: &Row) {
         let Some(used) = used else {
             let _ = write!(
                 out,
-                "<div class=\"budget unknown\" data-window=\"{}\">{}: ? of {budget_text} (spend not known)</div>",
+                "<div class=\"budget unknown\" data-window=\"{}\">{} ? / {budget_text} (spend not known)</div>",
                 window.as_str(),
                 budget_label(window)
             );
@@ -538,7 +567,7 @@ fn budget_cell(out: &mut String, row: &Row) {
         let percent = share.map_or_else(|| "—".to_string(), |r| format!("{:.0} %", r * 100.0));
         let _ = write!(
             out,
-            "<div class=\"budget {}\" data-window=\"{}\" data-ratio=\"{}\">{}: {} of {budget_text}, {percent}",
+            "<div class=\"budget {}\" data-window=\"{}\" data-ratio=\"{}\">{} {} / {budget_text} · {percent}",
             state.as_str(),
             window.as_str(),
             share.map_or_else(String::new, |r| format!("{r:.4}")),
@@ -593,12 +622,16 @@ fn company_row(out: &mut String, row: &Row, class: &str, note: &str, rolling: bo
     );
     window_cells(out, &row.usage, rolling.then_some(&row.rolling));
     budget_cell(out, row);
-    let _ = write!(out, "<td class=\"num\">{}</td>", format_count(row.keys));
+    let _ = write!(
+        out,
+        "<td class=\"num\" data-label=\"Keys\">{}</td>",
+        format_count(row.keys)
+    );
     match &row.top_model {
         Some((model, share)) => {
             let _ = write!(
                 out,
-                "<td class=\"model\" title=\"{0}\">{0}",
+                "<td class=\"model\" data-label=\"Top model, 30 days\" title=\"{0}\">{0}",
                 escape_html(model)
             );
             if let Some(share) = share {
@@ -606,7 +639,7 @@ fn company_row(out: &mut String, row: &Row, class: &str, note: &str, rolling: bo
             }
             out.push_str("</td>");
         }
-        None => out.push_str("<td class=\"unknown\">—</td>"),
+        None => out.push_str("<td class=\"unknown\" data-label=\"Top model, 30 days\">—</td>"),
     }
     out.push_str("</tr>\n");
 }
@@ -682,13 +715,13 @@ pub fn index(
         } else {
             let _ = write!(
                 out,
-                "<td class=\"num unknown\" data-window=\"{}\" title=\"lifetime only\">—</td>",
+                "<td class=\"num unknown na\" data-window=\"{}\" title=\"lifetime only\">—</td>",
                 window.as_str()
             );
         }
     }
     if rolling {
-        out.push_str("<td class=\"num unknown\">—</td><td class=\"num unknown\">—</td>");
+        out.push_str("<td class=\"num unknown na\">—</td><td class=\"num unknown na\">—</td>");
     }
     out.push_str("<td></td><td></td><td></td></tr>\n</tbody>\n<tfoot>\n");
     let total = total_row(snap);
@@ -700,7 +733,7 @@ pub fn index(
     window_cells(&mut out, &total.usage, rolling.then_some(&total.rolling));
     let _ = writeln!(
         out,
-        "<td></td><td class=\"num\">{}</td><td></td></tr>\n</tfoot>\n</table></div>",
+        "<td></td><td class=\"num\" data-label=\"Keys\">{}</td><td></td></tr>\n</tfoot>\n</table></div>",
         format_count(total.keys)
     );
     out.push_str("</main>\n");
@@ -757,7 +790,7 @@ fn key_state(out: &mut String, row: &KeyRow<'_>, now: DateTime<Utc>) {
             "<span class=\"muted\">—</span>".to_string()
         });
     }
-    let _ = write!(out, "<td>{}</td>", flags.join(", "));
+    let _ = write!(out, "<td data-label=\"State\">{}</td>", flags.join(", "));
 }
 
 /// `/company/<name>` (`name` already percent-decoded): the company's keys and model mix.
@@ -873,11 +906,11 @@ pub fn company(
             Some(limit) => {
                 let _ = write!(
                     out,
-                    "<td class=\"num\">{limit} <small>{}</small></td>",
+                    "<td class=\"num\" data-label=\"Limit\">{limit} <small>{}</small></td>",
                     escape_html(k.limit_reset.as_deref().unwrap_or("never resets"))
                 );
             }
-            None => out.push_str("<td class=\"num muted\">no limit</td>"),
+            None => out.push_str("<td class=\"num muted\" data-label=\"Limit\">no limit</td>"),
         }
         match k.limit_remaining.and_then(Usd::from_f64) {
             Some(left) => {
@@ -890,16 +923,16 @@ pub fn company(
                 };
                 let _ = write!(
                     out,
-                    "<td class=\"num{class}\" data-usd=\"{left}\">{}</td>",
+                    "<td class=\"num{class}\" data-label=\"Remaining\" data-usd=\"{left}\">{}</td>",
                     format_usd(left)
                 );
             }
-            None => out.push_str("<td class=\"num unknown\">—</td>"),
+            None => out.push_str("<td class=\"num unknown\" data-label=\"Remaining\">—</td>"),
         }
         key_state(&mut out, row, now);
         let _ = writeln!(
             out,
-            "<td><code>{}</code></td><td>{}</td></tr>",
+            "<td data-label=\"Masked key\"><code>{0}</code></td><td class=\"ws\" data-label=\"Workspace\" title=\"{1}\">{1}</td></tr>",
             escape_html(&k.label),
             escape_html(k.workspace_id.as_deref().unwrap_or("default"))
         );
@@ -934,8 +967,9 @@ pub fn company(
                 money_cell(&mut out, Some(m.usage), "rolling_30d");
                 let _ = writeln!(
                     out,
-                    "<td class=\"num\">{share}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
-                     <td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+                    "<td class=\"num\" data-label=\"Share\">{share}</td><td class=\"num\" data-label=\"Requests\">{}</td>\
+                     <td class=\"num\" data-label=\"Prompt tokens\">{}</td><td class=\"num\" data-label=\"Completion tokens\">{}</td>\
+                     <td class=\"num\" data-label=\"Reasoning tokens\">{}</td></tr>",
                     format_count(m.requests),
                     format_count(m.prompt_tokens),
                     format_count(m.completion_tokens),

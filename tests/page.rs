@@ -255,7 +255,10 @@ async fn the_companies_table_is_sorted_with_totals_budgets_and_metrics_figures()
     assert!(q.contains("width:85.0%"), "{q}");
 
     // Keys, top model (the model mix is known), figures rounded to the cent.
-    assert!(acme.contains("<td class=\"num\">3</td>"), "{acme}");
+    assert!(
+        acme.contains("<td class=\"num\" data-label=\"Keys\">3</td>"),
+        "{acme}"
+    );
     assert!(acme.contains("$1,100.00"), "{acme}");
     assert!(
         acme.contains(&page::escape_html(IMG_MODEL)),
@@ -310,7 +313,10 @@ async fn the_companies_table_is_sorted_with_totals_budgets_and_metrics_figures()
     let total = &html[at..at + html[at..].find("</tr>").unwrap()];
     assert_eq!(usd(total, "monthly").as_deref(), Some("1193.3"));
     assert_eq!(usd(total, "lifetime").as_deref(), Some("5486.523456789"));
-    assert!(total.contains("<td class=\"num\">7</td>"), "{total}");
+    assert!(
+        total.contains("<td class=\"num\" data-label=\"Keys\">7</td>"),
+        "{total}"
+    );
 
     // Fresh data, last refresh result, links.
     assert!(html.contains("class=\"status ok\""), "{html}");
@@ -466,7 +472,10 @@ async fn a_company_page_shows_its_keys_limits_states_and_model_mix() {
         production.contains("data-usd=\"100\">$100.00</td>"),
         "remaining: {production}"
     );
-    assert!(production.contains("<td>active</td>"), "{production}");
+    assert!(
+        production.contains("<td data-label=\"State\">active</td>"),
+        "{production}"
+    );
     let batch = keys.split("<tr class=\"key\"").nth(2).unwrap();
     assert!(
         batch.contains("<span class=\"flag warning\">expires "),
