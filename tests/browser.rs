@@ -124,7 +124,16 @@ async fn the_landing_page_renders_in_headless_chromium() {
     };
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let exporter = spawn_binary(&["demo", "--web.listen-address", &listen], &[]);
+    let exporter = spawn_binary(
+        &[
+            "demo",
+            "--web.listen-address",
+            &listen,
+            "--web.grafana-url",
+            "http://grafana.example:3000/",
+        ],
+        &[],
+    );
     let base = format!("http://{listen}");
     // Ready (first refresh) and with activity collected, so the page is complete.
     wait_for(
@@ -201,6 +210,10 @@ async fn the_landing_page_renders_in_headless_chromium() {
         "no script on the page"
     );
     assert!(dom.contains("class=\"status ok\""), "fresh data: {dom}");
+    assert!(
+        dom.contains("href=\"http://grafana.example:3000/d/openrouter-overview\""),
+        "--web.grafana-url links the dashboards: {dom}"
+    );
     for company in COMPANIES {
         let row = company_row(&dom, company);
         for window in [

@@ -628,3 +628,26 @@ fn the_bar_colours_are_the_alert_thresholds() {
         page::BUDGET_CRITICAL_RATIO
     );
 }
+
+#[test]
+fn a_grafana_url_that_is_not_http_is_refused_at_start() {
+    for url in [
+        "javascript:alert(1)",
+        "grafana.example",
+        "http://",
+        "http://a b",
+    ] {
+        let out = std::process::Command::new(binary())
+            .args(["--web.grafana-url", url, "demo", "--web.listen-address"])
+            .arg("127.0.0.1:0")
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run the binary");
+        assert!(!out.status.success(), "{url} accepted");
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            log.contains("--web.grafana-url must be an http"),
+            "{url}: {log}"
+        );
+    }
+}
