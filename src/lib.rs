@@ -5,6 +5,7 @@
 //! ```text
 //! main (binary) ── CLI, logging, signals, reload watcher
 //!   server, webconfig ── HTTP: routes, TLS, basic auth      (reads body::Published)
+//!   page ── the HTML pages and CSV, from body::Published    (never calls OpenRouter)
 //!   exporter ── state machine: refresh, reload, publish     (owns the loops)
 //!   direct, activity ── extra collectors run by the exporter
 //!   body ── render a snapshot + status once, identity and gzip
@@ -29,6 +30,7 @@ pub mod direct;
 pub mod exporter;
 pub mod exposition;
 pub mod money;
+pub mod page;
 pub mod server;
 pub mod sim;
 pub mod snapshot;

@@ -58,6 +58,11 @@ struct Cli {
     #[arg(long = "web.config.file", value_name = "PATH", global = true)]
     web_config_file: Option<PathBuf>,
 
+    /// Grafana's base URL (http or https); the pages link its dashboards
+    /// (`openrouter-overview`, `openrouter-company`).
+    #[arg(long = "web.grafana-url", value_name = "URL", global = true)]
+    grafana_url: Option<String>,
+
     /// Log level.
     #[arg(long = "log.level", value_enum, default_value = "info", global = true)]
     log_level: LogLevel,
@@ -202,9 +207,25 @@ fn server_options(cli: &Cli) -> anyhow::Result<ServerOptions> {
         Some(path) => WebConfig::load(path)?,
         None => WebConfig::default(),
     };
+    let grafana_url = match &cli.grafana_url {
+        Some(url) => {
+            let url = url.trim();
+            let scheme_ok = ["http://", "https://"].iter().any(|p| {
+                url.get(..p.len())
+                    .is_some_and(|s| s.eq_ignore_ascii_case(p))
+                    && url.len() > p.len()
+            });
+            if !scheme_ok || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                bail!("--web.grafana-url must be an http:// or https:// URL, got {url:?}");
+            }
+            Some(url.to_string())
+        }
+        None => None,
+    };
     Ok(ServerOptions {
         telemetry_path: cli.telemetry_path.clone(),
         web,
+        grafana_url,
         ..ServerOptions::default()
     })
 }
@@ -319,10 +340,9 @@ async fn run_demo(cli: &Cli) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     info!(
         upstream = %upstream.server.base_url(),
-        "demo: simulated OpenRouter running; open {}://{}{}",
-        if options.web.tls_enabled() { "https" } else { "http" },
-        local,
-        cli.telemetry_path
+        "demo: simulated OpenRouter running; open {scheme}://{local}/ for the companies page, {scheme}://{local}{} for the metrics",
+        cli.telemetry_path,
+        scheme = if options.web.tls_enabled() { "https" } else { "http" },
     );
     let shutdown = shutdown_on_signals()?;
     let mut background = spawn_background(&exporter, &shutdown);

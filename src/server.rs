@@ -1,4 +1,5 @@
-//! The HTTP side: `/metrics`, `/healthz`, `/readyz` and a landing page, on hyper 1.x.
+//! The HTTP side: `/metrics`, `/healthz`, `/readyz`, and the pages of
+//! [`crate::page`] (`/`, `/company/<name>`, `/companies.csv`), on hyper 1.x.
 //!
 //! A scrape never calls OpenRouter and never renders: it serves the body the
 //! last refresh published, gzip-compressed when the scraper accepts it.
@@ -38,6 +39,7 @@ use tracing::{debug, info, warn};
 use crate::body::{full, ResponseBody};
 use crate::exporter::Exporter;
 use crate::exposition::CONTENT_TYPE;
+use crate::page::{self, Links, Page};
 use crate::webconfig;
 
 use crate::webconfig::WebConfig;
@@ -58,6 +60,8 @@ pub struct ServerOptions {
     pub max_connections: usize,
     /// TLS, client certificates, basic auth and extra headers (`--web.config.file`).
     pub web: WebConfig,
+    /// Grafana's base URL (`--web.grafana-url`): the pages link its dashboards.
+    pub grafana_url: Option<String>,
 }
 
 impl Default for ServerOptions {
@@ -68,6 +72,7 @@ impl Default for ServerOptions {
             write_timeout: Duration::from_secs(30),
             max_connections: 512,
             web: WebConfig::default(),
+            grafana_url: None,
         }
     }
 }
@@ -366,8 +371,37 @@ fn route(
     if path == options.telemetry_path {
         return metrics(req, exporter);
     }
+    let links = Links {
+        metrics: &options.telemetry_path,
+        grafana: options.grafana_url.as_deref(),
+    };
+    if let Some(name) = path.strip_prefix("/company/") {
+        let published = exporter.published();
+        return match page::percent_decode(name) {
+            Some(name) => match page::company(
+                &published,
+                &exporter.config(),
+                &links,
+                &name,
+                chrono::Utc::now(),
+            ) {
+                Page::Found(body) => html(StatusCode::OK, body),
+                Page::NotFound(body) => html(StatusCode::NOT_FOUND, body),
+            },
+            None => text(StatusCode::NOT_FOUND, "not found\n"),
+        };
+    }
     match path {
-        "/" => html(&options.telemetry_path),
+        "/" => html(
+            StatusCode::OK,
+            page::index(
+                &exporter.published(),
+                &exporter.config(),
+                &links,
+                chrono::Utc::now(),
+            ),
+        ),
+        "/companies.csv" => csv(&exporter.published()),
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => {
             if exporter.is_ready() {
@@ -436,29 +470,52 @@ fn text(status: StatusCode, body: &'static str) -> Response<ResponseBody> {
     response
 }
 
-fn html(telemetry_path: &str) -> Response<ResponseBody> {
-    let path = html_escape(telemetry_path);
-    let body = format!(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>OpenRouter cost exporter</title></head>\n\
-         <body><h1>OpenRouter cost exporter</h1>\n\
-         <p>Spend per OpenRouter API key and per company, for Prometheus. Version {}.</p>\n\
-         <ul><li><a href=\"{path}\">Metrics</a></li>\n<li><a href=\"/healthz\">Health</a></li>\n\
-         <li><a href=\"/readyz\">Readiness</a></li></ul>\n</body></html>\n",
-        env!("CARGO_PKG_VERSION")
+/// What the pages send besides their body: no caching (the figures change
+/// every refresh), no sniffing, and a policy that runs no script and loads
+/// nothing, so even a string that escaped escaping could not act.
+fn page_headers(response: &mut Response<ResponseBody>, content_type: &'static str) {
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
     );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; base-uri 'none'; \
+             form-action 'none'; frame-ancestors 'none'",
+        ),
+    );
+}
+
+fn html(status: StatusCode, body: String) -> Response<ResponseBody> {
     let mut response = Response::new(full(body));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
+    *response.status_mut() = status;
+    page_headers(&mut response, "text/html; charset=utf-8");
     response
 }
 
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+fn csv(published: &crate::body::Published) -> Response<ResponseBody> {
+    let Some(body) = page::companies_csv(published) else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no data yet: no refresh from OpenRouter has succeeded\n",
+        );
+    };
+    let filename = published.snapshot.as_ref().map_or_else(
+        || "openrouter-companies.csv".to_string(),
+        |s| format!("openrouter-companies-{}.csv", s.taken_at.format("%Y-%m-%d")),
+    );
+    let mut response = Response::new(full(body));
+    page_headers(&mut response, "text/csv; charset=utf-8; header=present");
+    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_DISPOSITION, value);
+    }
+    response
 }
 
 #[cfg(test)]
