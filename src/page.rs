@@ -847,6 +847,7 @@ pub fn company(
         .iter()
         .enumerate()
         .filter(|(_, &c)| c == index)
+        .filter(|(i, _)| !snap.is_listed_as_direct(*i))
         .filter_map(|(i, _)| {
             snap.keys().get(i).map(|key| KeyRow {
                 key,
@@ -860,7 +861,6 @@ pub fn company(
             .iter()
             .filter(|d| d.company == index)
             .filter_map(|d| d.key.as_ref().map(|k| (k, d.up)))
-            .filter(|(k, _)| !snap.direct_duplicates.contains(&k.name))
             .map(|(key, up)| KeyRow {
                 key,
                 rolling: None,

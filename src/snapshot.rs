@@ -536,6 +536,15 @@ impl Snapshot {
         &self.data.keys
     }
 
+    /// Whether listed key `key_index` is a direct key's duplicate, published
+    /// through the direct key instead.
+    pub fn is_listed_as_direct(&self, key_index: usize) -> bool {
+        self.listed_as_direct
+            .get(key_index)
+            .copied()
+            .unwrap_or(false)
+    }
+
     pub fn company_of(&self, key_index: usize) -> &str {
         &self.companies[self.company_of_key[key_index]].name
     }

@@ -50,7 +50,7 @@ pub fn write_snapshot<W: Write>(
         snap.keys()
             .iter()
             .enumerate()
-            .filter(|(i, _)| !snap.listed_as_direct.get(*i).copied().unwrap_or(false))
+            .filter(|(i, _)| !snap.is_listed_as_direct(*i))
             .map(|(i, key)| (key, snap.company_of(i), snap.key_rolling.get(i)))
             .chain(direct.map(|(key, company)| (key, company, None)))
             .map(|(key, company, rolling)| KeyRow {
