@@ -56,19 +56,20 @@ fn format_problems(problems: &[Problem]) -> String {
         .join("\n")
 }
 
-/// The management key could not be loaded. Names the source, never the value.
+/// A secret (the management key, or a direct key's) could not be loaded.
+/// Names the source, never the value; the caller says whose secret it is.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    #[error("management key: environment variable {0} is not set")]
+    #[error("environment variable {0} is not set")]
     EnvMissing(String),
-    #[error("management key: environment variable {0} is empty")]
+    #[error("environment variable {0} is empty")]
     EnvEmpty(String),
-    #[error("management key: cannot read file {path}: {error}")]
+    #[error("cannot read file {path}: {error}")]
     FileUnreadable {
         path: PathBuf,
         error: std::io::Error,
     },
-    #[error("management key: file {0} is empty")]
+    #[error("file {0} is empty")]
     FileEmpty(PathBuf),
 }
 

@@ -28,7 +28,7 @@ use crate::upstream::{Client, RetryPolicy, UpstreamError};
 pub enum ReloadError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error(transparent)]
+    #[error("management key: {0}")]
     Secret(#[from] SecretError),
     #[error("direct key {0:?}: {1}")]
     DirectKey(String, SecretError),

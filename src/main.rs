@@ -161,7 +161,7 @@ fn check_config(path: &Path, web_config: Option<&Path>) -> anyhow::Result<()> {
     }
     let config = Config::load(path)?;
     if let Some(source) = &config.openrouter.management_key {
-        source.load()?;
+        source.load().context("management key")?;
     }
     for (_, name, secret) in config.direct_keys() {
         secret
