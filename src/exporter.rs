@@ -100,7 +100,12 @@ struct Shared {
     retry: RetryPolicy,
     /// Serialises refreshes, reloads and publishes so they never go out of order.
     refresh_lock: tokio::sync::Mutex<()>,
+    /// The wall clock of refreshes (replaceable in tests, to cross a UTC boundary).
+    clock: Mutex<Clock>,
 }
+
+/// A source of the current UTC time.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
 /// A cheap handle to the running exporter.
 #[derive(Clone)]
@@ -178,6 +183,7 @@ impl Exporter {
                 config_path,
                 retry,
                 refresh_lock: tokio::sync::Mutex::new(()),
+                clock: Mutex::new(Arc::new(Utc::now)),
             }),
         };
         // The status families are there from the first scrape, before any refresh.
@@ -187,6 +193,17 @@ impl Exporter {
             Err(e) => error!(error = %e, "cannot render the status metrics"),
         }
         Ok(exporter)
+    }
+
+    /// Replaces the clock that refreshes read (tests: a refresh across a UTC boundary).
+    #[doc(hidden)]
+    pub fn set_clock(&self, clock: Clock) {
+        *lock(&self.shared.clock) = clock;
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        let clock = Arc::clone(&lock(&self.shared.clock));
+        clock()
     }
 
     /// The body to serve. Never blocks on a refresh.
@@ -244,7 +261,7 @@ impl Exporter {
         let client = client.with_deadline(deadline);
         // The snapshot's clock starts with the fetch: no figure read before a
         // UTC boundary is published under the window that boundary opened.
-        let fetch_started = Utc::now();
+        let fetch_started = self.now();
         let work = async {
             let data = match config.openrouter.management_key {
                 Some(_) => Some(client.fetch_all(&config.openrouter.workspaces).await?),
@@ -259,7 +276,7 @@ impl Exporter {
         };
         let outcome = match fetched {
             Ok((data, direct)) => {
-                let taken_at = Utc::now();
+                let taken_at = self.now();
                 let direct = Arc::new(direct);
                 let mut account_up = None;
                 let mut listing = match data {

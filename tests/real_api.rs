@@ -593,3 +593,88 @@ async fn a_direct_key_also_listed_counts_once_under_its_configured_company() {
     );
     assert_eq!(value(&samples, "openrouter_up", &[]), 1.0);
 }
+
+// ------------------------------------------------------------ UTC boundaries
+
+/// Issue 12 point 6: a refresh whose fetch straddles a UTC midnight (here
+/// Sunday → Monday, so the day and the week end) never publishes figures read
+/// before the boundary under the window it opened: those windows are absent
+/// for every key and company until the next refresh; the others stay.
+#[tokio::test]
+async fn a_refresh_across_midnight_omits_the_windows_that_ended() {
+    use chrono::{TimeZone, Utc};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let mut state = empty_state();
+    add_keys(&mut state, WS_A, 0, 9);
+    let sim = start_sim(finish(state)).await;
+    let exporter = exporter(config(&sim.base_url(), COMPANIES));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let before = Utc.with_ymd_and_hms(2026, 11, 29, 23, 59, 59).unwrap();
+    let after = Utc.with_ymd_and_hms(2026, 11, 30, 0, 0, 1).unwrap();
+    let seen = Arc::clone(&calls);
+    exporter.set_clock(Arc::new(move || {
+        // The fetch starts before midnight and ends after it.
+        if seen.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+            before
+        } else {
+            after
+        }
+    }));
+    exporter.refresh().await.expect("refresh");
+    let samples = parse(&body(&exporter));
+    for window in ["daily", "weekly"] {
+        assert!(
+            find(&samples, "openrouter_key_usage_usd", &[("window", window)]).is_empty(),
+            "{window} figures read before midnight are not Monday's"
+        );
+        assert!(find(
+            &samples,
+            "openrouter_company_usage_usd",
+            &[("window", window)]
+        )
+        .is_empty());
+    }
+    // Monthly did not end (November goes on) and lifetime never does: every key, once.
+    for window in ["monthly", "lifetime"] {
+        assert_eq!(
+            find(&samples, "openrouter_key_usage_usd", &[("window", window)]).len(),
+            9,
+            "{window}"
+        );
+    }
+    let company = value(
+        &samples,
+        "openrouter_company_usage_usd",
+        &[("company", "acme"), ("window", "lifetime")],
+    );
+    let keys: f64 = find(
+        &samples,
+        "openrouter_key_usage_usd",
+        &[("company", "acme"), ("window", "lifetime")],
+    )
+    .iter()
+    .map(|s| s.value)
+    .sum();
+    assert!((company - keys).abs() < 1e-9, "{company} vs {keys}");
+    // The windows are Monday's: the day ends on Tuesday 00:00 UTC.
+    let tuesday = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap();
+    assert_eq!(
+        value(
+            &samples,
+            "openrouter_window_end_timestamp_seconds",
+            &[("window", "daily")]
+        ),
+        tuesday.timestamp() as f64
+    );
+
+    // The next refresh, wholly on Monday, brings the windows back.
+    exporter.set_clock(Arc::new(move || after));
+    exporter.refresh().await.expect("refresh");
+    let samples = parse(&body(&exporter));
+    assert_eq!(
+        find(&samples, "openrouter_key_usage_usd", &[("window", "daily")]).len(),
+        9
+    );
+}
