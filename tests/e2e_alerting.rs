@@ -38,6 +38,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
 
+// tests/common re-exports helpers this file does not all use.
+#[allow(unused_imports)]
 mod common;
 use common::tools::{free_port, require_tool, root};
 
