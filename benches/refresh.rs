@@ -181,7 +181,8 @@ fn benches(c: &mut Criterion) {
         ] {
             // Sized (and leveled) by the previous body, as in a steady-state refresh.
             let render = |previous: &Published| {
-                body::render(previous, |w| write_snapshot(w, &snapshot, options)).expect("render")
+                body::render(previous, 0, |w| write_snapshot(w, &snapshot, options))
+                    .expect("render")
             };
             let previous = render(&Published::default());
             group.bench_with_input(BenchmarkId::new(label, f.keys), f, |b, _| {

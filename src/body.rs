@@ -102,16 +102,20 @@ fn gzip_level(previous_len: usize) -> u32 {
 }
 
 /// Renders one body: `write` writes the exposition, which is compressed as
-/// it is written and kept as text up to [`PLAIN_LIMIT`]. `previous` (the body
-/// it replaces) sizes the buffers and picks the gzip level.
+/// it is written and kept as text up to [`PLAIN_LIMIT`]. The expected text
+/// length (`text_estimate`, or that of `previous`, the body it replaces)
+/// sizes the buffers and picks the gzip level; text expected past the limit
+/// is not collected at all, so it never exists whole in memory.
 pub fn render(
     previous: &Published,
+    text_estimate: usize,
     write: impl FnOnce(&mut MetricWriter<Tee>) -> io::Result<()>,
 ) -> io::Result<Published> {
-    let level = gzip_level(previous.plain_len);
+    let expected = text_estimate.max(previous.plain_len);
+    let level = gzip_level(expected);
     let gzip_buffer = Vec::with_capacity(previous.gzip.len() + previous.gzip.len() / 8);
     let tee = Tee {
-        plain: Some(Vec::with_capacity(previous.plain_len.min(PLAIN_LIMIT))),
+        plain: (expected <= PLAIN_LIMIT).then(|| Vec::with_capacity(expected)),
         gzip: BufWriter::with_capacity(
             INFLATE_CHUNK,
             GzEncoder::new(gzip_buffer, Compression::new(level)),
@@ -227,7 +231,7 @@ mod tests {
 
     #[test]
     fn a_render_holds_the_same_text_twice() {
-        let body = render(&Published::default(), |w| {
+        let body = render(&Published::default(), 0, |w| {
             w.family("m", "gauge", "help")?;
             w.sample_f64("m", &[("a", "b")], 1.5)
         })
@@ -245,7 +249,7 @@ mod tests {
     async fn text_past_the_limit_is_kept_as_gzip_and_inflated_for_identity() {
         let line = "x".repeat(1000) + "\n";
         let lines = PLAIN_LIMIT / line.len() + 10;
-        let body = render(&Published::default(), |w| {
+        let body = render(&Published::default(), 0, |w| {
             for _ in 0..lines {
                 w.raw(line.as_bytes())?;
             }
@@ -262,6 +266,14 @@ mod tests {
     }
 
     #[test]
+    fn text_expected_past_the_limit_is_never_collected() {
+        let body = render(&Published::default(), PLAIN_LIMIT + 1, |w| w.raw(b"m 1\n")).unwrap();
+        assert!(!body.has_plain());
+        assert_eq!(body.plain_len, 4);
+        assert_eq!(gunzip(&body.gzip), b"m 1\n");
+    }
+
+    #[test]
     fn every_level_round_trips() {
         let text = b"openrouter_up 1\n".repeat(1000);
         for previous in [0, 1 << 20, 64 << 20, 200 << 20] {
@@ -269,7 +281,7 @@ mod tests {
                 plain_len: previous,
                 ..Published::default()
             };
-            let body = render(&prev, |w| w.raw(&text)).unwrap();
+            let body = render(&prev, 0, |w| w.raw(&text)).unwrap();
             assert_eq!(gunzip(&body.gzip), text);
         }
     }

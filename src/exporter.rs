@@ -304,8 +304,17 @@ impl Exporter {
                 let extras = {
                     let mut state = lock(&self.shared.state);
                     // The old snapshot goes before the new one is built, so
-                    // the two listings are never both alive (~50 MB each at 100k keys).
+                    // that for a large account the two listings are never both
+                    // alive (~50 MB each at 100k keys); the pages say
+                    // "rebuilding" meanwhile. Small accounts keep it on show.
                     state.snapshot = None;
+                    if listing.keys.len() >= LARGE_LISTING {
+                        let current = self.published();
+                        self.shared.published.store(Arc::new(Published {
+                            snapshot: None,
+                            ..(*current).clone()
+                        }));
+                    }
                     state.listing = Some(Arc::clone(&listing));
                     state.taken_at = Some(taken_at);
                     state.direct = Arc::clone(&direct);
@@ -619,7 +628,10 @@ impl Exporter {
     ) -> std::io::Result<Published> {
         let counters = self.shared.telemetry.counters();
         let options = self.config().metrics;
-        let mut published = body::render(&self.published(), |w| {
+        let estimate = snapshot
+            .as_deref()
+            .map_or(0, |s| crate::exposition::text_estimate(s, options));
+        let mut published = body::render(&self.published(), estimate, |w| {
             if let Some(snapshot) = &snapshot {
                 write_snapshot(w, snapshot, options)?;
             }
@@ -652,6 +664,10 @@ impl Exporter {
         }
     }
 }
+
+/// Listings of at least this many keys let their old snapshot go before the
+/// new one is built (memory over a brief "rebuilding" on the pages).
+const LARGE_LISTING: usize = 20_000;
 
 /// The calendar windows whose UTC boundary passed between `from` and `to`.
 fn crossed_windows(from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Window> {

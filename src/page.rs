@@ -418,6 +418,15 @@ fn nav(out: &mut String, links: &Links<'_>, company: Option<&str>) {
 fn freshness(out: &mut String, published: &Published, config: &Config, now: DateTime<Utc>) {
     let status: Option<&Status> = published.status.as_ref();
     let Some(snap) = published.snapshot.as_deref() else {
+        if status.is_some_and(|s| s.last_success.is_some()) {
+            // A large account's snapshot is let go while its successor is built.
+            let _ = writeln!(
+                out,
+                "<p id=\"freshness\" class=\"status nodata\" data-state=\"rebuilding\"><strong>Rebuilding</strong>: \
+                 new figures from OpenRouter are being attributed; reload in a moment.</p>"
+            );
+            return;
+        }
         let _ = writeln!(
             out,
             "<p id=\"freshness\" class=\"status nodata\" data-state=\"nodata\"><strong>No data yet</strong>: \

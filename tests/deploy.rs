@@ -700,7 +700,8 @@ fn amtool_accepts_alertmanager_configs() {
     }
 
     // The per-company routes really route: an acme budget alert reaches the
-    // acme receiver, an exporter alert without company the platform one.
+    // acme team and finops, an exporter alert finops, info alerts nobody,
+    // a critical one on-call too.
     let am = root().join("deploy/compose/alertmanager.yml");
     for (labels, receiver) in [
         (
@@ -708,11 +709,26 @@ fn amtool_accepts_alertmanager_configs() {
                 "alertname=OpenRouterCompanyBudgetExceeded",
                 "company=acme",
                 "window=monthly",
+                "severity=warning",
             ],
-            "acme-account-team",
+            "acme-account-team,finops",
         ),
-        (vec!["alertname=OpenRouterExporterDown"], "platform"),
+        (
+            vec!["alertname=OpenRouterExporterDown", "severity=warning"],
+            "finops",
+        ),
         (vec!["alertname=X", "company=unassigned"], "finops"),
+        (
+            vec!["alertname=OpenRouterAttributionConflict", "severity=info"],
+            "null",
+        ),
+        (
+            vec![
+                "alertname=OpenRouterAccountCreditsExhausted",
+                "severity=critical",
+            ],
+            "oncall,finops",
+        ),
     ] {
         let o = run(Command::new(&amtool)
             .args(["config", "routes", "test", "--config.file"])

@@ -26,7 +26,6 @@
 //! the first evaluation; scrape and evaluation run every second.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::env;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -39,6 +38,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
 
+// tests/common re-exports helpers this file does not all use.
+mod common;
+use common::tools::{free_port, require_tool, root};
+
 const BIN: &str = env!("CARGO_BIN_EXE_openrouter-cost-exporter");
 /// Company over its monthly budget in the demo / company far under all budgets.
 const OVER: &str = "acme";
@@ -48,8 +51,14 @@ const BUDGET_EXCEEDED: &str = "OpenRouterCompanyBudgetExceeded";
 const BUDGET_ALERTS: [&str; 3] = [
     "OpenRouterCompanyBudgetExceeded",
     "OpenRouterCompanyBudgetNearlyExhausted",
-    "OpenRouterCompanyMonthlyBudgetForecastExceeded",
+    "OpenRouterCompanyBudgetBurnRate",
 ];
+/// Fires when openrouter.thresholds.yml is not loaded.
+const THRESHOLDS_MISSING: &str = "OpenRouterAlertThresholdsMissing";
+/// Share of dashboard queries that must return data against the demo (the
+/// rest may be empty: e.g. the UTC-day bars, whose `offset -1d` looks past
+/// "now" for today).
+const MIN_WITH_DATA: f64 = 0.95;
 /// Families the dashboards may use although the demo does not export them:
 /// direct-key mode only. Each must be written by src/exposition.rs.
 const NOT_IN_DEMO: [&str; 1] = ["openrouter_key_up"];
@@ -57,47 +66,6 @@ const NOT_IN_DEMO: [&str; 1] = ["openrouter_key_up"];
 /// factor (the two demos spend slightly different random amounts); a doubled
 /// one is twice it.
 const REPLICA_TOLERANCE: f64 = 1.5;
-
-// ------------------------------------------------------------ environment
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn is_ci() -> bool {
-    env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
-}
-
-fn on_path(name: &str) -> Option<PathBuf> {
-    let path = env::var_os("PATH")?;
-    env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-}
-
-/// The first of `names` found on PATH. When none is: under CI=true a panic
-/// naming the package to install, otherwise a message and None (skip).
-fn require_binary(names: &[&str], package: &str) -> Option<PathBuf> {
-    if let Some(p) = names.iter().find_map(|n| on_path(n)) {
-        return Some(p);
-    }
-    let msg = format!(
-        "none of {names:?} is on PATH; install Debian's `{package}` package \
-         (apt-get install -y {package})"
-    );
-    if is_ci() {
-        panic!("CI=true and the end-to-end alerting test cannot run: {msg}");
-    }
-    eprintln!("skipping the end-to-end alerting test: {msg}");
-    None
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral port")
-        .port()
-}
 
 // --------------------------------------------------------- child processes
 
@@ -578,12 +546,12 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_reach_alertmanager_and_dashboards_query_real_data() {
-    let Some(prometheus) = require_binary(&["prometheus"], "prometheus") else {
+    let Some(prometheus) = require_tool(&["prometheus"], "apt-get install -y prometheus") else {
         return;
     };
-    let Some(alertmanager) = require_binary(
+    let Some(alertmanager) = require_tool(
         &["prometheus-alertmanager", "alertmanager"],
-        "prometheus-alertmanager",
+        "apt-get install -y prometheus-alertmanager",
     ) else {
         return;
     };
@@ -840,7 +808,8 @@ async fn alerts_reach_alertmanager_and_dashboards_query_real_data() {
         },
     )
     .await;
-    assert_eq!(label(&alert, "severity"), "critical");
+    // A budget overrun is a commercial decision, not a page.
+    assert_eq!(label(&alert, "severity"), "warning");
     assert_eq!(label(&alert, "job"), job);
     let description = alert["annotations"]["description"].as_str().unwrap_or("");
     assert!(
@@ -854,7 +823,17 @@ async fn alerts_reach_alertmanager_and_dashboards_query_real_data() {
             .is_some_and(|u| u.ends_with(&format!("#{}", BUDGET_EXCEEDED.to_lowercase()))),
         "runbook_url should point at the README anchor of the alert: {alert}"
     );
-    if let Some(receiver) = &expected_receiver {
+    assert!(
+        alert["annotations"]["dashboard_url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("/d/openrouter-company/")
+                && u.contains(&format!("var-company={OVER}"))),
+        "dashboard_url should open the company drill-down for {OVER}: {alert}"
+    );
+    let receiver = expected_receiver.clone().unwrap_or_else(|| {
+        panic!("prometheus/alertmanager.yml has no route for company=\"{OVER}\"")
+    });
+    {
         wait_for(
             &format!("{BUDGET_EXCEEDED} for {OVER} at receiver {receiver} (the company's route)"),
             Duration::from_secs(10),
@@ -869,9 +848,42 @@ async fn alerts_reach_alertmanager_and_dashboards_query_real_data() {
             },
         )
         .await;
-    } else {
-        eprintln!("note: prometheus/alertmanager.yml has no route for company=\"{OVER}\"; the alert came via {path}");
     }
+    // Once, not once per replica: two exporters are scraped, yet every
+    // notification carrying acme's overrun holds exactly one such alert, and
+    // it has no `instance` (the rules merge the replicas).
+    let mut notifications = 0;
+    for (p, body) in received.lock().unwrap().iter() {
+        let copies: Vec<&Json> = body["alerts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| {
+                label(a, "alertname") == BUDGET_EXCEEDED
+                    && label(a, "company") == OVER
+                    && label(a, "window") == "monthly"
+            })
+            .collect();
+        if copies.is_empty() {
+            continue;
+        }
+        notifications += 1;
+        assert_eq!(
+            copies.len(),
+            1,
+            "a notification to {p} carries {BUDGET_EXCEEDED} for {OVER} {} times (once per replica?): {copies:?}",
+            copies.len()
+        );
+        assert!(
+            copies[0]["labels"].get("instance").is_none(),
+            "{BUDGET_EXCEEDED} for {OVER} carries an instance label, so replicas raise one alert each: {}",
+            copies[0]
+        );
+    }
+    assert!(
+        notifications >= 1,
+        "no notification for {OVER} was recorded"
+    );
 
     // --- the far-under-budget company: nothing, for a while after acme's came
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -946,9 +958,11 @@ async fn alerts_reach_alertmanager_and_dashboards_query_real_data() {
         broken.join("\n")
     );
 
-    // --- every dashboard query is valid and returns data
+    // --- every dashboard query is valid, and (nearly) all return data
     let mut checked = 0;
+    let mut panel_queries = 0;
     let mut failures = Vec::new();
+    let mut no_data = Vec::new();
     // (file, title, expr, legend, variables) of every query that returned data
     let mut with_data = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -958,7 +972,7 @@ async fn alerts_reach_alertmanager_and_dashboards_query_real_data() {
             ("__interval", "15s"),
             ("__range", "1h"),
             ("__range_s", "3600"),
-            ("DS_PROMETHEUS", ""),
+            ("datasource", ""),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -1017,10 +1031,11 @@ async fn alerts_reach_alertmanager_and_dashboards_query_real_data() {
         }
         assert!(d["templating"]["list"].as_array().is_some_and(|l| l
             .iter()
-            .any(|v| v["name"] == "DS_PROMETHEUS" && v["type"] == "datasource")));
+            .any(|v| v["name"] == "datasource" && v["type"] == "datasource")));
         for (title, expr, legend) in panel_targets(d) {
             let q = substitute(&expr, &vars);
             checked += 1;
+            panel_queries += 1;
             // Recording rules and rate()s need a few evaluations / samples.
             loop {
                 match query(&client, &prom, &q).await {
@@ -1038,7 +1053,7 @@ async fn alerts_reach_alertmanager_and_dashboards_query_real_data() {
                         tokio::time::sleep(Duration::from_millis(500)).await;
                     }
                     Ok(_) => {
-                        failures.push(format!("{file}: \"{title}\": no data: {q}"));
+                        no_data.push(format!("{file}: \"{title}\": no data: {q}"));
                         break;
                     }
                     Err(e) => {
@@ -1052,9 +1067,25 @@ async fn alerts_reach_alertmanager_and_dashboards_query_real_data() {
     assert!(checked >= 20, "only {checked} dashboard queries found");
     assert!(
         failures.is_empty(),
-        "dashboard queries failing against the demo:\n{}",
+        "dashboard queries Prometheus rejects:\n{}",
         failures.join("\n")
     );
+    let share = with_data.len() as f64 / panel_queries as f64;
+    assert!(
+        share >= MIN_WITH_DATA,
+        "only {}/{panel_queries} dashboard queries ({:.1}%) return data against the demo with the shipped defaults \
+         (at least {:.0}% must):\n{}",
+        with_data.len(),
+        share * 100.0,
+        MIN_WITH_DATA * 100.0,
+        no_data.join("\n")
+    );
+    if !no_data.is_empty() {
+        eprintln!(
+            "dashboard queries without data (allowed):\n{}",
+            no_data.join("\n")
+        );
+    }
 
     // --- two replicas: each query, at one instant, with both replicas and
     // restricted to each one. Counters are summed on purpose (every replica
@@ -1128,6 +1159,99 @@ async fn alerts_reach_alertmanager_and_dashboards_query_real_data() {
         "names used by dashboards/rules that the exporter does not export (no `# TYPE` line in the demo's /metrics):\n  {}\nexported: {exported:?}",
         unknown.join("\n  ")
     );
+
+    // --- operator mistake: only openrouter.rules.yml loaded, no thresholds
+    // file. A second Prometheus (external label prometheus="no-thresholds",
+    // which Alertmanager sees on its alerts) scrapes the same exporters: the
+    // missing-thresholds alert must arrive, and acme's overrun must still
+    // arrive (with the defaults written in the rules) instead of silence.
+    let firing_here = query(
+        &client,
+        &prom,
+        &format!("ALERTS{{alertname=\"{THRESHOLDS_MISSING}\", alertstate=\"firing\"}}"),
+    )
+    .await
+    .expect("ALERTS query");
+    assert!(
+        firing_here.is_empty(),
+        "{THRESHOLDS_MISSING} fires although the thresholds file is loaded: {firing_here:?}"
+    );
+    let rules_only = dir.join("rules-only");
+    fs::create_dir(&rules_only).unwrap();
+    let (rules_file, rules_yaml) = shipped_rules
+        .iter()
+        .find(|(n, _)| n == "openrouter.rules.yml")
+        .expect("prometheus/openrouter.rules.yml");
+    fs::write(
+        rules_only.join(rules_file),
+        serde_yaml::to_string(&without_for(rules_yaml.clone()).0).unwrap(),
+    )
+    .unwrap();
+    fs::write(
+        dir.join("prometheus-rules-only.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n  external_labels:\n    prometheus: no-thresholds\n\
+             rule_files:\n  - {rules}/*.yml\n\
+             alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['127.0.0.1:{am_port}']\n\
+             scrape_configs:\n  - job_name: {job}\n    static_configs:\n      - targets: ['{a}', '{b}']\n",
+            rules = rules_only.display(),
+            a = replicas[0],
+            b = replicas[1],
+        ),
+    )
+    .unwrap();
+    let prom2_port = free_port();
+    fs::create_dir(dir.join("prom2-data")).unwrap();
+    children.spawn(
+        "prometheus without thresholds",
+        Command::new(&prometheus)
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus-rules-only.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("prom2-data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom2_port}"))
+            .arg("--rules.alert.resend-delay=1s"),
+        dir.join("prometheus-rules-only.log"),
+    );
+    let from_rules_only = |a: &Json, name: &str| {
+        label(a, "alertname") == name
+            && label(a, "prometheus") == "no-thresholds"
+            && a["status"] == "firing"
+    };
+    let missing = wait_for(
+        &format!("{THRESHOLDS_MISSING} from the Prometheus without the thresholds file"),
+        Duration::from_secs(45),
+        &mut children,
+        || {
+            let found = received_alerts(&received)
+                .into_iter()
+                .find(|(_, a)| from_rules_only(a, THRESHOLDS_MISSING));
+            async move { found }
+        },
+    )
+    .await;
+    assert!(
+        !label(&missing.1, "threshold").is_empty(),
+        "{THRESHOLDS_MISSING} should name the missing threshold: {}",
+        missing.1
+    );
+    wait_for(
+        &format!("{BUDGET_EXCEEDED} for {OVER} from the Prometheus without the thresholds file"),
+        Duration::from_secs(30),
+        &mut children,
+        || {
+            let found = received_alerts(&received)
+                .into_iter()
+                .any(|(_, a)| from_rules_only(&a, BUDGET_EXCEEDED) && label(&a, "company") == OVER);
+            async move { found.then_some(()) }
+        },
+    )
+    .await;
+
     eprintln!(
         "e2e: {checked} dashboard queries ({replica_checked} checked with two replicas), {} openrouter_* names, alert via {path}, in {:?}",
         used.len(),
@@ -1138,7 +1262,7 @@ async fn alerts_reach_alertmanager_and_dashboards_query_real_data() {
 // ------------------------------------------------ static checks (always run)
 
 const RUNBOOK_BASE: &str =
-    "https://github.com/openrouter-cost-exporter/openrouter-cost-exporter/blob/main/README.md#";
+    "https://github.com/openrouter-cost-exporter/openrouter-cost-exporter/blob/main/docs/alerts.md#";
 
 /// Metrics with a `window` label: every selector on them must pin it.
 const WINDOWED: [&str; 8] = [
@@ -1249,7 +1373,7 @@ fn shipped_rules_and_dashboards_follow_the_conventions() {
             ["critical", "warning", "info"].contains(&severity),
             "{alert}: severity {severity:?}"
         );
-        for a in ["summary", "description"] {
+        for a in ["summary", "description", "dashboard_url"] {
             assert!(
                 r["annotations"][a]
                     .as_str()
@@ -1321,16 +1445,21 @@ fn shipped_rules_and_dashboards_follow_the_conventions() {
             d["id"].is_null(),
             "{file}: `id` must be null for provisioning/import"
         );
+        // A UI import must not replace the datasource variable by a fixed uid.
+        assert!(
+            d.get("__inputs").is_none(),
+            "{file}: `__inputs` makes a UI import hard-code the datasource"
+        );
         let vars = d["templating"]["list"].as_array().expect("templating.list");
         assert!(
-            vars.iter().any(|v| v["name"] == "DS_PROMETHEUS"
+            vars.iter().any(|v| v["name"] == "datasource"
                 && v["type"] == "datasource"
                 && v["query"] == "prometheus"),
-            "{file}: no DS_PROMETHEUS datasource variable"
+            "{file}: no `datasource` variable of type datasource"
         );
         for v in vars.iter().filter(|v| v["type"] == "query") {
             assert_eq!(
-                v["datasource"]["uid"], "${DS_PROMETHEUS}",
+                v["datasource"]["uid"], "${datasource}",
                 "{file}: variable {}",
                 v["name"]
             );
@@ -1340,8 +1469,8 @@ fn shipped_rules_and_dashboards_follow_the_conventions() {
                 let title = p["title"].as_str().unwrap_or("?");
                 if p["type"] != "row" {
                     assert_eq!(
-                        p["datasource"]["uid"], "${DS_PROMETHEUS}",
-                        "{file}: panel {title:?} does not use ${{DS_PROMETHEUS}}"
+                        p["datasource"]["uid"], "${datasource}",
+                        "{file}: panel {title:?} does not use ${{datasource}}"
                     );
                     let targets = p["targets"]
                         .as_array()
@@ -1353,10 +1482,7 @@ fn shipped_rules_and_dashboards_follow_the_conventions() {
                     );
                     for t in targets {
                         let expr = t["expr"].as_str().unwrap_or("");
-                        assert_eq!(
-                            t["datasource"]["uid"], "${DS_PROMETHEUS}",
-                            "{file}: {title:?}"
-                        );
+                        assert_eq!(t["datasource"]["uid"], "${datasource}", "{file}: {title:?}");
                         assert!(
                             !expr.contains("job=\""),
                             "{file}: {title:?} hard-codes a job: {expr}"
@@ -1374,6 +1500,20 @@ fn shipped_rules_and_dashboards_follow_the_conventions() {
                              replicas first (max without (instance, pod) (...)): {expr}"
                         );
                     }
+                    // Stats show the value now: an instant query, so ghost
+                    // replicas and old versions in the time range cannot show.
+                    if p["type"] == "stat" {
+                        assert!(
+                            targets.iter().all(|t| t["instant"] == true),
+                            "{file}: stat {title:?} must use instant queries"
+                        );
+                    }
+                    assert!(
+                        p["fieldConfig"]["defaults"]["noValue"]
+                            .as_str()
+                            .is_some_and(|s| !s.is_empty()),
+                        "{file}: panel {title:?} has no noValue text"
+                    );
                     if p["fieldConfig"]["defaults"]["unit"] == "currencyUSD" {
                         *money_panels += 1;
                     }

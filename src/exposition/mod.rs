@@ -31,6 +31,17 @@ struct KeyRow<'a> {
     rolling: Option<&'a [Option<f64>; 2]>,
 }
 
+/// About how long the text of `snap` will be (sizes buffers; decides whether
+/// the text is kept beside its gzip): ~2 KB per key with every per-key family.
+pub fn text_estimate(snap: &Snapshot, options: MetricsOptions) -> usize {
+    let per_key = match (options.per_key, options.per_key_byok) {
+        (false, _) => 0,
+        (true, true) => 2000,
+        (true, false) => 1250,
+    };
+    (snap.keys().len() + snap.direct.len()) * per_key + snap.companies.len() * 1000
+}
+
 /// Renders every OpenRouter family of a snapshot.
 pub fn write_snapshot<W: Write>(
     w: &mut MetricWriter<W>,
