@@ -928,7 +928,7 @@ impl Client {
                 ));
             }
             let Some(joined) = pages_out.tasks.join_next().await else {
-                // Unreachable: something is always in flight here.
+                // Not reached: a page is always out here (the gap fill above).
                 return Err(pagination(&ws_label, "no page left to fetch".into()));
             };
             let (offset, page) = joined.map_err(|e| UpstreamError::Transport {
@@ -952,7 +952,7 @@ impl Client {
                     .add(offset, page)
                     .map_err(|m| pagination(&ws_label, m))?
                 {
-                    // Pages still in flight beyond the end are dropped (aborted).
+                    // Pages still out past the end: see `PagesOut`.
                     return Ok(listing.done());
                 }
             }
