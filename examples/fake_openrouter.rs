@@ -3,8 +3,13 @@
 //! ```text
 //! cargo run --release --example fake_openrouter -- --keys 10000 \
 //!     [--workspaces 2] [--companies 100] [--management-key KEY] \
-//!     [--config-out exporter.yaml] [--refresh-interval 30s] [--metrics-yaml 'metrics: {per_key: false}']
+//!     [--config-out exporter.yaml] [--refresh-interval 30s] [--metrics-yaml 'metrics: {per_key: false}'] \
+//!     [--latency-ms 250] [--page-size 100]
 //! ```
+//!
+//! `--latency-ms` makes every call wait that long before it is answered (a
+//! network round trip); the peak number of requests in flight is printed to
+//! stderr every time it rises.
 //!
 //! It serves `/api/v1/workspaces`, paginated `/api/v1/keys` and `/api/v1/credits`
 //! through the library's `sim` module (the same server the tests use), prints
@@ -23,7 +28,8 @@ use openrouter_cost_exporter::sim::{SimServer, SimState};
 fn usage() -> ! {
     eprintln!(
         "usage: fake_openrouter --keys N [--workspaces W] [--companies C] [--management-key KEY]\n\
-         \x20                      [--config-out PATH] [--refresh-interval 30s] [--metrics-yaml YAML]"
+         \x20                      [--config-out PATH] [--refresh-interval 30s] [--metrics-yaml YAML]\n\
+         \x20                      [--latency-ms MS] [--page-size N]"
     );
     std::process::exit(2)
 }
@@ -38,6 +44,8 @@ async fn main() {
     let mut config_out = None;
     let mut refresh_interval = "30s".to_string();
     let mut metrics_yaml = String::new();
+    let mut latency_ms = 0u64;
+    let mut page_size = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| usage());
@@ -49,6 +57,8 @@ async fn main() {
             "--config-out" => config_out = Some(value()),
             "--refresh-interval" => refresh_interval = value(),
             "--metrics-yaml" => metrics_yaml = value(),
+            "--latency-ms" => latency_ms = value().parse().unwrap_or_else(|_| usage()),
+            "--page-size" => page_size = Some(value().parse().unwrap_or_else(|_| usage())),
             _ => usage(),
         }
     }
@@ -64,6 +74,10 @@ async fn main() {
         .map(|w| (account::workspace_id(w), format!("Workspace {w}")))
         .collect();
     state.keys = account::keys(&spec);
+    state.latency = std::time::Duration::from_millis(latency_ms);
+    if let Some(size) = page_size {
+        state.keys_page_size = size;
+    }
     state.total_credits = 10_000_000.0;
     // Some spend of deleted keys, so the unattributed figure is not zero.
     state.total_usage = ((state.keys_lifetime_usage() + 1234.5) * 1e9).round() / 1e9;
@@ -85,6 +99,18 @@ async fn main() {
         spec.keys, spec.workspaces, spec.companies
     );
     let _ = std::io::stdout().flush();
-    // Serve until killed.
-    std::future::pending::<()>().await;
+    // Serve until killed, reporting each new peak of requests in flight.
+    let shared = server.shared_state();
+    let mut peak = 0;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let (now_peak, calls) = {
+            let st = shared.lock().unwrap_or_else(|p| p.into_inner());
+            (st.max_in_flight, st.requests.len())
+        };
+        if now_peak > peak {
+            peak = now_peak;
+            eprintln!("peak_in_flight={peak} calls={calls}");
+        }
+    }
 }

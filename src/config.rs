@@ -105,6 +105,8 @@ struct RawOpenRouter {
     /// `None` when unset: then min(15 s, refresh_interval) (issue 12 point 8).
     #[serde(default, with = "humantime_serde")]
     request_timeout: Option<Duration>,
+    #[serde(default = "default_max_concurrent_requests")]
+    max_concurrent_requests: usize,
     #[serde(default)]
     workspaces: RawWorkspaces,
     #[serde(default = "yes")]
@@ -118,6 +120,7 @@ impl Default for RawOpenRouter {
             management_key_env: None,
             management_key_file: None,
             request_timeout: None,
+            max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
             workspaces: RawWorkspaces::default(),
             use_management_key: true,
         }
@@ -148,6 +151,14 @@ struct RawCompany {
 
 fn default_refresh() -> Duration {
     Duration::from_secs(300)
+}
+/// Requests in flight to OpenRouter at once, across workspaces, key pages,
+/// `/credits`, direct keys and activity calls, unless the file says otherwise.
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 8;
+/// The most `openrouter.max_concurrent_requests` may be.
+pub const MAX_CONCURRENT_REQUESTS_LIMIT: usize = 64;
+fn default_max_concurrent_requests() -> usize {
+    DEFAULT_MAX_CONCURRENT_REQUESTS
 }
 /// The request timeout when the file sets none and the interval is longer.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -183,6 +194,8 @@ pub struct OpenRouterConfig {
     /// `None` in direct-key mode (`use_management_key: false`).
     pub management_key: Option<SecretSource>,
     pub request_timeout: Duration,
+    /// Requests in flight at once, every endpoint together (1..=64, default 8).
+    pub max_concurrent_requests: usize,
     pub workspaces: Workspaces,
 }
 
@@ -563,6 +576,15 @@ fn validate(raw: RawConfig, text: &str) -> Result<Config, Vec<Problem>> {
         }
         Some(t) => t,
     };
+    if !(1..=MAX_CONCURRENT_REQUESTS_LIMIT).contains(&or.max_concurrent_requests) {
+        problem(
+            "openrouter.max_concurrent_requests",
+            format!(
+                "must be between 1 and {MAX_CONCURRENT_REQUESTS_LIMIT}, got {}",
+                or.max_concurrent_requests
+            ),
+        );
+    }
     let workspaces = match or.workspaces {
         RawWorkspaces::Keyword(k) if k == "all" => Workspaces::All,
         RawWorkspaces::Keyword(k) => {
@@ -741,6 +763,7 @@ fn validate(raw: RawConfig, text: &str) -> Result<Config, Vec<Problem>> {
             base_url: or.base_url.trim_end_matches('/').to_string(),
             management_key,
             request_timeout,
+            max_concurrent_requests: or.max_concurrent_requests,
             workspaces,
         },
         companies,
@@ -1106,6 +1129,18 @@ mod tests {
         assert_eq!(block_key_lines(text, &["a"], "x"), vec![6]);
         assert_eq!(block_key_lines(text, &[], "x"), vec![7]);
         assert!(block_key_lines("a: {x: 1}\n", &["a"], "x").is_empty());
+    }
+
+    #[test]
+    fn max_concurrent_requests_defaults_to_8_and_is_bounded() {
+        let cfg = parse("openrouter: {}\n").unwrap();
+        assert_eq!(cfg.openrouter.max_concurrent_requests, 8);
+        let cfg = parse("openrouter:\n  max_concurrent_requests: 16\n").unwrap();
+        assert_eq!(cfg.openrouter.max_concurrent_requests, 16);
+        for bad in ["0", "65"] {
+            let found = problems(&format!("openrouter:\n  max_concurrent_requests: {bad}\n"));
+            assert_eq!(found[0].location, "openrouter.max_concurrent_requests");
+        }
     }
 
     #[test]

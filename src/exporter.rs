@@ -22,7 +22,7 @@ use crate::direct::{self, DirectClient};
 use crate::exposition::{write_snapshot, write_status, ActivityStatus, Status};
 use crate::snapshot::{DirectKey, Extras, Listing, Snapshot, Window};
 use crate::telemetry::{FailureReason, Telemetry};
-use crate::upstream::{Client, RetryPolicy, UpstreamError};
+use crate::upstream::{Client, DeadlineReport, RetryPolicy, UpstreamError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
@@ -41,8 +41,9 @@ pub enum ReloadError {
 pub enum RefreshError {
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
-    #[error("refresh did not finish within its deadline of {0:?}")]
-    Deadline(Duration),
+    /// Says why in one line: calls made and needed, latency, concurrency.
+    #[error("refresh did not finish within its deadline of {0}")]
+    Deadline(DeadlineReport),
     #[error("building or rendering the snapshot failed: {0}")]
     Render(std::io::Error),
 }
@@ -259,6 +260,13 @@ impl Exporter {
             .max(Duration::from_millis(500));
         let deadline = tokio::time::Instant::now() + budget;
         let client = client.with_deadline(deadline);
+        if client.previous_refresh().is_none() && config.openrouter.management_key.is_some() {
+            info!(
+                max_concurrent_requests = client.limiter().limit(),
+                deadline_s = budget.as_secs(),
+                "first refresh: no estimate of its duration yet; each later one is estimated from the one before"
+            );
+        }
         // The snapshot's clock starts with the fetch: no figure read before a
         // UTC boundary is published under the window that boundary opened.
         let fetch_started = self.now();
@@ -272,7 +280,7 @@ impl Exporter {
         };
         let fetched = match tokio::time::timeout_at(deadline, work).await {
             Ok(result) => result.map_err(RefreshError::from),
-            Err(_) => Err(RefreshError::Deadline(budget)),
+            Err(_) => Err(RefreshError::Deadline(client.deadline_report(budget))),
         };
         let outcome = match fetched {
             Ok((data, direct)) => {
@@ -353,12 +361,21 @@ impl Exporter {
                     .listing
                     .as_ref()
                     .map_or(0, |l| l.keys.len());
+                let record = client.record_refresh(Duration::from_secs_f64(elapsed));
                 info!(
                     keys,
                     duration_ms = (elapsed * 1000.0) as u64,
+                    calls = record.stats.calls,
+                    peak_in_flight = record.stats.peak_in_flight,
                     direct_keys_up = direct_up,
                     "refresh succeeded"
                 );
+                // Half the deadline is the point to act, not the point of failure.
+                if record.duration * 2 > budget {
+                    warn!("{}; raise refresh_interval or openrouter.max_concurrent_requests (README: large accounts)", record.estimate(budget));
+                } else {
+                    info!("{}", record.estimate(budget));
+                }
             }
             Err(e) => {
                 self.shared.telemetry.count_refresh_failure(e.reason());
@@ -701,7 +718,8 @@ fn make_client(
         config.openrouter.request_timeout,
         retry,
         Arc::clone(telemetry),
-    )?)
+    )?
+    .with_max_concurrent_requests(config.openrouter.max_concurrent_requests))
 }
 
 /// Builds a snapshot off the async threads: at 100k keys it is real CPU work.

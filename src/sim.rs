@@ -21,6 +21,8 @@
 //! | workspace slug vs UUID | every workspace has a slug ([`SimState::slug_of`]); `GET /workspaces/{id or slug}` resolves both; `/keys?workspace_id=<slug>` is a 400, as for any non-UUID |
 //! | a recorded body (any status) served verbatim | [`FaultResponse::Reply`]`{status, body}` |
 //! | `Retry-After` in seconds, as an HTTP date, or garbage | [`FaultResponse::Error`]`{retry_after: Some(secs)}` or [`FaultResponse::ErrorRetryAfter`]`{value}` |
+//! | a real network's round trip: every call answered after a delay | `state.latency = Duration::from_millis(250)` |
+//! | how many requests were in flight at once | `state.max_in_flight` (peak since start or since reset), `state.in_flight` (now); `state.answered`: each request with when it was answered |
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -385,10 +387,20 @@ pub struct SimState {
     pub faults: Vec<Fault>,
     /// Every request's path and query, in order.
     pub requests: Vec<String>,
+    /// Every request's path and query with when it was answered (after
+    /// `latency`), in order: `requests` with times.
+    pub answered: Vec<(std::time::Instant, String)>,
     /// `GET /activity` rows per key hash (`date`, `model`, `usage`, …).
     pub activity: std::collections::HashMap<String, Vec<Value>>,
     /// Inference keys' secrets → the hash of the key they belong to (`GET /key`).
     pub inference_keys: std::collections::HashMap<String, String>,
+    /// Every request waits this long before it is answered (faults included):
+    /// a network round trip. Zero by default.
+    pub latency: Duration,
+    /// Requests being handled right now (counted from arrival to answer).
+    pub in_flight: usize,
+    /// The most requests ever handled at once; a test may reset it to 0.
+    pub max_in_flight: usize,
 }
 
 impl SimState {
@@ -407,8 +419,12 @@ impl SimState {
             total_usage: 0.0,
             faults: Vec::new(),
             requests: Vec::new(),
+            answered: Vec::new(),
             activity: Default::default(),
             inference_keys: Default::default(),
+            latency: Duration::ZERO,
+            in_flight: 0,
+            max_in_flight: 0,
         }
     }
 
@@ -579,10 +595,34 @@ fn error_response(status: u16, message: &str) -> Response<SimBody> {
     )
 }
 
+/// Counts one request in flight from its arrival until its answer is made.
+struct InFlight<'a>(&'a Mutex<SimState>);
+
+impl<'a> InFlight<'a> {
+    fn enter(state: &'a Mutex<SimState>) -> InFlight<'a> {
+        let mut st = lock(state);
+        st.in_flight += 1;
+        st.max_in_flight = st.max_in_flight.max(st.in_flight);
+        InFlight(state)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut st = lock(self.0);
+        st.in_flight = st.in_flight.saturating_sub(1);
+    }
+}
+
 async fn handle(
     req: Request<Incoming>,
     state: &Mutex<SimState>,
 ) -> Result<Response<SimBody>, std::io::Error> {
+    let _in_flight = InFlight::enter(state);
+    let latency = lock(state).latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     let path = req
         .uri()
         .path()
@@ -599,12 +639,14 @@ async fn handle(
     // Pick a fault (consuming one use) while holding the lock, act on it after.
     let fault = {
         let mut st = lock(state);
-        st.requests.push(
-            req.uri()
-                .path_and_query()
-                .map(|p| p.to_string())
-                .unwrap_or_default(),
-        );
+        let request = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default();
+        st.answered
+            .push((std::time::Instant::now(), request.clone()));
+        st.requests.push(request);
         let offset: Option<usize> = params.get("offset").and_then(|o| o.parse().ok());
         let workspace = params.get("workspace_id").map(String::as_str);
         let hit = st

@@ -1,10 +1,11 @@
-//! The exporter's own counters: upstream calls and failed refreshes.
+//! The exporter's own counters: upstream calls, throttled calls and failed refreshes.
 //!
 //! They change while a refresh runs and are rendered into the published body
 //! with everything else (see `exposition::write_status`), never per scrape.
 //! This module sits at the bottom of the crate: it takes plain labels.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// Why a refresh (or one optional part of it) failed: the bounded `reason`
@@ -84,12 +85,15 @@ pub struct Counters {
     pub upstream_requests: Vec<((&'static str, String), u64)>,
     /// Every reason, 0 included.
     pub refresh_failures: Vec<(FailureReason, u64)>,
+    /// Calls answered 429 or 503, which slowed every call down.
+    pub upstream_throttled: u64,
 }
 
 #[derive(Debug, Default)]
 pub struct Telemetry {
     upstream_requests: Mutex<BTreeMap<(&'static str, String), u64>>,
     refresh_failures: Mutex<BTreeMap<FailureReason, u64>>,
+    upstream_throttled: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -112,6 +116,16 @@ impl Telemetry {
         *lock(&self.refresh_failures).entry(reason).or_default() += 1;
     }
 
+    /// One call answered 429 or 503: the client backed every call off.
+    pub fn count_throttled(&self) {
+        self.upstream_throttled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Throttled calls so far, for logs and tests.
+    pub fn throttled(&self) -> u64 {
+        self.upstream_throttled.load(Ordering::Relaxed)
+    }
+
     /// Total upstream calls so far, for logs and tests.
     pub fn total_requests(&self) -> u64 {
         lock(&self.upstream_requests).values().sum()
@@ -131,6 +145,7 @@ impl Telemetry {
                 .iter()
                 .map(|r| (*r, failures.get(r).copied().unwrap_or(0)))
                 .collect(),
+            upstream_throttled: self.throttled(),
         }
     }
 }
@@ -145,7 +160,10 @@ mod tests {
         t.count_refresh_failure(FailureReason::Credits);
         t.count_request("keys", "200");
         t.count_request("keys", "200");
+        assert_eq!(t.counters().upstream_throttled, 0);
+        t.count_throttled();
         let c = t.counters();
+        assert_eq!(c.upstream_throttled, 1);
         assert_eq!(c.refresh_failures.len(), FailureReason::ALL.len());
         assert!(c.refresh_failures.contains(&(FailureReason::Credits, 1)));
         assert!(c.refresh_failures.contains(&(FailureReason::Timeout, 0)));

@@ -11,9 +11,18 @@
 //! to 50), so a listing never trusts one: it ends on an empty page. A
 //! non-empty page that adds no new key means the server ignores `offset`:
 //! that fails the refresh (`reason="pagination"`) rather than drop keys.
+//!
+//! Over a real network every page costs a round trip, so a workspace's pages
+//! are fetched ahead in a sliding window once the first page has shown the
+//! page size ([`Client::list_keys`]), and assembled in offset order. Every
+//! call of every clone of a client shares one [`Limiter`]: at most
+//! `openrouter.max_concurrent_requests` calls in flight, fewer after a 429 or
+//! 503 (the window halves, every call waits out the back-off, then the window
+//! grows back by one per window of successful calls).
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -22,7 +31,7 @@ use serde::{Deserialize, Deserializer};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use crate::config::Workspaces;
+use crate::config::{Workspaces, DEFAULT_MAX_CONCURRENT_REQUESTS};
 use crate::telemetry::{FailureReason, Telemetry};
 
 /// Bodies above this are refused: a key page is ~100 KiB, so this is a hostile or broken upstream.
@@ -31,8 +40,6 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 const MAX_PAGES: usize = 1_000_000;
 /// Workspaces asked for per page (the documented maximum is 100).
 const WORKSPACE_PAGE: usize = 100;
-/// Workspaces listed at once.
-const WORKSPACE_CONCURRENCY: usize = 4;
 
 /// `null` reads as the type's default (an empty name or label is "not reported").
 fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
@@ -292,6 +299,265 @@ impl RetryPolicy {
     }
 }
 
+/// The one budget of calls in flight that every clone of a [`Client`] shares
+/// (listing, `/credits`, direct keys, activity), and the shared back-off.
+///
+/// Additive increase, multiplicative decrease: the window starts at the limit;
+/// a 429 or 503 halves it (once per back-off: answers to calls sent before the
+/// last decrease do not shrink it again) and pauses every call for the
+/// back-off; each successful call then adds `1 / window`, so the window grows
+/// back by about one call per round trip.
+#[derive(Debug)]
+pub struct Limiter {
+    limit: usize,
+    state: Mutex<LimiterState>,
+    released: tokio::sync::Notify,
+}
+
+#[derive(Debug)]
+struct LimiterState {
+    in_flight: usize,
+    window: f64,
+    paused_until: Option<Instant>,
+    last_decrease: Option<Instant>,
+}
+
+/// One call's place in the budget; dropping it frees the place.
+struct Permit {
+    limiter: Arc<Limiter>,
+    sent: Instant,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        lock(&self.limiter.state).in_flight -= 1;
+        self.limiter.released.notify_waiters();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Limiter {
+    pub fn new(limit: usize) -> Limiter {
+        let limit = limit.max(1);
+        Limiter {
+            limit,
+            state: Mutex::new(LimiterState {
+                in_flight: 0,
+                window: limit as f64,
+                paused_until: None,
+                last_decrease: None,
+            }),
+            released: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// The configured most calls in flight.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// The calls allowed in flight now (the limit, or fewer after throttling).
+    pub fn window(&self) -> usize {
+        lock(&self.state).window as usize
+    }
+
+    /// Waits for a place, and out any shared back-off. A back-off that ends
+    /// past `deadline` fails at once, as the call that started it did.
+    async fn acquire(
+        self: &Arc<Self>,
+        endpoint: Endpoint,
+        deadline: Option<Instant>,
+    ) -> Result<(Permit, usize), UpstreamError> {
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            let pause = {
+                let mut st = lock(&self.state);
+                let now = Instant::now();
+                match st.paused_until {
+                    Some(until) if until > now => Some(until),
+                    _ => {
+                        if st.in_flight < (st.window as usize).max(1) {
+                            st.in_flight += 1;
+                            let permit = Permit {
+                                limiter: Arc::clone(self),
+                                sent: now,
+                            };
+                            return Ok((permit, st.in_flight));
+                        }
+                        None
+                    }
+                }
+            };
+            match pause {
+                Some(until) => {
+                    if let Some(deadline) = deadline {
+                        if until > deadline {
+                            return Err(UpstreamError::RetryAfterPastDeadline {
+                                endpoint,
+                                retry_after: until - Instant::now(),
+                            });
+                        }
+                    }
+                    tokio::time::sleep_until(until).await;
+                }
+                None => released.await,
+            }
+        }
+    }
+
+    /// A call answered: the window grows back by `1 / window`.
+    fn succeeded(&self) {
+        let mut st = lock(&self.state);
+        if st.window < self.limit as f64 {
+            let grown = st.window + 1.0 / st.window.max(1.0);
+            st.window = grown.min(self.limit as f64);
+            drop(st);
+            self.released.notify_waiters();
+        }
+    }
+
+    /// A call sent at `sent` was answered 429 or 503: halve the window (once
+    /// per back-off) and, when `pause` is given, hold every call until it ends.
+    fn throttled(&self, sent: Instant, pause: Option<Duration>) {
+        let mut st = lock(&self.state);
+        let now = Instant::now();
+        if st.last_decrease.map_or(true, |t| sent >= t) {
+            st.window = (st.window / 2.0).max(1.0);
+            st.last_decrease = Some(now);
+        }
+        if let Some(pause) = pause {
+            let until = now + pause;
+            if st.paused_until.map_or(true, |t| t < until) {
+                st.paused_until = Some(until);
+            }
+        }
+    }
+}
+
+/// What one refresh's calls cost so far (every clone made by
+/// [`Client::with_deadline`] counts into a fresh one).
+#[derive(Debug, Default)]
+struct Stats {
+    calls: AtomicU64,
+    key_pages: AtomicU64,
+    latency_micros: AtomicU64,
+    peak_in_flight: AtomicUsize,
+    throttled: AtomicU64,
+}
+
+/// [`Stats`] at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct CallStats {
+    /// HTTP calls answered or failed, retries included.
+    pub calls: u64,
+    /// Of which `/keys` pages.
+    pub key_pages: u64,
+    /// Mean time from sending a call to its whole answer.
+    pub mean_latency: Duration,
+    /// The most calls in flight at once (every clone of the client counted).
+    pub peak_in_flight: usize,
+    /// Calls answered 429 or 503.
+    pub throttled: u64,
+    /// `openrouter.max_concurrent_requests`.
+    pub limit: usize,
+    /// The calls allowed in flight at the end (below `limit` after throttling).
+    pub window: usize,
+}
+
+impl CallStats {
+    /// Seconds `calls` calls take at this latency with `limit` in flight: the floor.
+    pub fn floor_seconds(&self, calls: u64) -> f64 {
+        calls as f64 * self.mean_latency.as_secs_f64() / self.limit.max(1) as f64
+    }
+}
+
+/// The last refresh that completed: its calls and how long it took.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RefreshRecord {
+    pub stats: CallStats,
+    pub duration: Duration,
+}
+
+impl RefreshRecord {
+    /// One line for the log: what the next refresh should take and why, and
+    /// whether it fits `budget` (the refresh deadline).
+    pub fn estimate(&self, budget: Duration) -> String {
+        let s = &self.stats;
+        let share = self.duration.as_secs_f64() / budget.as_secs_f64().max(0.001) * 100.0;
+        format!(
+            "next refresh estimated at {:.1}s from this one ({} calls × {} ms mean round trip ÷ {} in flight = {:.1}s of waiting), {:.0}% of its {:.0}s deadline",
+            self.duration.as_secs_f64(),
+            s.calls,
+            s.mean_latency.as_millis(),
+            s.limit,
+            s.floor_seconds(s.calls),
+            share,
+            budget.as_secs_f64(),
+        )
+    }
+}
+
+/// Why a refresh ran out of time, in one line: how many calls it made and
+/// needed, at what latency, with how many in flight, and what would fit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadlineReport {
+    pub budget: Duration,
+    pub stats: CallStats,
+    pub previous: Option<RefreshRecord>,
+}
+
+impl std::fmt::Display for DeadlineReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = &self.stats;
+        let latency = s.mean_latency.as_millis();
+        write!(
+            f,
+            "{:.1}s: {} calls made ({} key pages), mean round trip {latency} ms, at most {} in flight \
+             (limit {}, window {}, {} throttled)",
+            self.budget.as_secs_f64(),
+            s.calls,
+            s.key_pages,
+            s.peak_in_flight,
+            s.limit,
+            s.window,
+            s.throttled,
+        )?;
+        // The deadline is 0.9 × refresh_interval; leave a quarter spare.
+        let interval = |seconds: f64| (seconds / 0.9 * 1.25).ceil();
+        match self.previous {
+            Some(previous) if previous.stats.calls > s.calls => {
+                let needed = previous.stats.calls;
+                let floor = s.floor_seconds(needed);
+                write!(
+                    f,
+                    "; the last full refresh made {needed} calls: ≥ {needed} × {latency} ms ÷ {} = {floor:.1}s; \
+                     raise refresh_interval to at least {:.0}s or openrouter.max_concurrent_requests",
+                    s.limit,
+                    interval(floor.max(previous.duration.as_secs_f64())),
+                )
+            }
+            Some(previous) => write!(
+                f,
+                "; the account grew past the {} calls of the last full refresh: \
+                 raise refresh_interval to at least {:.0}s or openrouter.max_concurrent_requests",
+                previous.stats.calls,
+                interval(2.0 * self.budget.as_secs_f64()),
+            ),
+            None => write!(
+                f,
+                "; no earlier refresh to size the account: \
+                 raise refresh_interval to at least {:.0}s or openrouter.max_concurrent_requests",
+                interval(2.0 * self.budget.as_secs_f64()),
+            ),
+        }
+    }
+}
+
 /// Whether `text` is shaped like a workspace id (a UUID) rather than a slug.
 pub fn is_workspace_id(text: &str) -> bool {
     let parts: Vec<&str> = text.split('-').collect();
@@ -312,6 +578,15 @@ pub struct Client {
     telemetry: Arc<Telemetry>,
     /// Retries never wait past this (the running refresh's deadline).
     deadline: Option<Instant>,
+    /// Shared by every clone: the budget of calls in flight.
+    limiter: Arc<Limiter>,
+    /// This refresh's calls (fresh for each [`Client::with_deadline`]).
+    stats: Arc<Stats>,
+    /// The last completed refresh, shared by every clone.
+    previous: Arc<Mutex<Option<RefreshRecord>>>,
+    /// Set when the calls of this clone are no longer wanted (pages fetched
+    /// ahead of a listing that ended): a call not yet sent is not sent.
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -348,7 +623,66 @@ impl Client {
             retry,
             telemetry,
             deadline: None,
+            limiter: Arc::new(Limiter::new(DEFAULT_MAX_CONCURRENT_REQUESTS)),
+            stats: Arc::default(),
+            previous: Arc::default(),
+            cancel: None,
         })
+    }
+
+    /// The same client with its own budget of `limit` calls in flight
+    /// (`openrouter.max_concurrent_requests`), shared by its clones from then on.
+    pub fn with_max_concurrent_requests(&self, limit: usize) -> Client {
+        Client {
+            limiter: Arc::new(Limiter::new(limit)),
+            ..self.clone()
+        }
+    }
+
+    /// The budget every clone of this client shares.
+    pub fn limiter(&self) -> &Limiter {
+        &self.limiter
+    }
+
+    /// This client's calls so far (since [`Client::with_deadline`] made it).
+    pub fn call_stats(&self) -> CallStats {
+        let s = &self.stats;
+        let calls = s.calls.load(Ordering::Relaxed);
+        let micros = s.latency_micros.load(Ordering::Relaxed);
+        CallStats {
+            calls,
+            key_pages: s.key_pages.load(Ordering::Relaxed),
+            mean_latency: Duration::from_micros(micros.checked_div(calls).unwrap_or(0)),
+            peak_in_flight: s.peak_in_flight.load(Ordering::Relaxed),
+            throttled: s.throttled.load(Ordering::Relaxed),
+            limit: self.limiter.limit(),
+            window: self.limiter.window(),
+        }
+    }
+
+    /// Remembers this client's calls as the last completed refresh, which
+    /// took `duration`; the next refresh's estimate and deadline report read it.
+    pub fn record_refresh(&self, duration: Duration) -> RefreshRecord {
+        let record = RefreshRecord {
+            stats: self.call_stats(),
+            duration,
+        };
+        *lock(&self.previous) = Some(record);
+        record
+    }
+
+    /// The last completed refresh, if any (since this client was built).
+    pub fn previous_refresh(&self) -> Option<RefreshRecord> {
+        *lock(&self.previous)
+    }
+
+    /// Why the refresh this client serves ran out of `budget`, in one line.
+    pub fn deadline_report(&self, budget: Duration) -> DeadlineReport {
+        DeadlineReport {
+            budget,
+            stats: self.call_stats(),
+            previous: self.previous_refresh(),
+        }
     }
 
     /// The same client, authenticating with another key (direct-key mode).
@@ -359,10 +693,12 @@ impl Client {
         }
     }
 
-    /// The same client, whose retries give up rather than wait past `deadline`.
+    /// The same client, whose retries give up rather than wait past
+    /// `deadline`, counting its calls afresh ([`Client::call_stats`]).
     pub fn with_deadline(&self, deadline: Instant) -> Client {
         Client {
             deadline: Some(deadline),
+            stats: Arc::default(),
             ..self.clone()
         }
     }
@@ -380,7 +716,8 @@ impl Client {
             },
         };
 
-        let semaphore = Arc::new(tokio::sync::Semaphore::new(WORKSPACE_CONCURRENCY));
+        // Workspaces are listed side by side; the limiter bounds the calls.
+        let semaphore = Arc::new(tokio::sync::Semaphore::new(self.limiter.limit()));
         let mut tasks = tokio::task::JoinSet::new();
         for (index, workspace) in workspace_ids.into_iter().enumerate() {
             let client = self.clone();
@@ -390,15 +727,21 @@ impl Client {
                 (index, client.list_keys(workspace.as_deref()).await)
             });
         }
-        let mut per_workspace = Vec::new();
-        while let Some(joined) = tasks.join_next().await {
-            let (index, result) = joined.map_err(|e| UpstreamError::Transport {
-                endpoint: Endpoint::Keys,
-                message: format!("listing task failed: {e}"),
-            })?;
-            per_workspace.push((index, result?));
-        }
-        per_workspace.sort_by_key(|(index, _)| *index);
+        let listing = async {
+            let mut per_workspace = Vec::new();
+            while let Some(joined) = tasks.join_next().await {
+                let (index, result) = joined.map_err(|e| UpstreamError::Transport {
+                    endpoint: Endpoint::Keys,
+                    message: format!("listing task failed: {e}"),
+                })?;
+                per_workspace.push((index, result?));
+            }
+            per_workspace.sort_by_key(|(index, _)| *index);
+            Ok::<_, UpstreamError>(per_workspace)
+        };
+        // `/credits` goes out beside the listing: one round trip fewer.
+        let (per_workspace, credits) = tokio::join!(listing, self.credits());
+        let per_workspace = per_workspace?;
 
         // A key listed twice (offsets shift when keys are created mid-listing,
         // or a key moves between workspaces) counts once, where first listed.
@@ -408,7 +751,7 @@ impl Client {
             .flat_map(|(_, listed)| listed)
             .filter(|key| seen.insert(key.hash.clone()))
             .collect();
-        let (credits, credits_error) = match self.credits().await {
+        let (credits, credits_error) = match credits {
             Ok(credits) => (Some(credits), None),
             Err(e) => (None, Some(e)),
         };
@@ -502,54 +845,136 @@ impl Client {
 
     /// Every key of one workspace (or the default one), disabled keys
     /// included. Pages are read until one is empty.
+    ///
+    /// The first page alone shows the page size; the next offsets are then
+    /// fetched ahead, up to the limiter's limit at once (growing from 1 by one
+    /// per full page, so a small workspace costs what it did one page at a
+    /// time). No new offset is issued once a page comes back short or empty.
+    /// Pages are assembled in offset order: an empty page ends the listing
+    /// only once every page before it is in; a short page leaves a gap that is
+    /// fetched at its exact offset. So the keys, their order, the de-duplication
+    /// and the "no new key" guard are those of a page-by-page listing.
     pub async fn list_keys(&self, workspace: Option<&str>) -> Result<Vec<ApiKey>, UpstreamError> {
         let ws_label = match workspace {
             Some(w) => format!("/keys?workspace_id={w}"),
             None => "/keys".to_string(),
         };
-        let mut keys: Vec<ApiKey> = Vec::new();
-        let mut seen = HashSet::new();
-        let mut offset = 0;
-        for _ in 0..MAX_PAGES {
-            let mut query = vec![
-                ("include_disabled", "true".to_string()),
-                ("offset", offset.to_string()),
-            ];
-            if let Some(ws) = workspace {
-                query.push(("workspace_id", ws.to_string()));
-            }
-            let body = self.get(Endpoint::Keys, "/keys", &query).await?;
-            let page = parse_keys_page(&body)?;
-            let len = page.len();
-            let before = keys.len();
-            keys.extend(page.into_iter().filter(|k| seen.insert(k.hash.clone())));
-            for key in &mut keys[before..] {
-                if key.workspace_id.is_none() {
-                    key.workspace_id = workspace.map(str::to_string);
+        let mut listing = Assembly {
+            keys: Vec::new(),
+            seen: HashSet::new(),
+            covered: 0,
+            workspace,
+        };
+        let first = self.keys_page(workspace, 0).await?;
+        let step = first.len();
+        if listing
+            .add(0, first)
+            .map_err(|m| pagination(&ws_label, m))?
+        {
+            return Ok(listing.done());
+        }
+
+        let most = self.limiter.limit().max(1);
+        let mut window = 1;
+        let mut next_offset = step;
+        let mut issuing = true;
+        let mut pages = 1;
+        // Pages in flight (by offset) and pages in but not yet assembled.
+        let mut in_flight: std::collections::BTreeSet<usize> = std::collections::BTreeSet::new();
+        let mut arrived: BTreeMap<usize, Vec<ApiKey>> = BTreeMap::new();
+        // Pages still out when the listing ends are not cut off: a call already
+        // sent finishes (keeping its place in the budget until answered, so
+        // the server never sees more than the limit), one not yet sent is dropped.
+        let mut pages_out = PagesOut {
+            tasks: tokio::task::JoinSet::new(),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        let pager = Client {
+            cancel: Some(Arc::clone(&pages_out.stop)),
+            ..self.clone()
+        };
+        let spawn = |pages_out: &mut PagesOut, offset: usize| {
+            let client = pager.clone();
+            let workspace = workspace.map(str::to_string);
+            pages_out.tasks.spawn(async move {
+                (offset, client.keys_page(workspace.as_deref(), offset).await)
+            });
+        };
+        loop {
+            // A gap (a short page before later ones) is fetched at its exact offset.
+            let lowest = match (in_flight.first(), arrived.keys().next()) {
+                (Some(a), Some(b)) => Some(*a.min(b)),
+                (a, b) => a.or(b).copied(),
+            };
+            let covered = listing.covered;
+            if lowest.map_or(true, |o| o > covered) && !in_flight.contains(&covered) {
+                spawn(&mut pages_out, covered);
+                in_flight.insert(covered);
+                pages += 1;
+                if covered >= next_offset {
+                    next_offset = covered + step;
                 }
             }
-            if len == 0 {
-                debug!(
-                    workspace = workspace.unwrap_or("default"),
-                    keys = keys.len(),
-                    "listed keys"
-                );
-                return Ok(keys);
+            while issuing && in_flight.len() + arrived.len() < window {
+                spawn(&mut pages_out, next_offset);
+                in_flight.insert(next_offset);
+                next_offset += step;
+                pages += 1;
             }
-            if keys.len() == before {
-                // A whole page of keys already listed: the server ignores
-                // `offset`. Stopping here could drop keys; fail loudly instead.
-                return Err(UpstreamError::Pagination {
-                    listing: ws_label,
-                    message: format!("page at offset {offset} repeats earlier keys"),
-                });
+            if pages > MAX_PAGES {
+                return Err(pagination(
+                    &ws_label,
+                    format!("more than {MAX_PAGES} pages"),
+                ));
             }
-            offset += len;
+            let Some(joined) = pages_out.tasks.join_next().await else {
+                // Not reached: a page is always out here (the gap fill above).
+                return Err(pagination(&ws_label, "no page left to fetch".into()));
+            };
+            let (offset, page) = joined.map_err(|e| UpstreamError::Transport {
+                endpoint: Endpoint::Keys,
+                message: format!("listing task failed: {e}"),
+            })?;
+            let page = page?;
+            in_flight.remove(&offset);
+            if page.len() < step {
+                issuing = false;
+            } else {
+                window = (window + 1).min(most);
+            }
+            arrived.insert(offset, page);
+            while let Some(entry) = arrived.first_entry() {
+                if *entry.key() > listing.covered {
+                    break;
+                }
+                let (offset, page) = entry.remove_entry();
+                if listing
+                    .add(offset, page)
+                    .map_err(|m| pagination(&ws_label, m))?
+                {
+                    // Pages still out past the end: see `PagesOut`.
+                    return Ok(listing.done());
+                }
+            }
         }
-        Err(UpstreamError::Pagination {
-            listing: ws_label,
-            message: format!("more than {MAX_PAGES} pages"),
-        })
+    }
+
+    /// One `GET /keys` page at `offset`.
+    async fn keys_page(
+        &self,
+        workspace: Option<&str>,
+        offset: usize,
+    ) -> Result<Vec<ApiKey>, UpstreamError> {
+        let mut query = vec![
+            ("include_disabled", "true".to_string()),
+            ("offset", offset.to_string()),
+        ];
+        if let Some(ws) = workspace {
+            query.push(("workspace_id", ws.to_string()));
+        }
+        let body = self.get(Endpoint::Keys, "/keys", &query).await?;
+        self.stats.key_pages.fetch_add(1, Ordering::Relaxed);
+        parse_keys_page(&body)
     }
 
     pub async fn credits(&self) -> Result<Credits, UpstreamError> {
@@ -599,6 +1024,8 @@ impl Client {
     }
 
     /// GET `path` with `query`, with retries; the raw body of the first success.
+    /// Each attempt takes a place in the shared budget; a 429 or 503 shrinks
+    /// the window and, when its back-off fits the deadline, holds every call.
     async fn get<Q: serde::Serialize + ?Sized>(
         &self,
         endpoint: Endpoint,
@@ -607,21 +1034,53 @@ impl Client {
     ) -> Result<Vec<u8>, UpstreamError> {
         let mut retry = 0;
         loop {
-            match self.get_once(endpoint, path, query).await {
-                Ok(body) => return Ok(body),
+            let (permit, in_flight) = self.limiter.acquire(endpoint, self.deadline).await?;
+            if self
+                .cancel
+                .as_ref()
+                .is_some_and(|c| c.load(Ordering::Relaxed))
+            {
+                return Err(UpstreamError::Transport {
+                    endpoint,
+                    message: "no longer needed".into(),
+                });
+            }
+            self.stats
+                .peak_in_flight
+                .fetch_max(in_flight, Ordering::Relaxed);
+            let result = self.get_once(endpoint, path, query).await;
+            self.stats.calls.fetch_add(1, Ordering::Relaxed);
+            let took = permit.sent.elapsed();
+            self.stats.latency_micros.fetch_add(
+                u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
+            match result {
+                Ok(body) => {
+                    self.limiter.succeeded();
+                    return Ok(body);
+                }
                 Err((error, retry_after)) => {
                     retry += 1;
+                    let delay = self.retry.delay(retry, retry_after);
+                    let fits = self
+                        .deadline
+                        .map_or(true, |deadline| Instant::now() + delay <= deadline);
+                    if matches!(error.status(), Some(429 | 503)) {
+                        self.telemetry.count_throttled();
+                        self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+                        // Everyone waits out a back-off the refresh can afford.
+                        self.limiter.throttled(permit.sent, fits.then_some(delay));
+                    }
+                    drop(permit);
                     if !error.retryable() || retry >= self.retry.attempts {
                         return Err(error);
                     }
-                    let delay = self.retry.delay(retry, retry_after);
-                    if let (Some(deadline), Some(after)) = (self.deadline, retry_after) {
-                        if Instant::now() + delay > deadline {
-                            return Err(UpstreamError::RetryAfterPastDeadline {
-                                endpoint,
-                                retry_after: after,
-                            });
-                        }
+                    if let (false, Some(after)) = (fits, retry_after) {
+                        return Err(UpstreamError::RetryAfterPastDeadline {
+                            endpoint,
+                            retry_after: after,
+                        });
                     }
                     warn!(%error, retry, delay_ms = delay.as_millis() as u64, "retrying OpenRouter call");
                     tokio::time::sleep(delay).await;
@@ -740,6 +1199,75 @@ async fn read_capped(
     }
 }
 
+/// The page fetches of one listing. Dropped (the listing ended, failed or
+/// was itself dropped at the deadline), it lets calls already sent finish in
+/// the background and makes the others return before they are sent.
+struct PagesOut {
+    tasks: tokio::task::JoinSet<(usize, Result<Vec<ApiKey>, UpstreamError>)>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for PagesOut {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.tasks.detach_all();
+    }
+}
+
+/// The keys of one workspace assembled in offset order.
+struct Assembly<'a> {
+    keys: Vec<ApiKey>,
+    seen: HashSet<String>,
+    /// Keys `0..covered` are listed without a gap.
+    covered: usize,
+    workspace: Option<&'a str>,
+}
+
+impl Assembly<'_> {
+    /// Adds the page at `offset` (never past `covered`). `Ok(true)`: the
+    /// listing is complete (an empty page right after what is listed).
+    fn add(&mut self, offset: usize, page: Vec<ApiKey>) -> Result<bool, String> {
+        let len = page.len();
+        if len == 0 {
+            // An empty page inside what is listed (keys deleted meanwhile) ends nothing.
+            return Ok(offset == self.covered);
+        }
+        let before = self.keys.len();
+        self.keys.extend(
+            page.into_iter()
+                .filter(|k| self.seen.insert(k.hash.clone())),
+        );
+        for key in &mut self.keys[before..] {
+            if key.workspace_id.is_none() {
+                key.workspace_id = self.workspace.map(str::to_string);
+            }
+        }
+        if self.keys.len() == before && offset + len > self.covered {
+            // A whole page of keys already listed where new ones were due: the
+            // server ignores `offset`. Stopping here could drop keys; fail loudly instead.
+            return Err(format!("page at offset {offset} repeats earlier keys"));
+        }
+        self.covered = self.covered.max(offset + len);
+        Ok(false)
+    }
+
+    fn done(self) -> Vec<ApiKey> {
+        debug!(
+            workspace = self.workspace.unwrap_or("default"),
+            keys = self.keys.len(),
+            "listed keys"
+        );
+        self.keys
+    }
+}
+
+fn pagination(listing: &str, message: String) -> UpstreamError {
+    UpstreamError::Pagination {
+        listing: listing.to_string(),
+        message,
+    }
+}
+
 fn transport_error(endpoint: Endpoint, error: reqwest::Error) -> UpstreamError {
     if error.is_timeout() {
         return UpstreamError::Timeout { endpoint };
@@ -821,6 +1349,115 @@ mod tests {
         let e = parse_keys_page(br#"{"keys":[]}"#).unwrap_err();
         assert_eq!(e.reason(), FailureReason::InvalidResponse);
         assert!(parse_keys_page(br#"{"data":[]}"#).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_window_halves_once_per_back_off_and_grows_back_by_one_per_window() {
+        let limiter = Limiter::new(8);
+        assert_eq!((limiter.limit(), limiter.window()), (8, 8));
+        let before = Instant::now();
+        limiter.throttled(before, None);
+        assert_eq!(limiter.window(), 4);
+        // Another answer to a call sent before that decrease: the same congestion.
+        limiter.throttled(before, None);
+        assert_eq!(limiter.window(), 4);
+        let later = lock(&limiter.state).last_decrease.unwrap_or(before);
+        limiter.throttled(later, Some(Duration::from_millis(50)));
+        assert_eq!(limiter.window(), 2);
+        assert!(lock(&limiter.state).paused_until.is_some());
+        for _ in 0..3 {
+            limiter.throttled(Instant::now() + Duration::from_secs(1), None);
+        }
+        assert_eq!(limiter.window(), 1, "never below one call");
+        // About one more call per window of answers: 1 → 2 after one answer,
+        // 2 → 3 after three more (2.5, 2.9, 3.24).
+        limiter.succeeded();
+        assert_eq!(limiter.window(), 2);
+        limiter.succeeded();
+        limiter.succeeded();
+        assert_eq!(limiter.window(), 2);
+        limiter.succeeded();
+        assert_eq!(limiter.window(), 3);
+        for _ in 0..100 {
+            limiter.succeeded();
+        }
+        assert_eq!(limiter.window(), 8, "never above the limit");
+    }
+
+    #[tokio::test]
+    async fn a_back_off_past_the_deadline_fails_at_once() {
+        let limiter = Arc::new(Limiter::new(2));
+        limiter.throttled(Instant::now(), Some(Duration::from_secs(3600)));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let Err(e) = limiter.acquire(Endpoint::Keys, Some(deadline)).await else {
+            panic!("a place was given during the back-off");
+        };
+        assert_eq!(e.reason(), FailureReason::RateLimited);
+    }
+
+    fn listed(hashes: &[&str]) -> Vec<ApiKey> {
+        hashes
+            .iter()
+            .map(|h| serde_json::from_str(&format!(r#"{{"hash":"{h}"}}"#)).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn pages_assemble_by_offset_and_only_an_empty_page_at_the_end_ends_them() {
+        let mut a = Assembly {
+            keys: Vec::new(),
+            seen: HashSet::new(),
+            covered: 0,
+            workspace: Some("ws"),
+        };
+        assert_eq!(a.add(0, listed(&["a", "b"])), Ok(false));
+        // A page overlapping what is listed (the server served more): repeats are fine.
+        assert_eq!(a.add(1, listed(&["b", "c"])), Ok(false));
+        assert_eq!(a.covered, 3);
+        // An empty page inside what is listed ends nothing.
+        assert_eq!(a.add(2, Vec::new()), Ok(false));
+        // A page of repeats where new keys were due: offset ignored.
+        assert!(a.add(3, listed(&["a", "b"])).is_err());
+        assert_eq!(a.add(3, Vec::new()), Ok(true));
+        let keys = a.done();
+        let hashes: Vec<&str> = keys.iter().map(|k| k.hash.as_str()).collect();
+        assert_eq!(hashes, ["a", "b", "c"]);
+        assert!(keys.iter().all(|k| k.workspace_id.as_deref() == Some("ws")));
+    }
+
+    #[test]
+    fn the_deadline_report_names_calls_latency_and_concurrency() {
+        let stats = CallStats {
+            calls: 400,
+            key_pages: 398,
+            mean_latency: Duration::from_millis(250),
+            peak_in_flight: 8,
+            throttled: 0,
+            limit: 8,
+            window: 8,
+        };
+        let previous = RefreshRecord {
+            stats: CallStats {
+                calls: 1004,
+                ..stats
+            },
+            duration: Duration::from_secs(33),
+        };
+        let report = DeadlineReport {
+            budget: Duration::from_secs(27),
+            stats,
+            previous: Some(previous),
+        };
+        assert_eq!(
+            report.to_string(),
+            "27.0s: 400 calls made (398 key pages), mean round trip 250 ms, at most 8 in flight \
+             (limit 8, window 8, 0 throttled); the last full refresh made 1004 calls: \
+             ≥ 1004 × 250 ms ÷ 8 = 31.4s; raise refresh_interval to at least 46s or \
+             openrouter.max_concurrent_requests"
+        );
+        assert!(previous
+            .estimate(Duration::from_secs(270))
+            .starts_with("next refresh estimated at 33.0s from this one (1004 calls × 250 ms mean round trip ÷ 8 in flight = 31.4s of waiting), 12% of its 270s deadline"));
     }
 
     #[test]

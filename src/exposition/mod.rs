@@ -574,6 +574,14 @@ pub fn write_status<W: Write>(
             format_args!("{n}"),
         )?;
     }
+    let name = "openrouter_upstream_throttled_total";
+    w.family(
+        name,
+        "counter",
+        "HTTP calls to the OpenRouter API answered 429 or 503: each one backs every call \
+         off (Retry-After honoured) and halves the number of calls in flight.",
+    )?;
+    w.sample(name, &[], format_args!("{}", counters.upstream_throttled))?;
     let name = "openrouter_refresh_failures_total";
     w.family(
         name,
