@@ -92,7 +92,7 @@ struct RawConfig {
     #[serde(default)]
     metrics: MetricsOptions,
     #[serde(default)]
-    activity: ActivityOptions,
+    activity: RawActivity,
 }
 
 #[derive(Debug, Deserialize)]
@@ -401,34 +401,71 @@ fn yes() -> bool {
     true
 }
 
-/// Optional per-key activity collection: rolling windows and the model mix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Per-key activity collection: rolling windows and the model mix. On
+/// whenever a management key is configured, unless `enabled: false`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ActivityOptions {
-    #[serde(default)]
     pub enabled: bool,
-    /// How often to look for days not yet fetched (also right after each UTC midnight).
-    #[serde(default = "default_activity_interval", with = "humantime_serde")]
+    /// How often to look for days not yet fetched or due for re-reading
+    /// (also right after each UTC midnight).
     pub refresh_interval: Duration,
     /// Activity calls in flight at once.
-    #[serde(default = "default_activity_concurrency")]
     pub concurrency: usize,
+    /// Activity calls started per second at most (the first fill of a large
+    /// account takes keys ÷ this many seconds).
+    pub calls_per_second: u32,
     /// Models kept per company in the model mix; the rest fold into `model="other"`.
-    #[serde(default = "default_top_models")]
     pub top_models: usize,
 }
 
-impl Default for ActivityOptions {
+/// `activity:` as written; `enabled` unset means "on with a management key".
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawActivity {
+    #[serde(default)]
+    enabled: Option<bool>,
+    #[serde(default = "default_activity_interval", with = "humantime_serde")]
+    refresh_interval: Duration,
+    #[serde(default = "default_activity_concurrency")]
+    concurrency: usize,
+    #[serde(default = "default_activity_rate")]
+    calls_per_second: u32,
+    #[serde(default = "default_top_models")]
+    top_models: usize,
+}
+
+impl Default for RawActivity {
     fn default() -> Self {
-        ActivityOptions {
-            enabled: false,
+        RawActivity {
+            enabled: None,
             refresh_interval: default_activity_interval(),
             concurrency: default_activity_concurrency(),
+            calls_per_second: default_activity_rate(),
             top_models: default_top_models(),
         }
     }
 }
 
+impl Default for ActivityOptions {
+    /// The defaults with a management key configured.
+    fn default() -> Self {
+        let raw = RawActivity::default();
+        ActivityOptions {
+            enabled: true,
+            refresh_interval: raw.refresh_interval,
+            concurrency: raw.concurrency,
+            calls_per_second: raw.calls_per_second,
+            top_models: raw.top_models,
+        }
+    }
+}
+
+/// Default activity call rate: the first fill of 100k keys takes under 3 h.
+pub const DEFAULT_ACTIVITY_CALLS_PER_SECOND: u32 = 10;
+
+fn default_activity_rate() -> u32 {
+    DEFAULT_ACTIVITY_CALLS_PER_SECOND
+}
 fn default_activity_interval() -> Duration {
     Duration::from_secs(3600)
 }
@@ -618,7 +655,15 @@ fn validate(raw: RawConfig, text: &str) -> Result<Config, Vec<Problem>> {
         }
     };
 
-    let activity = raw.activity;
+    let raw_activity = raw.activity;
+    let activity = ActivityOptions {
+        // On by default whenever the management API is used.
+        enabled: raw_activity.enabled.unwrap_or(or.use_management_key),
+        refresh_interval: raw_activity.refresh_interval,
+        concurrency: raw_activity.concurrency,
+        calls_per_second: raw_activity.calls_per_second,
+        top_models: raw_activity.top_models,
+    };
     if activity.enabled {
         if !or.use_management_key {
             problem(
@@ -640,6 +685,15 @@ fn validate(raw: RawConfig, text: &str) -> Result<Config, Vec<Problem>> {
             problem(
                 "activity.concurrency",
                 format!("must be between 1 and 64, got {}", activity.concurrency),
+            );
+        }
+        if !(1..=1000).contains(&activity.calls_per_second) {
+            problem(
+                "activity.calls_per_second",
+                format!(
+                    "must be between 1 and 1000, got {}",
+                    activity.calls_per_second
+                ),
             );
         }
         if activity.top_models == 0 {

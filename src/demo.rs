@@ -161,14 +161,18 @@ const MODELS: [&str; 12] = [
     "openai/text-embedding-3-small",
 ];
 
+/// One `/activity` row as live accounts send it: the date with a time part,
+/// and no reasoning or BYOK figures (`null`) for models that have none.
 fn activity_row(date: &str, model: &str, usage: f64) -> Value {
     let requests = (usage * 180.0) as u64 + 1;
+    let reasons = !model.contains("embedding") && !model.contains("mini");
     json!({
-        "date": date, "model": model, "model_permaslug": model,
+        "date": format!("{date} 00:00:00"), "model": model, "model_permaslug": model,
         "endpoint_id": "00000000-0000-4000-8000-000000000000", "provider_name": "Simulated",
-        "usage": usage, "byok_usage_inference": 0.0, "requests": requests,
+        "usage": usage, "byok_usage_inference": if reasons { json!(0.0) } else { Value::Null },
+        "requests": requests,
         "prompt_tokens": requests * 1400, "completion_tokens": requests * 350,
-        "reasoning_tokens": requests * 40,
+        "reasoning_tokens": if reasons { json!(requests * 40) } else { Value::Null },
     })
 }
 

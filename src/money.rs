@@ -24,6 +24,10 @@ impl Usd {
         Some(Usd(nanos as i128))
     }
 
+    pub const fn from_nanos(nanos: i128) -> Usd {
+        Usd(nanos)
+    }
+
     pub fn nanos(self) -> i128 {
         self.0
     }

@@ -390,8 +390,14 @@ pub struct SimState {
     /// Every request's path and query with when it was answered (after
     /// `latency`), in order: `requests` with times.
     pub answered: Vec<(std::time::Instant, String)>,
-    /// `GET /activity` rows per key hash (`date`, `model`, `usage`, …).
+    /// `GET /activity` rows per key hash (`date`, `model`, `usage`, …). A
+    /// `date` may carry a time part (`"2026-07-27 00:00:00"`, as live accounts
+    /// send it): the day is its first 10 characters. A hash that is not a
+    /// listed key answers 404, as upstream does for a deleted key (remove
+    /// its rows here too).
     pub activity: std::collections::HashMap<String, Vec<Value>>,
+    /// `GET /activity` for these key hashes answers this status instead.
+    pub activity_failures: std::collections::HashMap<String, u16>,
     /// Inference keys' secrets → the hash of the key they belong to (`GET /key`).
     pub inference_keys: std::collections::HashMap<String, String>,
     /// Every request waits this long before it is answered (faults included):
@@ -421,6 +427,7 @@ impl SimState {
             requests: Vec::new(),
             answered: Vec::new(),
             activity: Default::default(),
+            activity_failures: Default::default(),
             inference_keys: Default::default(),
             latency: Duration::ZERO,
             in_flight: 0,
@@ -906,6 +913,12 @@ fn answer(
                 None => None,
             };
             let hash = params.get("api_key_hash").cloned().unwrap_or_default();
+            if let Some(status) = st.activity_failures.get(&hash) {
+                return error_response(*status, "Simulated activity failure");
+            }
+            if !st.activity.contains_key(&hash) && !st.keys.iter().any(|k| k.hash() == hash) {
+                return error_response(404, "Resource not found");
+            }
             let rows: Vec<Value> = st
                 .activity
                 .get(&hash)
@@ -915,11 +928,13 @@ fn answer(
                     let d = row
                         .get("date")
                         .and_then(Value::as_str)
+                        .and_then(|d| d.get(..10))
                         .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
                     match (d, date) {
                         (Some(d), Some(want)) => d == want,
                         (Some(d), None) => d < today && d >= oldest,
-                        (None, _) => false,
+                        // An unreadable date is served as is: the client must not take it for a zero.
+                        (None, _) => true,
                     }
                 })
                 .cloned()

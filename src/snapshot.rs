@@ -174,6 +174,11 @@ pub fn parse_timestamp(text: &str) -> Option<i64> {
 /// Rolling windows built from activity: (label, completed days added to today's usage).
 pub const ROLLING: [(&str, i64); 2] = [("rolling_7d", 6), ("rolling_30d", 29)];
 
+/// The model mix's window, and the company figure it sums to: the last
+/// `COMPLETED_DAYS` completed UTC days, today excluded.
+pub const COMPLETED_30D: &str = "completed_30d";
+pub const COMPLETED_DAYS: i64 = 30;
+
 /// A key polled with its own secret (`GET /key`), not listed by the management API.
 #[derive(Debug, Clone)]
 pub struct DirectKey {
@@ -291,6 +296,8 @@ pub struct CompanyTotals {
     pub byok_usage: WindowAmounts,
     /// rolling_7d, rolling_30d; `None` without complete activity data.
     pub rolling: [Option<Usd>; 2],
+    /// Spend over the last 30 completed days (`completed_30d`): what `models` sums to.
+    pub completed: Option<Usd>,
     /// Top models by spend over the last 30 completed days, the rest as `other`.
     pub models: Option<Vec<(String, ModelTotals)>>,
 }
@@ -364,6 +371,7 @@ impl Snapshot {
                 usage: [Some(Usd::ZERO); 4],
                 byok_usage: [Some(Usd::ZERO); 4],
                 rolling: [Some(Usd::ZERO); 2],
+                completed: Some(Usd::ZERO),
                 models: Some(Vec::new()),
             })
             .collect();
@@ -449,8 +457,11 @@ impl Snapshot {
                     };
                 }
                 key_rolling.push(rolling);
+                totals.completed = totals.completed.and_then(|total| {
+                    total.checked_add(cache.completed_usage(&key.hash, today, COMPLETED_DAYS)?)
+                });
                 let mix = &mut model_sums[company];
-                match (mix.as_mut(), cache.models(&key.hash, today, 30)) {
+                match (mix.as_mut(), cache.models(&key.hash, today, COMPLETED_DAYS)) {
                     (Some(mix), Some(models)) => {
                         for (model, t) in models {
                             mix.entry(model).or_default().add(&t);
@@ -469,6 +480,7 @@ impl Snapshot {
                 totals.usage = [None; 4];
                 totals.byok_usage = [None; 4];
                 totals.rolling = [None; 2];
+                totals.completed = None;
                 continue;
             };
             totals.keys += 1;
@@ -478,6 +490,7 @@ impl Snapshot {
             }
             // Activity needs a key hash, which direct mode does not have.
             totals.rolling = [None; 2];
+            totals.completed = None;
             model_sums[direct.company] = None;
         }
         if activity.is_some() {
@@ -487,6 +500,7 @@ impl Snapshot {
         } else {
             for totals in &mut companies {
                 totals.rolling = [None; 2];
+                totals.completed = None;
                 totals.models = None;
             }
         }

@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use chrono::{Duration as ChronoDuration, NaiveDate, Utc};
+use chrono::{DateTime, Duration as ChronoDuration, NaiveDate, Utc};
 use common::*;
 use openrouter_cost_exporter::config::Config;
 use openrouter_cost_exporter::sim::{Fault, FaultResponse, SimKey, SimState};
@@ -141,6 +141,18 @@ async fn rolling_windows_are_completed_days_plus_today() {
     assert!((acme_7d - company_7d).abs() < 1e-9);
     assert_eq!(value(&samples, "openrouter_activity_up", &[]), 1.0);
     assert_eq!(value(&samples, "openrouter_activity_cached_keys", &[]), 3.0);
+    for (state, n) in [
+        ("complete", 3.0),
+        ("pending", 0.0),
+        ("failed", 0.0),
+        ("gone", 0.0),
+    ] {
+        assert_eq!(
+            value(&samples, "openrouter_activity_keys", &[("state", state)]),
+            n,
+            "{state}"
+        );
+    }
     if let Some(report) = promtool_check_metrics(&body(&exporter)) {
         assert!(report.trim().is_empty(), "{report}");
     }
@@ -174,7 +186,37 @@ async fn model_mix_keeps_top_n_and_folds_the_rest_with_exact_sums() {
         (mix_total - want).abs() < 1e-9,
         "folding keeps the sum: {mix_total} vs {want}"
     );
-    assert!(acme.iter().all(|s| s.labels["window"] == "rolling_30d"));
+    assert!(acme.iter().all(|s| s.labels["window"] == "completed_30d"));
+    // The window names exactly one window: the models sum to the company's
+    // completed_30d figure, for every company.
+    for company in ["acme", "globex"] {
+        let models: f64 = find(
+            &samples,
+            "openrouter_company_model_usage_usd",
+            &[("company", company)],
+        )
+        .iter()
+        .map(|s| s.value)
+        .sum();
+        let figure = value(
+            &samples,
+            "openrouter_company_usage_usd",
+            &[("company", company), ("window", "completed_30d")],
+        );
+        assert!(
+            (models - figure).abs() < 1e-9,
+            "{company}: models {models} vs completed_30d {figure}"
+        );
+    }
+    assert!(
+        (value(
+            &samples,
+            "openrouter_company_usage_usd",
+            &[("company", "acme"), ("window", "completed_30d")]
+        ) - want)
+            .abs()
+            < 1e-9
+    );
 
     // Requests and tokens fold the same way.
     let requests: f64 = find(
@@ -209,30 +251,82 @@ async fn model_mix_keeps_top_n_and_folds_the_rest_with_exact_sums() {
     assert!(!globex.contains_key("other"));
 }
 
+fn at(day: NaiveDate, h: u32, m: u32) -> DateTime<Utc> {
+    day.and_hms_opt(h, m, 0).unwrap().and_utc()
+}
+
+fn activity_requests(sim: &openrouter_cost_exporter::sim::SimServer) -> Vec<String> {
+    sim.state()
+        .requests
+        .iter()
+        .filter(|r| r.starts_with("/api/v1/activity"))
+        .cloned()
+        .collect()
+}
+
 #[tokio::test]
-async fn cache_fetches_only_the_new_day_and_never_today() {
+async fn steady_state_is_one_call_per_key_per_new_day_plus_one_restatement_and_never_today() {
     let sim = start_sim(account()).await;
     let exporter = exporter(activity_config(&sim.base_url(), 10));
     exporter.refresh().await.unwrap();
     let yesterday = today() - ChronoDuration::days(1);
-    // The exporter's first run happens "yesterday": it fills 30 days before that.
-    assert_eq!(exporter.refresh_activity_on(yesterday).await.unwrap(), 3);
+    // The first fill happens "yesterday" at noon: 30 days before that, one undated call per key.
+    assert_eq!(
+        exporter
+            .refresh_activity_at(at(yesterday, 12, 0))
+            .await
+            .unwrap(),
+        3
+    );
     sim.state().requests.clear();
-    // A day later only the day that just completed is fetched, once per key.
-    assert_eq!(exporter.refresh_activity_on(today()).await.unwrap(), 3);
-    let requests = sim.state().requests.clone();
+    // Ten minutes after midnight: the day that just completed, and the 24 h
+    // re-read of the day before, in one undated call per key.
+    assert_eq!(
+        exporter
+            .refresh_activity_at(at(today(), 0, 10))
+            .await
+            .unwrap(),
+        3
+    );
+    let requests = activity_requests(&sim);
     assert_eq!(requests.len(), 3, "{requests:?}");
-    let want = format!("date={}", yesterday.format("%Y-%m-%d"));
     assert!(
-        requests
-            .iter()
-            .all(|r| r.starts_with("/api/v1/activity") && r.contains(&want)),
+        requests.iter().all(|r| !r.contains("date=")),
         "{requests:?}"
     );
-    // Then nothing until the next day.
+    // Nothing more until 6 h after midnight.
     sim.state().requests.clear();
-    assert_eq!(exporter.refresh_activity().await.unwrap(), 0);
-    assert!(sim.state().requests.is_empty());
+    assert_eq!(
+        exporter
+            .refresh_activity_at(at(today(), 5, 0))
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(activity_requests(&sim).is_empty());
+    // Then yesterday is read once more, dated.
+    assert_eq!(
+        exporter
+            .refresh_activity_at(at(today(), 6, 10))
+            .await
+            .unwrap(),
+        3
+    );
+    let want = format!("date={}", yesterday.format("%Y-%m-%d"));
+    let requests = activity_requests(&sim);
+    assert!(
+        requests.len() == 3 && requests.iter().all(|r| r.contains(&want)),
+        "{requests:?}"
+    );
+    // Then nothing until the next day: 2 calls per key per day in all.
+    sim.state().requests.clear();
+    assert_eq!(
+        exporter
+            .refresh_activity_at(at(today(), 23, 50))
+            .await
+            .unwrap(),
+        0
+    );
     // Today's date is never asked for (the API answers 400 for it).
     let today_param = format!("date={}", today().format("%Y-%m-%d"));
     assert!(!sim
@@ -240,6 +334,15 @@ async fn cache_fetches_only_the_new_day_and_never_today() {
         .requests
         .iter()
         .any(|r| r.contains(&today_param)));
+    let samples = parse(&body(&exporter));
+    assert_eq!(
+        value(
+            &samples,
+            "openrouter_activity_keys",
+            &[("state", "complete")]
+        ),
+        3.0
+    );
 }
 
 #[tokio::test]
@@ -273,7 +376,7 @@ async fn rate_limits_are_retried_and_a_failed_run_keeps_previous_data() {
         &[("company", "acme"), ("window", "rolling_7d")],
     );
 
-    // A new key appears and the activity API keeps refusing: the run fails whole.
+    // A new key appears and the activity API keeps refusing: the run fails for it.
     sim.state()
         .keys
         .push(SimKey::new(WS_A, &hash(9), "acme-new").usage(1.0, 1.0, 1.0, 1.0));
@@ -546,4 +649,375 @@ fn direct_key_config_errors_are_clear() {
         let err = Config::parse(yaml, "t").unwrap_err().to_string();
         assert!(err.contains(want), "{want:?} not in {err}");
     }
+}
+
+// ------------------------------------------------------------ issue 13
+
+fn rolling(samples: &[Sample], what: &str, labels: &[(&str, &str)], window: &str) -> Option<f64> {
+    let mut want = labels.to_vec();
+    want.push(("window", window));
+    find(samples, what, &want).first().map(|s| s.value)
+}
+
+fn key_rolling(samples: &[Sample], n: usize, window: &str) -> Option<f64> {
+    rolling(
+        samples,
+        "openrouter_key_usage_usd",
+        &[("key_hash", &hash(n))],
+        window,
+    )
+}
+
+fn company_rolling(samples: &[Sample], company: &str, window: &str) -> Option<f64> {
+    rolling(
+        samples,
+        "openrouter_company_usage_usd",
+        &[("company", company)],
+        window,
+    )
+}
+
+fn keys_state(samples: &[Sample], state: &str) -> f64 {
+    value(samples, "openrouter_activity_keys", &[("state", state)])
+}
+
+/// Rolling_7d of key n as the upstream rows say.
+fn want_7d(state: &SimState, n: usize) -> f64 {
+    expected_completed(state, n, 6) + state.keys[n].num("usage_daily").unwrap()
+}
+
+#[test]
+fn activity_is_on_by_default_with_a_management_key() {
+    let on = Config::parse("companies:\n  a:\n    keys: [x]\n", "t").unwrap();
+    assert!(on.activity.enabled);
+    assert_eq!(on.activity.calls_per_second, 10);
+    let off = Config::parse(
+        "activity:\n  enabled: false\ncompanies:\n  a:\n    keys: [x]\n",
+        "t",
+    )
+    .unwrap();
+    assert!(!off.activity.enabled);
+    let direct = Config::parse(
+        "openrouter:\n  use_management_key: false\ncompanies:\n  a:\n    keys: [{name: x, secret_env: A}]\n",
+        "t",
+    )
+    .unwrap();
+    assert!(
+        !direct.activity.enabled,
+        "no management key: nothing to ask"
+    );
+    let err = Config::parse(
+        "activity:\n  calls_per_second: 0\ncompanies:\n  a:\n    keys: [x]\n",
+        "t",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("activity.calls_per_second"), "{err}");
+}
+
+#[tokio::test]
+async fn one_failing_key_never_discards_the_others_and_is_retried_alone() {
+    let sim = start_sim(account()).await;
+    sim.state().activity_failures.insert(hash(2), 500);
+    let exporter = exporter(activity_config(&sim.base_url(), 10));
+    exporter.refresh().await.unwrap();
+    let err = exporter.refresh_activity().await.unwrap_err();
+    assert_eq!(err.reason(), "server_error");
+    let samples = parse(&body(&exporter));
+    let state = sim.state().clone();
+    // acme's two keys are complete: their rolling windows and acme's total are published.
+    for n in 0..2 {
+        let got = key_rolling(&samples, n, "rolling_7d").expect("kept");
+        assert!((got - want_7d(&state, n)).abs() < 1e-9);
+    }
+    let acme = company_rolling(&samples, "acme", "rolling_7d").unwrap();
+    assert!((acme - want_7d(&state, 0) - want_7d(&state, 1)).abs() < 1e-9);
+    // globex's only key failed: nothing for it, and no zero.
+    assert_eq!(key_rolling(&samples, 2, "rolling_7d"), None);
+    assert_eq!(company_rolling(&samples, "globex", "rolling_7d"), None);
+    assert_eq!(company_rolling(&samples, "globex", "completed_30d"), None);
+    assert!(find(
+        &samples,
+        "openrouter_company_model_usage_usd",
+        &[("company", "globex")]
+    )
+    .is_empty());
+    assert_eq!(keys_state(&samples, "complete"), 2.0);
+    assert_eq!(keys_state(&samples, "failed"), 1.0);
+    assert_eq!(value(&samples, "openrouter_activity_up", &[]), 0.0);
+
+    // Healed: the next run asks only for the failed key.
+    sim.state().activity_failures.clear();
+    sim.state().requests.clear();
+    assert_eq!(exporter.refresh_activity().await.unwrap(), 1);
+    let requests = activity_requests(&sim);
+    assert!(
+        requests.len() == 1 && requests[0].contains(&hash(2)),
+        "{requests:?}"
+    );
+    let samples = parse(&body(&exporter));
+    let globex = company_rolling(&samples, "globex", "rolling_7d").unwrap();
+    assert!((globex - want_7d(&state, 2)).abs() < 1e-9);
+    assert_eq!(keys_state(&samples, "complete"), 3.0);
+    assert_eq!(value(&samples, "openrouter_activity_up", &[]), 1.0);
+}
+
+#[tokio::test]
+async fn a_key_deleted_after_the_listing_is_gone_not_a_failure() {
+    let sim = start_sim(account()).await;
+    let exporter = exporter(activity_config(&sim.base_url(), 10));
+    exporter.refresh().await.unwrap();
+    // acme-b is deleted between the listing and its activity call: 404.
+    {
+        let mut st = sim.state();
+        st.keys.retain(|k| k.hash() != hash(1));
+        st.activity.remove(&hash(1));
+    }
+    let calls = exporter
+        .refresh_activity()
+        .await
+        .expect("a 404 is not a failure");
+    assert_eq!(calls, 3);
+    let samples = parse(&body(&exporter));
+    assert_eq!(keys_state(&samples, "gone"), 1.0);
+    assert_eq!(keys_state(&samples, "complete"), 2.0);
+    assert_eq!(value(&samples, "openrouter_activity_up", &[]), 1.0);
+    assert_eq!(
+        value(
+            &samples,
+            "openrouter_refresh_failures_total",
+            &[("reason", "activity")]
+        ),
+        0.0
+    );
+    // acme still lists the gone key: its total is absent, never partial.
+    assert_eq!(company_rolling(&samples, "acme", "rolling_7d"), None);
+    assert!(key_rolling(&samples, 0, "rolling_7d").is_some());
+    // The next listing drops it: acme's total is back, exact, with no new call.
+    exporter.refresh().await.unwrap();
+    sim.state().requests.clear();
+    assert_eq!(exporter.refresh_activity().await.unwrap(), 0);
+    let samples = parse(&body(&exporter));
+    let state = sim.state().clone();
+    let acme = company_rolling(&samples, "acme", "rolling_7d").unwrap();
+    assert!((acme - want_7d(&state, 0)).abs() < 1e-9);
+    assert_eq!(keys_state(&samples, "gone"), 0.0);
+}
+
+/// Live dates carry a time part and counts come as null: the figures are
+/// still exactly the upstream rows.
+#[tokio::test]
+async fn timestamp_dates_and_null_counts_give_exact_windows() {
+    let mut state = account();
+    for rows in state.activity.values_mut() {
+        for row in rows.iter_mut() {
+            let date = row["date"].as_str().unwrap().to_string();
+            row["date"] = json!(format!("{date} 00:00:00"));
+            row["reasoning_tokens"] = Value::Null;
+            row["byok_usage_inference"] = Value::Null;
+        }
+    }
+    let sim = start_sim(state).await;
+    let exporter = exporter(activity_config(&sim.base_url(), 10));
+    exporter.refresh().await.unwrap();
+    exporter.refresh_activity().await.unwrap();
+    let samples = parse(&body(&exporter));
+    let state = sim.state().clone();
+    let strip = |s: &SimState, n: usize, days: i64| {
+        let oldest = today() - ChronoDuration::days(days);
+        s.activity[&hash(n)]
+            .iter()
+            .filter(|r| {
+                NaiveDate::parse_from_str(&r["date"].as_str().unwrap()[..10], "%Y-%m-%d").unwrap()
+                    >= oldest
+            })
+            .map(|r| r["usage"].as_f64().unwrap())
+            .sum::<f64>()
+    };
+    for n in 0..3 {
+        let daily = state.keys[n].num("usage_daily").unwrap();
+        let got = key_rolling(&samples, n, "rolling_30d").unwrap();
+        let want = strip(&state, n, 29) + daily;
+        assert!((got - want).abs() < 1e-9, "key {n}: {got} vs {want}");
+        assert!(want > daily, "the history is not a zero");
+    }
+    let reasoning: f64 = find(
+        &samples,
+        "openrouter_company_model_tokens",
+        &[("kind", "reasoning")],
+    )
+    .iter()
+    .map(|s| s.value)
+    .sum();
+    assert_eq!(reasoning, 0.0, "null reasoning counts as none");
+}
+
+#[tokio::test]
+async fn an_unreadable_row_leaves_its_key_unknown_never_zero() {
+    let mut state = account();
+    let rows = state.activity.get_mut(&hash(2)).unwrap();
+    rows[0]["date"] = json!("yesterday");
+    let sim = start_sim(state).await;
+    let exporter = exporter(activity_config(&sim.base_url(), 10));
+    exporter.refresh().await.unwrap();
+    assert!(exporter.refresh_activity().await.is_err());
+    let samples = parse(&body(&exporter));
+    assert_eq!(key_rolling(&samples, 2, "rolling_7d"), None);
+    assert_eq!(company_rolling(&samples, "globex", "rolling_30d"), None);
+    assert!(key_rolling(&samples, 0, "rolling_7d").is_some());
+    assert_eq!(keys_state(&samples, "failed"), 1.0);
+    assert_eq!(value(&samples, "openrouter_activity_up", &[]), 0.0);
+    assert!(
+        value(
+            &samples,
+            "openrouter_refresh_failures_total",
+            &[("reason", "activity")]
+        ) >= 1.0
+    );
+}
+
+#[tokio::test]
+async fn a_restated_day_replaces_the_earlier_figure_and_a_restart_counts_nothing_twice() {
+    let sim = start_sim(account()).await;
+    let exporter = exporter(activity_config(&sim.base_url(), 10));
+    exporter.refresh().await.unwrap();
+    exporter
+        .refresh_activity_at(at(today(), 0, 10))
+        .await
+        .unwrap();
+    let yesterday = (today() - ChronoDuration::days(1))
+        .format("%Y-%m-%d")
+        .to_string();
+    // Upstream settles yesterday later: acme-a's first model gets 0.75 more.
+    {
+        let mut st = sim.state();
+        let rows = st.activity.get_mut(&hash(0)).unwrap();
+        let row = rows
+            .iter_mut()
+            .find(|r| r["date"] == yesterday.as_str() && r["model"] == MODELS[0])
+            .unwrap();
+        let usage = row["usage"].as_f64().unwrap();
+        row["usage"] = json!(usage + 0.75);
+    }
+    let before = key_rolling(&parse(&body(&exporter)), 0, "rolling_7d").unwrap();
+    exporter
+        .refresh_activity_at(at(today(), 6, 10))
+        .await
+        .unwrap();
+    let samples = parse(&body(&exporter));
+    let state = sim.state().clone();
+    let after = key_rolling(&samples, 0, "rolling_7d").unwrap();
+    assert!((after - want_7d(&state, 0)).abs() < 1e-9);
+    assert!((after - before - 0.75).abs() < 1e-9, "{before} → {after}");
+    // The model mix follows, and still sums to completed_30d.
+    let mix: f64 = find(
+        &samples,
+        "openrouter_company_model_usage_usd",
+        &[("company", "acme")],
+    )
+    .iter()
+    .map(|s| s.value)
+    .sum();
+    let figure = company_rolling(&samples, "acme", "completed_30d").unwrap();
+    assert!((mix - figure).abs() < 1e-9);
+    assert!(
+        (figure - expected_completed(&state, 0, 30) - expected_completed(&state, 1, 30)).abs()
+            < 1e-9
+    );
+
+    // A restart refills from nothing: the same figures, nothing counted twice.
+    let restarted = common::exporter(activity_config(&sim.base_url(), 10));
+    restarted.refresh().await.unwrap();
+    restarted.refresh_activity().await.unwrap();
+    let again = parse(&body(&restarted));
+    for n in 0..3 {
+        assert_eq!(
+            key_rolling(&again, n, "rolling_30d"),
+            key_rolling(&samples, n, "rolling_30d")
+        );
+    }
+    assert_eq!(
+        company_rolling(&again, "acme", "completed_30d"),
+        Some(figure)
+    );
+}
+
+/// An activity run as of yesterday, published with a listing of today (the
+/// run straddled midnight): today's snapshot needs yesterday, which that run
+/// could not cover, so the windows are absent, never yesterday counted twice.
+#[tokio::test]
+async fn a_run_that_straddles_midnight_never_counts_a_day_twice() {
+    let sim = start_sim(account()).await;
+    let exporter = exporter(activity_config(&sim.base_url(), 10));
+    exporter.refresh().await.unwrap();
+    let yesterday = today() - ChronoDuration::days(1);
+    exporter
+        .refresh_activity_at(at(yesterday, 23, 59))
+        .await
+        .unwrap();
+    let samples = parse(&body(&exporter));
+    for n in 0..3 {
+        assert_eq!(key_rolling(&samples, n, "rolling_7d"), None);
+    }
+    assert_eq!(company_rolling(&samples, "acme", "completed_30d"), None);
+    // The next run fetches the missing day: exact figures.
+    exporter.refresh_activity().await.unwrap();
+    let samples = parse(&body(&exporter));
+    let state = sim.state().clone();
+    for n in 0..3 {
+        let got = key_rolling(&samples, n, "rolling_7d").unwrap();
+        assert!((got - want_7d(&state, n)).abs() < 1e-9);
+    }
+}
+
+#[tokio::test]
+async fn the_fill_is_rate_limited_and_never_blocks_the_listing() {
+    let mut state = account();
+    for n in 3..12 {
+        let name = format!("acme-{n}");
+        state
+            .keys
+            .push(SimKey::new(WS_A, &hash(n), &name).usage(0.1, 0.1, 0.1, 1.0));
+        state.activity.insert(
+            hash(n),
+            vec![row(today() - ChronoDuration::days(3), MODELS[0], 0.25, 1)],
+        );
+    }
+    state.total_usage = state.keys_lifetime_usage();
+    let sim = start_sim(state).await;
+    let yaml = format!(
+        "refresh_interval: 30s\nopenrouter:\n  base_url: {}\n  request_timeout: 2s\n\
+         activity:\n  calls_per_second: 4\n  concurrency: 8\n\
+         companies:\n  acme:\n    keys: [{{name_glob: 'acme-*'}}]\n  globex:\n    keys: [globex-a]\n",
+        sim.base_url()
+    );
+    let exporter = exporter(Config::parse(&yaml, "t").unwrap());
+    exporter.refresh().await.unwrap();
+    let started = std::time::Instant::now();
+    let fill = tokio::spawn({
+        let exporter = exporter.clone();
+        async move { exporter.refresh_activity().await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    // The listing goes on while the fill runs, and shows its progress.
+    let listed = std::time::Instant::now();
+    exporter.refresh().await.unwrap();
+    assert!(listed.elapsed() < std::time::Duration::from_secs(1));
+    let samples = parse(&body(&exporter));
+    let (complete, pending) = (
+        keys_state(&samples, "complete"),
+        keys_state(&samples, "pending"),
+    );
+    assert_eq!(complete + pending, 12.0);
+    assert!(pending > 0.0 && complete > 0.0, "{complete} / {pending}");
+    assert_eq!(fill.await.unwrap().unwrap(), 12);
+    // 12 calls at 4 per second: the last starts 2.75 s after the first.
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(2700),
+        "{:?}",
+        started.elapsed()
+    );
+    let samples = parse(&body(&exporter));
+    assert_eq!(keys_state(&samples, "complete"), 12.0);
+    assert!(company_rolling(&samples, "acme", "rolling_30d").is_some());
 }

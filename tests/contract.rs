@@ -77,7 +77,7 @@ mod wire {
     pub fn activity_days(rows: &[ActivityRow], today: NaiveDate) -> KeyDays {
         let mut cache = ActivityCache::default();
         cache.apply("h", &Fetch::All, rows, today);
-        cache.days("h").cloned().unwrap_or_default()
+        cache.days("h").unwrap_or_default()
     }
 }
 

@@ -14,14 +14,15 @@ use std::io::{self, Write};
 use chrono::{DateTime, Utc};
 
 use crate::config::MetricsOptions;
-use crate::snapshot::{Key, Snapshot, Window, ROLLING};
+use crate::snapshot::{Key, Snapshot, Window, COMPLETED_30D, ROLLING};
 use crate::telemetry::Counters;
 
 pub use writer::{escape_label_value, MetricWriter, CONTENT_TYPE};
 
 const CALENDAR_NOTE: &str = "window: daily = current UTC day, weekly = current UTC week from Monday, \
 monthly = current UTC month (each to date, dropping to 0 at its UTC boundary); lifetime = since the key was created; \
-rolling_7d / rolling_30d (with activity collection) = the last 6 / 29 completed UTC days plus today. \
+rolling_7d / rolling_30d (from activity collection) = the last 6 / 29 completed UTC days plus today; \
+completed_30d (companies only) = the last 30 completed UTC days, today excluded: the model mix's window. \
 Refreshed in the background; up to one refresh interval old.";
 
 /// One exported key with its identifying labels.
@@ -218,6 +219,13 @@ pub fn write_snapshot<W: Write>(
                 )?;
             }
         }
+        if let Some(v) = company.completed {
+            let labels = [
+                ("company", company.name.as_str()),
+                ("window", COMPLETED_30D),
+            ];
+            w.sample_usd(name, &labels, v)?;
+        }
     }
 
     let name = "openrouter_company_byok_usage_usd";
@@ -354,8 +362,9 @@ pub fn write_snapshot<W: Write>(
     }
 
     if snap.companies.iter().any(|c| c.models.is_some()) {
-        const MIX: &str = "over the last 30 completed UTC days (window=\"rolling_30d\"; today is not broken \
-             down by model until it completes); the top models by spend, the rest summed as model=\"other\".";
+        const MIX: &str = "over the last 30 completed UTC days (window=\"completed_30d\", the same window as \
+             openrouter_company_usage_usd{window=\"completed_30d\"}, which the models sum to exactly; today is \
+             not broken down by model until it completes); the top models by spend, the rest summed as model=\"other\".";
         // One row per (company, model) with its identifying labels.
         let rows = || {
             snap.companies.iter().flat_map(|c| {
@@ -363,7 +372,7 @@ pub fn write_snapshot<W: Write>(
                     let labels = [
                         ("company", c.name.as_str()),
                         ("model", model.as_str()),
-                        ("window", "rolling_30d"),
+                        ("window", COMPLETED_30D),
                     ];
                     (labels, totals)
                 })
@@ -470,6 +479,8 @@ pub struct ActivityStatus {
     pub up: bool,
     pub last_success: Option<DateTime<Utc>>,
     pub cached_keys: usize,
+    /// Listed keys by where their history stands; `None` before the first run.
+    pub keys: Option<crate::activity::Progress>,
 }
 
 /// The exporter's status families and its own counters.
@@ -520,7 +531,8 @@ pub fn write_status<W: Write>(
             name,
             "gauge",
             "1 when the last activity run (GET /activity per key, for rolling windows and the model mix) \
-             fully succeeded; 0 when it failed and the previous activity data is kept.",
+             fully succeeded; 0 when a call failed: the results of the other keys are kept, the \
+             failed keys' missing days stay unknown and are retried on the next run.",
         )?;
         w.sample(name, &[], format_args!("{}", u8::from(activity.up)))?;
         if let Some(ts) = activity.last_success {
@@ -533,8 +545,31 @@ pub fn write_status<W: Write>(
             w.sample_f64(name, &[], ts.timestamp_millis() as f64 / 1000.0)?;
         }
         let name = "openrouter_activity_cached_keys";
-        w.family(name, "gauge", "Keys whose daily activity is cached.")?;
+        w.family(
+            name,
+            "gauge",
+            "Keys with at least one day of activity cached.",
+        )?;
         w.sample(name, &[], format_args!("{}", activity.cached_keys))?;
+        if let Some(p) = activity.keys {
+            let name = "openrouter_activity_keys";
+            w.family(
+                name,
+                "gauge",
+                "Listed keys by the state of their 30-day activity history: complete (rolling windows \
+                 published), pending (still to fetch), failed (the last call failed; retried next run), \
+                 gone (answered 404: deleted since the listing). A company's rolling totals and model mix \
+                 appear once all its keys are complete.",
+            )?;
+            for (state, n) in [
+                ("complete", p.complete),
+                ("pending", p.pending),
+                ("failed", p.failed),
+                ("gone", p.gone),
+            ] {
+                w.sample(name, &[("state", state)], format_args!("{n}"))?;
+            }
+        }
     }
 
     let name = "openrouter_config_last_reload_successful";
