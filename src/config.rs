@@ -328,8 +328,9 @@ impl fmt::Display for WorkspaceRef {
     }
 }
 
-/// A canonical UUID: 8-4-4-4-12 hex digits, any case.
-fn is_uuid(s: &str) -> bool {
+/// A canonical UUID (8-4-4-4-12 hex digits, any case): a workspace id, as
+/// `/keys?workspace_id=` requires, rather than a slug.
+pub fn is_uuid(s: &str) -> bool {
     let groups: Vec<&str> = s.split('-').collect();
     groups.len() == 5
         && groups

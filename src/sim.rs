@@ -39,6 +39,8 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
 
+use crate::config::is_uuid;
+
 /// Keys per `/keys` page unless [`SimState::keys_page_size`] says otherwise:
 /// the 100 that OpenRouter's guide prose mentions. The simulator owns this
 /// number; the client must not rely on it (issue 12: stop on an empty page).
@@ -473,16 +475,6 @@ pub enum WorkspacesMode {
 
 fn slugify(name: &str) -> String {
     name.trim().to_lowercase().replace(char::is_whitespace, "-")
-}
-
-/// A canonical UUID (8-4-4-4-12 hex digits), as `/keys?workspace_id=` requires.
-fn is_uuid(s: &str) -> bool {
-    let groups: Vec<&str> = s.split('-').collect();
-    groups.len() == 5
-        && groups
-            .iter()
-            .zip([8, 4, 4, 4, 12])
-            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// A running simulated server. Dropping it stops the accept loop.

@@ -31,7 +31,7 @@ use serde::{Deserialize, Deserializer};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use crate::config::{Workspaces, DEFAULT_MAX_CONCURRENT_REQUESTS};
+use crate::config::{is_uuid, Workspaces, DEFAULT_MAX_CONCURRENT_REQUESTS};
 use crate::telemetry::{FailureReason, Telemetry};
 
 /// Bodies above this are refused: a key page is ~100 KiB, so this is a hostile or broken upstream.
@@ -558,16 +558,6 @@ impl std::fmt::Display for DeadlineReport {
     }
 }
 
-/// Whether `text` is shaped like a workspace id (a UUID) rather than a slug.
-pub fn is_workspace_id(text: &str) -> bool {
-    let parts: Vec<&str> = text.split('-').collect();
-    parts.len() == 5
-        && parts
-            .iter()
-            .zip([8, 4, 4, 4, 12])
-            .all(|(p, len)| p.len() == len && p.bytes().all(|b| b.is_ascii_hexdigit()))
-}
-
 /// The management API client. Cheap to clone.
 #[derive(Clone)]
 pub struct Client {
@@ -768,14 +758,14 @@ impl Client {
         &self,
         entries: &[String],
     ) -> Result<Vec<Option<String>>, UpstreamError> {
-        if entries.iter().all(|e| is_workspace_id(e)) {
+        if entries.iter().all(|e| is_uuid(e)) {
             return Ok(entries.iter().cloned().map(Some).collect());
         }
         let listed = self.list_workspaces().await?.unwrap_or_default();
         entries
             .iter()
             .map(|entry| {
-                if is_workspace_id(entry) {
+                if is_uuid(entry) {
                     return Ok(Some(entry.clone()));
                 }
                 listed
@@ -1462,10 +1452,10 @@ mod tests {
 
     #[test]
     fn workspace_ids_and_slugs_are_told_apart() {
-        assert!(is_workspace_id("550e8400-e29b-41d4-a716-446655440000"));
-        assert!(!is_workspace_id("production"));
-        assert!(!is_workspace_id("550e8400-e29b-41d4-a716-44665544000g"));
-        assert!(!is_workspace_id("550e8400e29b41d4a716446655440000"));
+        assert!(is_uuid("550e8400-e29b-41d4-a716-446655440000"));
+        assert!(!is_uuid("production"));
+        assert!(!is_uuid("550e8400-e29b-41d4-a716-44665544000g"));
+        assert!(!is_uuid("550e8400e29b41d4a716446655440000"));
     }
 
     #[test]
