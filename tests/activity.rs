@@ -89,18 +89,16 @@ async fn rolling_windows_are_completed_days_plus_today() {
     exporter.refresh().await.unwrap();
     // Before any activity run, rolling windows are absent, not zero.
     let samples = parse(&body(&exporter));
-    assert!(find(
+    assert_absent(
         &samples,
         "openrouter_key_usage_usd",
-        &[("window", "rolling_7d")]
-    )
-    .is_empty());
-    assert!(find(
+        &[("window", "rolling_7d")],
+    );
+    assert_absent(
         &samples,
         "openrouter_company_usage_usd",
-        &[("window", "rolling_30d")]
-    )
-    .is_empty());
+        &[("window", "rolling_30d")],
+    );
 
     let calls = exporter.refresh_activity().await.unwrap();
     assert_eq!(calls, 3, "first fill: one undated call per key");
@@ -401,18 +399,16 @@ async fn rate_limits_are_retried_and_a_failed_run_keeps_previous_data() {
         .len()
             == 1
     );
-    assert!(find(
+    assert_absent(
         &after,
         "openrouter_key_usage_usd",
-        &[("key_hash", &hash(9)), ("window", "rolling_7d")]
-    )
-    .is_empty());
-    assert!(find(
+        &[("key_hash", &hash(9)), ("window", "rolling_7d")],
+    );
+    assert_absent(
         &after,
         "openrouter_company_usage_usd",
-        &[("company", "acme"), ("window", "rolling_7d")]
-    )
-    .is_empty());
+        &[("company", "acme"), ("window", "rolling_7d")],
+    );
     assert!(
         value(
             &after,
@@ -500,7 +496,7 @@ async fn direct_key_mode_reports_a_revoked_key_without_failing_the_others() {
     // No management API calls in direct-only mode, and no account figures.
     let requests = sim.state().requests.clone();
     assert!(requests.iter().all(|r| r == "/api/v1/key"), "{requests:?}");
-    assert!(find(&samples, "openrouter_account_usage_usd", &[]).is_empty());
+    assert_absent(&samples, "openrouter_account_usage_usd", &[]);
 
     let first_success = value(
         &samples,
@@ -574,18 +570,16 @@ async fn direct_key_mode_reports_a_revoked_key_without_failing_the_others() {
         ),
         0.0
     );
-    assert!(find(
+    assert_absent(
         &samples,
         "openrouter_key_usage_usd",
-        &[("key", "acme-direct")]
-    )
-    .is_empty());
-    assert!(find(
+        &[("key", "acme-direct")],
+    );
+    assert_absent(
         &samples,
         "openrouter_company_usage_usd",
-        &[("company", "acme")]
-    )
-    .is_empty());
+        &[("company", "acme")],
+    );
 }
 
 #[tokio::test]
@@ -736,12 +730,11 @@ async fn one_failing_key_never_discards_the_others_and_is_retried_alone() {
     assert_eq!(key_rolling(&samples, 2, "rolling_7d"), None);
     assert_eq!(company_rolling(&samples, "globex", "rolling_7d"), None);
     assert_eq!(company_rolling(&samples, "globex", "completed_30d"), None);
-    assert!(find(
+    assert_absent(
         &samples,
         "openrouter_company_model_usage_usd",
-        &[("company", "globex")]
-    )
-    .is_empty());
+        &[("company", "globex")],
+    );
     assert_eq!(keys_state(&samples, "complete"), 2.0);
     assert_eq!(keys_state(&samples, "failed"), 1.0);
     assert_eq!(value(&samples, "openrouter_activity_up", &[]), 0.0);

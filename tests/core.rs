@@ -228,12 +228,11 @@ async fn every_key_exported_once_with_upstream_values_and_exact_company_sums() {
         ),
         100.0
     );
-    assert!(find(
+    assert_absent(
         &samples,
         "openrouter_company_budget_usd",
-        &[("company", "acme")]
-    )
-    .is_empty());
+        &[("company", "acme")],
+    );
     assert_eq!(
         value(
             &samples,
@@ -275,13 +274,12 @@ async fn deleted_keys_disappear_and_spend_changes_appear() {
     }
     exporter.refresh().await.expect("second refresh");
     let samples = parse(&body(&exporter));
-    assert!(find(&samples, "openrouter_key_info", &[("key_hash", &hash(2))]).is_empty());
-    assert!(find(
+    assert_absent(&samples, "openrouter_key_info", &[("key_hash", &hash(2))]);
+    assert_absent(
         &samples,
         "openrouter_key_usage_usd",
-        &[("key_hash", &hash(2))]
-    )
-    .is_empty());
+        &[("key_hash", &hash(2))],
+    );
     assert_eq!(
         value(
             &samples,
@@ -384,13 +382,12 @@ async fn before_the_first_refresh_nothing_is_invented() {
     let exporter = exporter(config(&sim.base_url(), "  acme:\n    keys: [a]\n"));
     let samples = parse(&body(&exporter));
     assert_eq!(value(&samples, "openrouter_up", &[]), 0.0);
-    assert!(find(&samples, "openrouter_company_usage_usd", &[]).is_empty());
-    assert!(find(
+    assert_absent(&samples, "openrouter_company_usage_usd", &[]);
+    assert_absent(
         &samples,
         "openrouter_last_refresh_success_timestamp_seconds",
-        &[]
-    )
-    .is_empty());
+        &[],
+    );
     assert!(!exporter.is_ready());
 }
 
@@ -412,19 +409,17 @@ async fn unknown_amounts_are_omitted_not_zero() {
     ));
     exporter.refresh().await.unwrap();
     let samples = parse(&body(&exporter));
-    assert!(find(
+    assert_absent(
         &samples,
         "openrouter_key_usage_usd",
-        &[("key_hash", &hash(2)), ("window", "daily")]
-    )
-    .is_empty());
+        &[("key_hash", &hash(2)), ("window", "daily")],
+    );
     // The company's daily total is unknown too, so it is absent rather than understated.
-    assert!(find(
+    assert_absent(
         &samples,
         "openrouter_company_usage_usd",
-        &[("company", "acme"), ("window", "daily")]
-    )
-    .is_empty());
+        &[("company", "acme"), ("window", "daily")],
+    );
     assert_eq!(
         value(
             &samples,
@@ -688,10 +683,9 @@ async fn status_values_duration_build_info_window_ends_and_success_time() {
         );
         assert!(got == a[i].1 || got == b[i].1, "{window}: {got}");
     }
-    assert!(find(
+    assert_absent(
         &samples,
         "openrouter_window_end_timestamp_seconds",
-        &[("window", "lifetime")]
-    )
-    .is_empty());
+        &[("window", "lifetime")],
+    );
 }

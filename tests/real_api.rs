@@ -198,12 +198,11 @@ async fn null_limits_dates_and_byok_are_omitted_not_zero() {
         );
     }
     // acme's BYOK depends on key 2's unknown BYOK: absent, not understated.
-    assert!(find(
+    assert_absent(
         &samples,
         "openrouter_company_byok_usage_usd",
-        &[("company", "acme")]
-    )
-    .is_empty());
+        &[("company", "acme")],
+    );
     assert_eq!(
         value(
             &samples,
@@ -254,12 +253,11 @@ async fn unknown_disabled_is_omitted() {
     let exporter = exporter(config(&sim.base_url(), COMPANIES));
     exporter.refresh().await.expect("refresh");
     let samples = parse(&body(&exporter));
-    assert!(find(
+    assert_absent(
         &samples,
         "openrouter_key_disabled",
-        &[("key_hash", &hash(1))]
-    )
-    .is_empty());
+        &[("key_hash", &hash(1))],
+    );
     assert_eq!(
         value(
             &samples,
@@ -577,7 +575,7 @@ async fn a_direct_key_also_listed_counts_once_under_its_configured_company() {
         1.0
     );
     // One row for the key: the direct one.
-    assert!(find(&samples, "openrouter_key_info", &[("key_hash", &hash(7))]).is_empty());
+    assert_absent(&samples, "openrouter_key_info", &[("key_hash", &hash(7))]);
     assert_eq!(
         find(&samples, "openrouter_key_info", &[("key", "acme-direct")]).len(),
         1
@@ -629,12 +627,11 @@ async fn a_refresh_across_midnight_omits_the_windows_that_ended() {
             find(&samples, "openrouter_key_usage_usd", &[("window", window)]).is_empty(),
             "{window} figures read before midnight are not Monday's"
         );
-        assert!(find(
+        assert_absent(
             &samples,
             "openrouter_company_usage_usd",
-            &[("window", window)]
-        )
-        .is_empty());
+            &[("window", window)],
+        );
     }
     // Monthly did not end (November goes on) and lifetime never does: every key, once.
     for window in ["monthly", "lifetime"] {

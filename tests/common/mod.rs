@@ -114,6 +114,17 @@ pub fn find<'a>(samples: &'a [Sample], name: &str, want: &[(&str, &str)]) -> Vec
         .collect()
 }
 
+/// Asserts that no sample of `name` has labels `want`: an unknown figure is
+/// absent, never 0.
+#[track_caller]
+pub fn assert_absent(samples: &[Sample], name: &str, want: &[(&str, &str)]) {
+    let found = find(samples, name, want);
+    assert!(
+        found.is_empty(),
+        "{name}{want:?} should be absent, found {found:?}"
+    );
+}
+
 /// The single value of `name` with labels `want`; panics when absent or ambiguous.
 pub fn value(samples: &[Sample], name: &str, want: &[(&str, &str)]) -> f64 {
     let found = find(samples, name, want);
