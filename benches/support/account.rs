@@ -160,11 +160,14 @@ pub fn companies_yaml(spec: &Spec) -> String {
     y
 }
 
-/// A complete exporter config for this account.
+/// A complete exporter config for this account. Activity collection is off: the
+/// refresh and scrape benchmarks measure the listing path alone
+/// (`examples/bench_activity.rs` measures activity).
 pub fn config_yaml(spec: &Spec, base_url: &str, refresh_interval: &str, metrics: &str) -> String {
     format!(
         "refresh_interval: {refresh_interval}\n\
          openrouter:\n  base_url: {base_url}\n  request_timeout: 5s\n  workspaces: all\n\
+         activity:\n  enabled: false\n\
          {metrics}\
          companies:\n{}\
          unassigned_company: unassigned\n",
