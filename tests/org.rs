@@ -404,3 +404,66 @@ async fn failing_caps_keep_their_last_values_and_never_fail_the_key_refresh() {
         );
     }
 }
+
+/// A `MakeWriter` into a shared buffer, to read what the exporter logged.
+#[derive(Clone, Default)]
+struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_key_that_is_not_a_management_key_is_named_once_at_start() {
+    let logs = Logs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let mut state = org_state();
+    state.management_key_is_management = false;
+    let sim = start_sim(state).await;
+    let exporter = exporter(config(
+        &sim.base_url(),
+        "  all:\n    keys: [{name_glob: '*'}]\n",
+    ));
+    exporter.check_management_key().await;
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("is not a management key"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(lines[0].contains("ERROR"), "{text}");
+    assert!(lines[0].contains("is_management_key: false"), "{text}");
+    assert!(
+        lines[0].contains("https://openrouter.ai/settings/management-keys"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(MANAGEMENT_KEY),
+        "the key itself is never logged"
+    );
+
+    // A real management key: nothing at error level.
+    logs.0.lock().unwrap().clear();
+    sim.state().management_key_is_management = true;
+    exporter.check_management_key().await;
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(!text.contains("ERROR"), "{text}");
+}
