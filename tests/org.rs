@@ -467,3 +467,56 @@ async fn a_key_that_is_not_a_management_key_is_named_once_at_start() {
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert!(!text.contains("ERROR"), "{text}");
 }
+
+#[tokio::test]
+async fn the_company_page_shows_each_keys_enforced_caps_beside_its_limit() {
+    let mut state = org_state();
+    state.guardrails = vec![guardrail_json(
+        "g-cap",
+        "Monthly cap",
+        Some(25.5),
+        Some("monthly"),
+    )];
+    state.guardrail_key_assignments = vec![assignment_json("as-1", &hash(1), "g-cap")];
+    state.workspace_budgets.insert(
+        WS_A.into(),
+        vec![budget_json("b-1", WS_A, 1000.0, Some("weekly"))],
+    );
+    let sim = start_sim(state).await;
+    let exporter = exporter(config(
+        &sim.base_url(),
+        "  alpha:\n    keys: [{workspace: a}, {workspace: b}]\n",
+    ));
+    exporter.refresh_organization().await;
+    exporter.refresh().await.unwrap();
+    let published = exporter.published();
+    let links = openrouter_cost_exporter::page::Links {
+        metrics: "/metrics",
+        grafana: None,
+    };
+    let page = openrouter_cost_exporter::page::company(
+        &published,
+        &exporter.config(),
+        &links,
+        "alpha",
+        chrono::Utc::now(),
+    );
+    let openrouter_cost_exporter::page::Page::Found(html) = page else {
+        panic!("company alpha not found: {page:?}");
+    };
+    let row = |hash: &str| {
+        let start = html
+            .find(&format!("data-key-hash=\"{hash}\""))
+            .unwrap_or_else(|| panic!("no row for {hash}"));
+        let end = start + html[start..].find("</tr>").unwrap();
+        html[start..end].to_string()
+    };
+    let one = row(&hash(1));
+    assert!(one.contains("guardrail Monthly cap $25.50"), "{one}");
+    assert!(
+        one.contains("workspace budget $1,000.00 <small>weekly</small>"),
+        "{one}"
+    );
+    // Workspace B has no budget and key 3 no guardrail.
+    assert!(row(&hash(3)).contains("none known"), "{}", row(&hash(3)));
+}
