@@ -1,9 +1,13 @@
 //! Which company owns which key.
 //!
 //! Precedence: a `hash` selector beats an exact `name`, which beats a
-//! `name_glob`. Exact names and hashes are unique across companies (the config
-//! validator enforces it); globs of several companies may match one key, and
-//! then the first company in file order wins and the key counts as a conflict.
+//! `workspace` (its id or slug), which beats a `creator` (an exact email, then
+//! an `@domain`), which beats a `name_glob`. Exact names, hashes, workspaces
+//! and creators are unique across companies (the config validator enforces
+//! it); globs of several companies may match one key, and then the first
+//! company in file order wins. A key claimed by more than one company counts
+//! as a conflict. A key whose creator is unknown (the member list could not be
+//! read, or the member left) is matched by the other kinds only, never guessed.
 //! A key no selector matches goes to the unassigned company, so every listed
 //! key lands in exactly one company.
 
@@ -17,6 +21,12 @@ use crate::config::{Config, Selector};
 pub struct Attributor {
     by_hash: HashMap<String, (usize, usize)>,
     by_name: HashMap<String, (usize, usize)>,
+    /// Workspace UUIDs (lowercased) and slugs.
+    by_workspace: HashMap<String, (usize, usize)>,
+    /// Creator emails (lowercased).
+    by_creator: HashMap<String, (usize, usize)>,
+    /// Creator domains (lowercased, without the `@`).
+    by_creator_domain: HashMap<String, (usize, usize)>,
     globs: Vec<(glob::Pattern, usize, usize)>,
     /// Globs by their literal prefix (the text before the first `*`, `?` or
     /// `[`): a name can only match a glob whose prefix it starts with, so each
@@ -70,6 +80,30 @@ impl GlobPrefixes {
     }
 }
 
+/// What attribution looks at in one key. `From<(&str, &str)>` gives a key
+/// known by hash and name only.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyIdentity<'a> {
+    pub hash: &'a str,
+    pub name: &'a str,
+    /// The workspace UUID the key was listed under, if reported.
+    pub workspace_id: Option<&'a str>,
+    /// Its workspace's slug, when known (`default` for the default workspace).
+    pub workspace_slug: Option<&'a str>,
+    /// The email of the member who created it, when known.
+    pub creator_email: Option<&'a str>,
+}
+
+impl<'a> From<(&'a str, &'a str)> for KeyIdentity<'a> {
+    fn from((hash, name): (&'a str, &'a str)) -> KeyIdentity<'a> {
+        KeyIdentity {
+            hash,
+            name,
+            ..KeyIdentity::default()
+        }
+    }
+}
+
 /// The result of attributing one listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attribution {
@@ -85,6 +119,9 @@ impl Attributor {
     pub fn new(config: &Config) -> Attributor {
         let mut by_hash = HashMap::new();
         let mut by_name = HashMap::new();
+        let mut by_workspace = HashMap::new();
+        let mut by_creator = HashMap::new();
+        let mut by_creator_domain = HashMap::new();
         let mut globs = Vec::new();
         for (c, company) in config.companies.iter().enumerate() {
             for (s, selector) in company.selectors.iter().enumerate() {
@@ -95,6 +132,19 @@ impl Attributor {
                     Selector::Name(n) => {
                         by_name.entry(n.clone()).or_insert((c, s));
                     }
+                    Selector::Workspace(w) => {
+                        by_workspace.entry(w.clone()).or_insert((c, s));
+                    }
+                    Selector::Creator(creator) => match creator.strip_prefix('@') {
+                        Some(domain) => {
+                            by_creator_domain
+                                .entry(domain.to_ascii_lowercase())
+                                .or_insert((c, s));
+                        }
+                        None => {
+                            by_creator.entry(creator.to_lowercase()).or_insert((c, s));
+                        }
+                    },
                     // Polled with its own secret, never matched against the listing.
                     Selector::Direct { .. } => {}
                     Selector::NameGlob(g) => {
@@ -111,6 +161,9 @@ impl Attributor {
         Attributor {
             by_hash,
             by_name,
+            by_workspace,
+            by_creator,
+            by_creator_domain,
             globs,
             glob_prefixes,
             selector_counts: config.companies.iter().map(|c| c.selectors.len()).collect(),
@@ -121,10 +174,10 @@ impl Attributor {
         self.selector_counts.len()
     }
 
-    /// Attributes keys given as `(hash, name)` pairs, in order.
-    pub fn attribute<'a>(
+    /// Attributes keys (a [`KeyIdentity`], or a `(hash, name)` pair), in order.
+    pub fn attribute<'a, K: Into<KeyIdentity<'a>>>(
         &self,
-        keys: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
+        keys: impl ExactSizeIterator<Item = K>,
     ) -> Attribution {
         let mut selector_matches: Vec<Vec<u64>> =
             self.selector_counts.iter().map(|&n| vec![0; n]).collect();
@@ -132,7 +185,9 @@ impl Attributor {
         let mut conflicts = 0;
         let mut claimants: Vec<usize> = Vec::with_capacity(4);
         let mut candidates: Vec<usize> = Vec::with_capacity(8);
-        for (hash, name) in keys {
+        for key in keys {
+            let key: KeyIdentity<'a> = key.into();
+            let (hash, name) = (key.hash, key.name);
             claimants.clear();
             let by_hash = if hash.bytes().any(|b| b.is_ascii_uppercase()) {
                 self.by_hash.get(&hash.to_ascii_lowercase())
@@ -147,6 +202,33 @@ impl Attributor {
                 selector_matches[c][s] += 1;
                 c
             });
+            // A workspace named by id and by slug (in two companies) claims twice.
+            let mut workspace_owner = None;
+            let workspace_keys = [
+                key.workspace_id.map(str::to_ascii_lowercase),
+                key.workspace_slug.map(str::to_string),
+            ];
+            for w in workspace_keys.iter().flatten() {
+                if let Some(&(c, s)) = self.by_workspace.get(w.as_str()) {
+                    selector_matches[c][s] += 1;
+                    workspace_owner.get_or_insert(c);
+                    claimants.push(c);
+                }
+            }
+            let mut creator_owner = None;
+            if let Some(email) = key.creator_email.map(str::to_lowercase) {
+                if let Some(&(c, s)) = self.by_creator.get(&email) {
+                    selector_matches[c][s] += 1;
+                    creator_owner.get_or_insert(c);
+                    claimants.push(c);
+                }
+                let domain = email.rsplit_once('@').map_or("", |(_, d)| d);
+                if let Some(&(c, s)) = self.by_creator_domain.get(domain) {
+                    selector_matches[c][s] += 1;
+                    creator_owner.get_or_insert(c);
+                    claimants.push(c);
+                }
+            }
             let mut glob_owner = None;
             self.glob_prefixes.candidates(name, &mut candidates);
             for &g in &candidates {
@@ -167,6 +249,8 @@ impl Attributor {
             company_of_key.push(
                 hash_owner
                     .or(name_owner)
+                    .or(workspace_owner)
+                    .or(creator_owner)
                     .or(glob_owner)
                     .unwrap_or(self.unassigned_index()),
             );

@@ -93,6 +93,9 @@ struct RawConfig {
     metrics: MetricsOptions,
     #[serde(default)]
     activity: RawActivity,
+    /// Members, guardrails and workspace budgets are read every this many refreshes.
+    #[serde(default = "default_organization_refresh_intervals")]
+    organization_refresh_intervals: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -171,6 +174,11 @@ fn default_unassigned() -> String {
 fn default_stale_after() -> u32 {
     3
 }
+/// Workspaces, members, guardrails and workspace budgets change rarely.
+pub const DEFAULT_ORGANIZATION_REFRESH_INTERVALS: u32 = 10;
+fn default_organization_refresh_intervals() -> u32 {
+    DEFAULT_ORGANIZATION_REFRESH_INTERVALS
+}
 
 // ---------------------------------------------------------------------------
 // The validated config the rest of the program uses.
@@ -186,6 +194,9 @@ pub struct Config {
     pub stale_after_intervals: u32,
     pub metrics: MetricsOptions,
     pub activity: ActivityOptions,
+    /// Workspaces, members, guardrails and workspace budgets are read on the
+    /// first refresh and then every this many refreshes (at least 1).
+    pub organization_refresh_intervals: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -346,14 +357,22 @@ pub struct Company {
     pub budget: Budget,
 }
 
-/// How a company claims a key. Precedence when matching: hash, then name, then glob.
+/// How a company claims a key. Precedence when matching: hash, then exact
+/// name, then workspace, then creator (exact email before `@domain`), then glob.
 /// A `Direct` key is not listed by the management API but polled with its own secret.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Selector {
     Name(String),
     Hash(String),
     NameGlob(String),
-    Direct { name: String, secret: SecretSource },
+    Direct {
+        name: String,
+        secret: SecretSource,
+    },
+    /// Every key of one workspace: its UUID (lowercased) or its slug (as written).
+    Workspace(String),
+    /// Keys created by one member: an email (lowercased), or `@domain` for every member of a domain.
+    Creator(String),
 }
 
 impl fmt::Display for Selector {
@@ -364,6 +383,8 @@ impl fmt::Display for Selector {
             Selector::Hash(v) => write!(f, "hash:{v}"),
             Selector::NameGlob(v) => write!(f, "name_glob:{v}"),
             Selector::Direct { name, .. } => write!(f, "direct:{name}"),
+            Selector::Workspace(v) => write!(f, "workspace:{v}"),
+            Selector::Creator(v) => write!(f, "creator:{v}"),
         }
     }
 }
@@ -750,6 +771,18 @@ fn validate(raw: RawConfig, text: &str) -> Result<Config, Vec<Problem>> {
                     continue;
                 }
             }
+            if let Selector::Workspace(workspace) = &selector {
+                if let Some(message) = WorkspaceRef::parse(workspace).slug_problem() {
+                    problem(&loc, message);
+                    continue;
+                }
+            }
+            if let Selector::Creator(creator) = &selector {
+                if let Some(message) = creator_problem(creator) {
+                    problem(&loc, message);
+                    continue;
+                }
+            }
             if selectors.contains(&selector) {
                 problem(
                     &loc,
@@ -809,6 +842,14 @@ fn validate(raw: RawConfig, text: &str) -> Result<Config, Vec<Problem>> {
         );
     }
 
+    if raw.organization_refresh_intervals == 0 {
+        problem(
+            "organization_refresh_intervals",
+            "must be at least 1 (1 = read workspaces, members and caps on every refresh)"
+                .to_string(),
+        );
+    }
+
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -826,6 +867,7 @@ fn validate(raw: RawConfig, text: &str) -> Result<Config, Vec<Problem>> {
         stale_after_intervals: raw.stale_after_intervals,
         metrics: raw.metrics,
         activity,
+        organization_refresh_intervals: raw.organization_refresh_intervals,
     })
 }
 
@@ -1007,7 +1049,7 @@ fn parse_selector(value: &serde_yaml::Value) -> Result<Selector, String> {
         Value::Mapping(map) => {
             if map.len() != 1 {
                 return Err(format!(
-                    "a selector has exactly one of name, hash, name_glob; got {} entries",
+                    "a selector has exactly one of name, hash, name_glob, workspace, creator; got {} entries",
                     map.len()
                 ));
             }
@@ -1018,17 +1060,38 @@ fn parse_selector(value: &serde_yaml::Value) -> Result<Selector, String> {
                 Some("name") => non_empty("name", v).map(Selector::Name),
                 Some("hash") => non_empty("hash", v).map(|h| Selector::Hash(h.to_lowercase())),
                 Some("name_glob") => non_empty("name_glob", v).map(Selector::NameGlob),
+                Some("workspace") => non_empty("workspace", v).map(|w| {
+                    Selector::Workspace(WorkspaceRef::parse(&w).as_str().to_string())
+                }),
+                Some("creator") => {
+                    non_empty("creator", v).map(|c| Selector::Creator(c.trim().to_lowercase()))
+                }
                 Some(other) => Err(format!(
-                    "unknown selector {other:?}: expected name, hash or name_glob"
+                    "unknown selector {other:?}: expected name, hash, name_glob, workspace or creator"
                 )),
                 None => Err("selector keys must be strings".to_string()),
             }
         }
         other => Err(format!(
-            "a selector is a key name or a map with name, hash or name_glob; got {}",
+            "a selector is a key name or a map with name, hash, name_glob, workspace or creator; got {}",
             type_name(other)
         )),
     }
+}
+
+/// Why `creator` (lowercased) is neither an email nor `@domain`.
+fn creator_problem(creator: &str) -> Option<String> {
+    let (local, domain) = creator.rsplit_once('@').unwrap_or(("", ""));
+    let domain_ok = !domain.is_empty()
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains(['@', ' ', '*']);
+    if domain_ok && !local.contains(['@', ' ', '*']) {
+        return None;
+    }
+    Some(format!(
+        "creator {creator:?} is neither a member's email (jane@acme.com) nor a domain (\"@acme.com\")"
+    ))
 }
 
 /// `{name: acme-direct, secret_env: ACME_KEY}` or `{name: …, secret_file: /path}`.

@@ -1,9 +1,12 @@
 //! `demo`: the exporter against a simulated OpenRouter account in the same process.
 //!
-//! Four companies and eleven keys in two workspaces, spend that grows every two
+//! Six companies and fifteen keys in three workspaces, spend that grows every two
 //! seconds and resets at the real UTC day/week/month boundaries, a disabled key,
 //! unassigned keys, a key over its limit, a key that expires, and a selector
-//! that matches nothing. The real client talks to it over loopback HTTP.
+//! that matches nothing. One company is a whole workspace (`workspace: hooli`),
+//! one the keys its members created (`creator: "@platform.example.com"`); a
+//! guardrail caps one key and the Hooli workspace has a budget. The real client
+//! talks to it over loopback HTTP.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,13 +15,21 @@ use chrono::{Datelike, Utc};
 use serde_json::{json, Value};
 
 use crate::config::{Config, ConfigError};
-use crate::sim::{SimKey, SimServer, SimState};
+use crate::sim::{
+    assignment_json, budget_json, guardrail_json, member_json, SimKey, SimServer, SimState,
+};
 
 pub const DEMO_CONFIG: &str = include_str!("demo_config.yaml");
 pub const INITECH_API_HASH: &str =
     "9f2c4e71b3a85d06e4f1c2b7a9d3e8f05c6b1a2d4e7f8091a3b5c7d9e1f20384";
 const PRODUCTION: &str = "3b6f1a8e-2c4d-4e5f-9a7b-1c2d3e4f5a6b";
 const RESEARCH: &str = "7d9e0f1a-3b4c-4d5e-8f6a-7b8c9d0e1f2a";
+/// A customer with a workspace of its own (the `hooli` company selects it).
+const HOOLI: &str = "c4a1b2d3-5e6f-4a7b-8c9d-0e1f2a3b4c5d";
+/// Members who create keys: the platform team's keys make one company.
+const PRIYA: &str = "user_2pRiYaPlatform000000000000";
+const SAM: &str = "user_2sAmPlatform00000000000000";
+const LEE: &str = "user_2lEeFinance000000000000000";
 
 /// A stable 64-hex-digit hash for a demo key name (OpenRouter hashes look like this).
 pub fn demo_hash(name: &str) -> String {
@@ -49,7 +60,48 @@ pub fn demo_state(management_key: &str) -> (SimState, Vec<(String, f64, f64)>) {
     state.workspaces = vec![
         (PRODUCTION.to_string(), "Production".to_string()),
         (RESEARCH.to_string(), "Research".to_string()),
+        (HOOLI.to_string(), "Hooli".to_string()),
     ];
+    state.members = vec![
+        member_json(PRIYA, "priya@platform.example.com", "Priya", "Raman"),
+        member_json(SAM, "sam@platform.example.com", "Sam", "Okafor"),
+        member_json(LEE, "lee@finance.example.com", "Lee", "Chen"),
+    ];
+    state.guardrails = vec![
+        guardrail_json(
+            "5a1e3c9d-8b7f-4e6a-9d2c-1b0a9f8e7d6c",
+            "Hooli web monthly cap",
+            Some(300.0),
+            Some("monthly"),
+        ),
+        guardrail_json(
+            "6b2f4d0e-9c8a-4f7b-8e3d-2c1b0a9f8e7d",
+            "Models: no preview models",
+            None,
+            None,
+        ),
+    ];
+    state.guardrail_key_assignments = vec![
+        assignment_json(
+            "7c3a5e1f-0d9b-4a8c-9f4e-3d2c1b0a9f8e",
+            &demo_hash("hooli-web"),
+            "5a1e3c9d-8b7f-4e6a-9d2c-1b0a9f8e7d6c",
+        ),
+        assignment_json(
+            "8d4b6f2a-1e0c-4b9d-8a5f-4e3d2c1b0a9f",
+            &demo_hash("platform-ci"),
+            "6b2f4d0e-9c8a-4f7b-8e3d-2c1b0a9f8e7d",
+        ),
+    ];
+    state.workspace_budgets.insert(
+        HOOLI.to_string(),
+        vec![budget_json(
+            "9e5c7a3b-2f1d-4c0e-9b6a-5f4e3d2c1b0a",
+            HOOLI,
+            1500.0,
+            Some("monthly"),
+        )],
+    );
     let expires = (Utc::now() + chrono::Duration::days(45))
         .format("%Y-%m-%dT00:00:00Z")
         .to_string();
@@ -120,6 +172,34 @@ pub fn demo_state(management_key: &str) -> (SimState, Vec<(String, f64, f64)>) {
         (
             key(PRODUCTION, "legacy-shared-key").usage(2.2, 13.0, 58.7, 1733.0),
             0.0008,
+            0.0,
+        ),
+        (
+            key(HOOLI, "hooli-web")
+                .usage(12.4, 70.3, 240.9, 1310.0)
+                .set("creator_user_id", json!(LEE)),
+            0.003,
+            0.0,
+        ),
+        (
+            key(HOOLI, "hooli-batch").usage(3.0, 18.5, 77.0, 402.3),
+            0.001,
+            0.0,
+        ),
+        (
+            key(RESEARCH, "platform-ci")
+                .usage(4.2, 27.9, 101.6, 655.0)
+                .set("creator_user_id", json!(PRIYA)),
+            0.001,
+            0.0,
+        ),
+        (
+            key(PRODUCTION, "platform-evals")
+                .usage(6.6, 41.0, 150.2, 720.4)
+                .set("creator_user_id", json!(SAM))
+                .set("limit", json!(400))
+                .set("limit_reset", json!("monthly")),
+            0.0015,
             0.0,
         ),
         (

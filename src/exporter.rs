@@ -17,10 +17,10 @@ use tracing::{debug, error, info, warn};
 
 use crate::activity::{self, ActivityCache};
 use crate::body::{self, Published};
-use crate::config::{Config, ConfigError, SecretError};
+use crate::config::{Config, ConfigError, SecretError, Selector};
 use crate::direct::{self, DirectClient};
 use crate::exposition::{write_snapshot, write_status, ActivityStatus, Status};
-use crate::snapshot::{DirectKey, Extras, Listing, Snapshot, Window};
+use crate::snapshot::{DirectKey, Extras, Listing, OrgList, Organization, Snapshot, Window};
 use crate::telemetry::{FailureReason, Telemetry};
 use crate::upstream::{Client, DeadlineReport, RetryPolicy, UpstreamError};
 
@@ -88,6 +88,11 @@ struct State {
     status: Status,
     /// When a refresh last fully succeeded and its body was published (readiness).
     last_success: Option<Instant>,
+    /// Workspaces, members and caps as last read (`organization_refresh_intervals`).
+    organization: Arc<Organization>,
+    /// Refreshes with a listing so far: the organization lists are read when
+    /// this is a multiple of `organization_refresh_intervals`.
+    listings: u64,
 }
 
 struct Shared {
@@ -176,6 +181,8 @@ impl Exporter {
                     snapshot: None,
                     status,
                     last_success: None,
+                    organization: Arc::new(Organization::default()),
+                    listings: 0,
                 }),
                 config,
                 published: ArcSwap::from_pointee(Published::default()),
@@ -330,6 +337,7 @@ impl Exporter {
                     Extras {
                         direct,
                         activity: state.activity.clone(),
+                        organization: Arc::clone(&state.organization),
                     }
                 };
                 match build_snapshot(Arc::clone(&config), listing, extras, taken_at).await {
@@ -455,6 +463,10 @@ impl Exporter {
                 state.activity = None;
             }
         }
+        if has_creator_selectors(&config) && !has_creator_selectors(&old) {
+            // Creator selectors need the member list: read it with the next refresh.
+            lock(&self.shared.state).listings = 0;
+        }
         self.shared.config.send_replace(Arc::clone(&config));
         self.rebuild_snapshot().await;
         self.publish().await;
@@ -474,6 +486,7 @@ impl Exporter {
             let extras = Extras {
                 direct: Arc::clone(&state.direct),
                 activity: state.activity.clone(),
+                organization: Arc::clone(&state.organization),
             };
             (listing, state.taken_at.unwrap_or_else(Utc::now), extras)
         };
@@ -782,11 +795,106 @@ impl Exporter {
         Ok(published)
     }
 
-    /// Refreshes now and then every `refresh_interval` until `shutdown` turns true.
+    /// Reads workspaces, members (when a company has a `creator` selector),
+    /// guardrails, their key assignments and workspace budgets, then re-attributes
+    /// the last listing and publishes. Each list that fails keeps its last good
+    /// value and is marked stale; no failure here fails a key refresh.
+    pub async fn refresh_organization(&self) {
+        self.read_organization().await;
+        let _serial = self.shared.refresh_lock.lock().await;
+        self.rebuild_snapshot().await;
+        self.publish().await;
+    }
+
+    /// The reading part of [`Exporter::refresh_organization`]: stores the lists
+    /// in the state for the next snapshot (the caller rebuilds or refreshes).
+    async fn read_organization(&self) {
+        let config = self.config();
+        if config.openrouter.management_key.is_none() {
+            return;
+        }
+        let (client, previous) = {
+            let state = lock(&self.shared.state);
+            (state.client.clone(), Arc::clone(&state.organization))
+        };
+        let budget = config
+            .refresh_interval
+            .mul_f64(0.45)
+            .max(Duration::from_millis(250));
+        let deadline = tokio::time::Instant::now() + budget;
+        let client = client.with_deadline(deadline);
+        let mut org = (*previous).clone();
+        let mut lists = vec![OrgList::Workspaces];
+        if has_creator_selectors(&config) {
+            lists.push(OrgList::Members);
+        }
+        lists.extend([
+            OrgList::Guardrails,
+            OrgList::GuardrailAssignments,
+            OrgList::WorkspaceBudgets,
+        ]);
+        let mut done = Vec::new();
+        let work = read_lists(&client, &lists, &mut org, &mut done);
+        if tokio::time::timeout_at(deadline, work).await.is_err() {
+            warn!(
+                seconds = budget.as_secs_f64(),
+                "reading workspaces, members and caps did not finish in time; the unread lists keep their last values"
+            );
+        }
+        for list in lists {
+            if !done.contains(&list) {
+                org.mark(list, false);
+            }
+        }
+        lock(&self.shared.state).organization = Arc::new(org);
+    }
+
+    /// At start: says plainly when the management key is not one (`GET /key`
+    /// answers `is_management_key: false`) or is refused, instead of leaving
+    /// it to a generic 401/403 from `/keys`. Logs once; never fails.
+    pub async fn check_management_key(&self) {
+        let config = self.config();
+        let Some(source) = config.openrouter.management_key.clone() else {
+            return;
+        };
+        let client = lock(&self.shared.state).client.clone();
+        match client.check_key().await {
+            Ok(check) if check.is_management_key == Some(false) => error!(
+                key_source = %source,
+                "the key in {source} is not a management key (GET /key answers is_management_key: false); \
+                 the exporter needs one: create a management key at https://openrouter.ai/settings/management-keys \
+                 and put it in {source}"
+            ),
+            Ok(_) => debug!("management key check passed"),
+            Err(e @ UpstreamError::Unauthorized { .. }) => error!(
+                key_source = %source, error = %e,
+                "OpenRouter refuses the key in {source}: it is revoked, mistyped or not a management key; \
+                 create a management key at https://openrouter.ai/settings/management-keys and put it in {source}"
+            ),
+            Err(e) => {
+                debug!(error = %e, "management key check inconclusive; the refresh will tell")
+            }
+        }
+    }
+
+    /// Refreshes now and then every `refresh_interval` until `shutdown` turns
+    /// true; before the first refresh and every `organization_refresh_intervals`
+    /// refreshes, reads workspaces, members and caps first.
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
         let mut config_changed = self.watch_config();
+        self.check_management_key().await;
         loop {
             let started = tokio::time::Instant::now();
+            let due = {
+                let mut state = lock(&self.shared.state);
+                let every = u64::from(self.config().organization_refresh_intervals.max(1));
+                let due = state.listings % every == 0;
+                state.listings += 1;
+                due
+            };
+            if due {
+                self.read_organization().await;
+            }
             let _ = self.refresh().await;
             // A reload re-renders at once from the last listing; it only moves
             // the next refresh to `started + new interval`, never triggers one.
@@ -859,6 +967,60 @@ fn make_client(
         Arc::clone(telemetry),
     )?
     .with_max_concurrent_requests(config.openrouter.max_concurrent_requests))
+}
+
+fn has_creator_selectors(config: &Config) -> bool {
+    config
+        .companies
+        .iter()
+        .flat_map(|c| &c.selectors)
+        .any(|s| matches!(s, Selector::Creator(_)))
+}
+
+/// Reads `lists` into `org`, recording each one read in `done`.
+async fn read_lists(
+    client: &Client,
+    lists: &[OrgList],
+    org: &mut Organization,
+    done: &mut Vec<OrgList>,
+) {
+    for &list in lists {
+        let result: Result<(), UpstreamError> = async {
+            match list {
+                OrgList::Workspaces => {
+                    let listed = client.list_workspaces().await?.unwrap_or_default();
+                    org.set_workspaces(listed);
+                }
+                OrgList::Members => org.set_members(client.list_members().await?),
+                OrgList::Guardrails => org.set_guardrails(client.list_guardrails().await?),
+                OrgList::GuardrailAssignments => {
+                    org.set_guardrail_assignments(client.list_guardrail_key_assignments().await?)
+                }
+                OrgList::WorkspaceBudgets => {
+                    let Some(slugs) = org.workspace_slugs.as_ref() else {
+                        return Err(UpstreamError::Transport {
+                            endpoint: crate::upstream::Endpoint::WorkspaceBudgets,
+                            message: "the workspace list was never read, so which workspaces to ask is unknown".into(),
+                        });
+                    };
+                    let mut ids: Vec<String> = slugs.keys().cloned().collect();
+                    ids.sort();
+                    let mut budgets = Vec::new();
+                    for id in ids {
+                        budgets.extend(client.workspace_budgets(&id).await?);
+                    }
+                    org.set_workspace_budgets(budgets);
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = &result {
+            warn!(list = list.as_str(), error = %e, "reading an organization list failed; keeping its last good values (openrouter_organization_list_stale 1)");
+        }
+        org.mark(list, result.is_ok());
+        done.push(list);
+    }
 }
 
 /// Builds a snapshot off the async threads: at 100k keys it is real CPU work.

@@ -895,6 +895,7 @@ pub fn company(
     windows_header(&mut out, rolling);
     out.push_str(
         "<th scope=\"col\" class=\"num\">Limit</th><th scope=\"col\" class=\"num\">Remaining</th>\
+         <th scope=\"col\">OpenRouter caps</th>\
          <th scope=\"col\">State</th><th scope=\"col\">Masked key</th><th scope=\"col\">Workspace</th></tr></thead><tbody>\n",
     );
     for row in keys.iter().take(shown) {
@@ -937,6 +938,36 @@ pub fn company(
                 );
             }
             None => out.push_str("<td class=\"num unknown\" data-label=\"Remaining\">—</td>"),
+        }
+        // What OpenRouter itself enforces besides the key's limit: guardrail
+        // caps on the key, and its workspace's budgets (read at a slower cadence).
+        let org = &snap.organization;
+        let caps: Vec<String> = org
+            .key_caps(&k.hash)
+            .into_iter()
+            .map(|c| (format!("guardrail {}", c.name), c))
+            .chain(
+                org.budgets_of(k.workspace_id.as_deref())
+                    .iter()
+                    .map(|c| ("workspace budget".to_string(), c)),
+            )
+            .filter_map(|(what, c)| {
+                let amount = format_f64_usd(c.limit_usd)?;
+                Some(format!(
+                    "{} {amount} <small>{}</small>",
+                    escape_html(&what),
+                    escape_html(&c.reset)
+                ))
+            })
+            .collect();
+        if caps.is_empty() {
+            out.push_str("<td class=\"muted\" data-label=\"OpenRouter caps\">none known</td>");
+        } else {
+            let _ = write!(
+                out,
+                "<td data-label=\"OpenRouter caps\">{}</td>",
+                caps.join("<br>")
+            );
         }
         key_state(&mut out, row, now);
         let _ = writeln!(

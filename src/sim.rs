@@ -20,6 +20,8 @@
 //! | `/workspaces` paged below the asked `limit` (stop on `total_count`) | `state.workspaces_page_size = 50` (default 100, the documented maximum; default `limit` 50) |
 //! | workspace slug vs UUID | every workspace has a slug ([`SimState::slug_of`]); `GET /workspaces/{id or slug}` resolves both; `/keys?workspace_id=<slug>` is a 400, as for any non-UUID |
 //! | a recorded body (any status) served verbatim | [`FaultResponse::Reply`]`{status, body}` |
+//! | organization members, guardrails, their key assignments, workspace budgets | `state.members`, `state.guardrails`, `state.guardrail_key_assignments` (spec shapes, paged on `offset`/`limit` with `total_count`, at most `state.org_page_size` per page); `state.workspace_budgets[workspace id]` ([`member_json`], [`guardrail_json`], [`assignment_json`], [`budget_json`]) |
+//! | a management key that is not one (`GET /key` answers `is_management_key: false`, `/keys` a 401) | `state.management_key_is_management = false` |
 //! | `Retry-After` in seconds, as an HTTP date, or garbage | [`FaultResponse::Error`]`{retry_after: Some(secs)}` or [`FaultResponse::ErrorRetryAfter`]`{value}` |
 //! | a real network's round trip: every call answered after a delay | `state.latency = Duration::from_millis(250)` |
 //! | how many requests were in flight at once | `state.max_in_flight` (peak since start or since reset), `state.in_flight` (now); `state.answered`: each request with when it was answered |
@@ -409,6 +411,19 @@ pub struct SimState {
     pub in_flight: usize,
     /// The most requests ever handled at once; a test may reset it to 0.
     pub max_in_flight: usize,
+    /// `GET /organization/members` items ([`member_json`]).
+    pub members: Vec<Value>,
+    /// `GET /guardrails` items ([`guardrail_json`]).
+    pub guardrails: Vec<Value>,
+    /// `GET /guardrails/assignments/keys` items ([`assignment_json`]).
+    pub guardrail_key_assignments: Vec<Value>,
+    /// Workspace id → `GET /workspaces/{id}/budgets` items ([`budget_json`]).
+    pub workspace_budgets: std::collections::HashMap<String, Vec<Value>>,
+    /// Most items per page of the member and guardrail lists, whatever `limit` asks.
+    pub org_page_size: usize,
+    /// When false, the management key is an ordinary key: `GET /key` says
+    /// `is_management_key: false` and the management endpoints answer 401.
+    pub management_key_is_management: bool,
 }
 
 impl SimState {
@@ -434,6 +449,12 @@ impl SimState {
             latency: Duration::ZERO,
             in_flight: 0,
             max_in_flight: 0,
+            members: Vec::new(),
+            guardrails: Vec::new(),
+            guardrail_key_assignments: Vec::new(),
+            workspace_budgets: Default::default(),
+            org_page_size: WORKSPACES_MAX_LIMIT,
+            management_key_is_management: true,
         }
     }
 
@@ -770,6 +791,19 @@ fn answer(
     // `GET /key` answers for any key: the key that authenticates.
     if path == "/key" {
         let secret = auth.and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("");
+        if secret == st.management_key {
+            return json_response(
+                200,
+                json!({"data": {
+                    "label": "sk-or-v1-man...agmt", "limit": null, "limit_remaining": null,
+                    "limit_reset": null, "usage": 0.0, "usage_daily": 0.0, "usage_weekly": 0.0,
+                    "usage_monthly": 0.0, "is_free_tier": false,
+                    "is_management_key": st.management_key_is_management,
+                    "is_provisioning_key": st.management_key_is_management,
+                    "creator_user_id": null, "expires_at": null,
+                }}),
+            );
+        }
         let Some(hash) = st.inference_keys.get(secret) else {
             return error_response(401, "User not found.");
         };
@@ -795,6 +829,51 @@ fn answer(
     let expected = format!("Bearer {}", st.management_key);
     if auth != Some(expected.as_str()) {
         return error_response(401, "No auth credentials found");
+    }
+    if !st.management_key_is_management {
+        return error_response(401, "Only management keys can perform this operation");
+    }
+    let counted = |items: &[Value]| {
+        let offset: usize = params
+            .get("offset")
+            .and_then(|o| o.parse().ok())
+            .unwrap_or(0);
+        let limit: usize = match params.get("limit").map(|l| l.parse::<usize>()) {
+            None => WORKSPACES_DEFAULT_LIMIT,
+            Some(Ok(l)) if (1..=WORKSPACES_MAX_LIMIT).contains(&l) => l,
+            Some(_) => return error_response(400, "limit must be between 1 and 100"),
+        };
+        let page: Vec<Value> = items
+            .iter()
+            .skip(offset)
+            .take(limit.min(st.org_page_size))
+            .cloned()
+            .collect();
+        json_response(200, json!({"data": page, "total_count": items.len()}))
+    };
+    match path {
+        "/organization/members" => return counted(&st.members),
+        "/guardrails" => return counted(&st.guardrails),
+        "/guardrails/assignments/keys" => return counted(&st.guardrail_key_assignments),
+        _ => {}
+    }
+    if let Some(id) = path
+        .strip_prefix("/workspaces/")
+        .and_then(|rest| rest.strip_suffix("/budgets"))
+    {
+        let id = percent_decode(id);
+        let Some((id, _)) = st
+            .workspaces
+            .iter()
+            .find(|(w, name)| *w == id || slugify(name) == id)
+        else {
+            return error_response(404, "Workspace not found");
+        };
+        let budgets = st.workspace_budgets.get(id).cloned().unwrap_or_default();
+        return json_response(
+            200,
+            json!({"data": budgets, "include_byok_in_budgets": false}),
+        );
     }
     match path {
         "/workspaces" => {
@@ -951,6 +1030,38 @@ fn answer(
             _ => error_response(404, "Not Found"),
         },
     }
+}
+
+/// A member as `GET /organization/members` lists it (spec shape).
+pub fn member_json(id: &str, email: &str, first_name: &str, last_name: &str) -> Value {
+    json!({"id": id, "email": email, "first_name": first_name, "last_name": last_name, "role": "org:member"})
+}
+
+/// A guardrail as `GET /guardrails` lists it; `limit_usd` and `reset_interval` may be `None` (null).
+pub fn guardrail_json(id: &str, name: &str, limit_usd: Option<f64>, reset: Option<&str>) -> Value {
+    json!({
+        "id": id, "name": name, "description": null, "limit_usd": limit_usd,
+        "reset_interval": reset, "allowed_providers": null, "allowed_models": null,
+        "enforce_zdr": false, "workspace_id": null,
+        "created_at": "2026-04-20T00:00:00Z", "updated_at": null,
+    })
+}
+
+/// One key assignment as `GET /guardrails/assignments/keys` lists it (spec shape).
+pub fn assignment_json(id: &str, key_hash: &str, guardrail_id: &str) -> Value {
+    json!({
+        "id": id, "key_hash": key_hash, "guardrail_id": guardrail_id, "key_name": null,
+        "key_label": null, "assigned_by": "user_sim", "created_at": "2026-04-20T00:00:00Z",
+    })
+}
+
+/// One workspace budget as `GET /workspaces/{id}/budgets` lists it (spec
+/// shape; `reset` `None` = lifetime).
+pub fn budget_json(id: &str, workspace_id: &str, limit_usd: f64, reset: Option<&str>) -> Value {
+    json!({
+        "id": id, "workspace_id": workspace_id, "limit_usd": limit_usd, "reset_interval": reset,
+        "created_at": "2026-04-20T00:00:00Z", "updated_at": null,
+    })
 }
 
 /// A workspace object with the spec's required fields.

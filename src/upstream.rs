@@ -87,6 +87,9 @@ pub struct ApiKey {
     pub workspace_id: Option<String>,
     #[serde(default)]
     pub expires_at: Option<String>,
+    /// The organization member who created the key (`GET /organization/members` ids).
+    #[serde(default)]
+    pub creator_user_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -114,6 +117,71 @@ struct WorkspacePage {
     data: Vec<Workspace>,
     #[serde(default)]
     total_count: Option<u64>,
+}
+
+/// One organization member (`GET /organization/members`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct Member {
+    pub id: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub email: String,
+    #[serde(default)]
+    pub first_name: Option<String>,
+    #[serde(default)]
+    pub last_name: Option<String>,
+    #[serde(default)]
+    pub role: Option<String>,
+}
+
+/// One guardrail (`GET /guardrails`): a spending cap (`limit_usd`, per
+/// `reset_interval`; `null` = lifetime) and/or model and provider rules.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct Guardrail {
+    pub id: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub name: String,
+    #[serde(default)]
+    pub limit_usd: Option<f64>,
+    #[serde(default)]
+    pub reset_interval: Option<String>,
+    #[serde(default)]
+    pub workspace_id: Option<String>,
+}
+
+/// One guardrail assigned to one key (`GET /guardrails/assignments/keys`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct GuardrailKeyAssignment {
+    pub key_hash: String,
+    pub guardrail_id: String,
+}
+
+/// One budget OpenRouter enforces on a workspace (`GET /workspaces/{id}/budgets`;
+/// `reset_interval` `null` = lifetime).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct WorkspaceBudget {
+    #[serde(default)]
+    pub id: Option<String>,
+    pub workspace_id: String,
+    pub limit_usd: f64,
+    #[serde(default)]
+    pub reset_interval: Option<String>,
+}
+
+/// What `GET /key` says about the calling key (the management-key check at start).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct KeyCheck {
+    #[serde(default)]
+    pub is_management_key: Option<bool>,
+    #[serde(default)]
+    pub is_provisioning_key: Option<bool>,
+}
+
+/// One page of a list endpoint that reports `total_count`.
+#[derive(Debug, Deserialize)]
+pub struct CountedPage<T> {
+    pub data: Vec<T>,
+    #[serde(default)]
+    pub total_count: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -163,6 +231,14 @@ pub enum Endpoint {
     Activity,
     /// `GET /key`: the calling key itself (direct-key mode).
     Key,
+    /// `GET /organization/members`.
+    Members,
+    /// `GET /guardrails`.
+    Guardrails,
+    /// `GET /guardrails/assignments/keys`.
+    GuardrailAssignments,
+    /// `GET /workspaces/{id}/budgets`.
+    WorkspaceBudgets,
 }
 
 impl Endpoint {
@@ -173,6 +249,10 @@ impl Endpoint {
             Endpoint::Credits => "credits",
             Endpoint::Activity => "activity",
             Endpoint::Key => "key",
+            Endpoint::Members => "organization/members",
+            Endpoint::Guardrails => "guardrails",
+            Endpoint::GuardrailAssignments => "guardrails/assignments/keys",
+            Endpoint::WorkspaceBudgets => "workspaces/{id}/budgets",
         }
     }
 }
@@ -1154,6 +1234,104 @@ impl Client {
             }
         }
         Ok(body)
+    }
+
+    /// Every item of a list endpoint paged with `offset`/`limit` (at most
+    /// 100), until `total_count` items are in (or a page is empty). A page
+    /// that adds nothing new fails the listing (`reason="pagination"`).
+    pub async fn list_counted<T: DeserializeOwned>(
+        &self,
+        endpoint: Endpoint,
+        path: &str,
+        id_of: impl Fn(&T) -> String,
+    ) -> Result<Vec<T>, UpstreamError> {
+        let mut all: Vec<T> = Vec::new();
+        let mut seen = HashSet::new();
+        let mut offset = 0;
+        for _ in 0..MAX_PAGES {
+            let query = [("offset", offset), ("limit", WORKSPACE_PAGE)];
+            let body = self.get(endpoint, path, &query).await?;
+            let page: CountedPage<T> =
+                serde_json::from_slice(&body).map_err(|e| UpstreamError::Decode {
+                    endpoint,
+                    message: e.to_string(),
+                })?;
+            let len = page.data.len();
+            let before = all.len();
+            all.extend(
+                page.data
+                    .into_iter()
+                    .filter(|item| seen.insert(id_of(item))),
+            );
+            let complete = page
+                .total_count
+                .is_some_and(|total| all.len() as u64 >= total);
+            if len == 0 || complete {
+                return Ok(all);
+            }
+            if all.len() == before {
+                return Err(UpstreamError::Pagination {
+                    listing: path.to_string(),
+                    message: format!(
+                        "page at offset {offset} repeats earlier items before total_count {:?}",
+                        page.total_count
+                    ),
+                });
+            }
+            offset += len;
+        }
+        Err(UpstreamError::Pagination {
+            listing: path.to_string(),
+            message: format!("more than {MAX_PAGES} pages"),
+        })
+    }
+
+    /// Every member of the organization (`GET /organization/members`).
+    pub async fn list_members(&self) -> Result<Vec<Member>, UpstreamError> {
+        self.list_counted(Endpoint::Members, "/organization/members", |m: &Member| {
+            m.id.clone()
+        })
+        .await
+    }
+
+    /// Every guardrail (`GET /guardrails`).
+    pub async fn list_guardrails(&self) -> Result<Vec<Guardrail>, UpstreamError> {
+        self.list_counted(Endpoint::Guardrails, "/guardrails", |g: &Guardrail| {
+            g.id.clone()
+        })
+        .await
+    }
+
+    /// Every guardrail assigned to a key (`GET /guardrails/assignments/keys`).
+    pub async fn list_guardrail_key_assignments(
+        &self,
+    ) -> Result<Vec<GuardrailKeyAssignment>, UpstreamError> {
+        self.list_counted(
+            Endpoint::GuardrailAssignments,
+            "/guardrails/assignments/keys",
+            |a: &GuardrailKeyAssignment| format!("{}/{}", a.key_hash, a.guardrail_id),
+        )
+        .await
+    }
+
+    /// The budgets of one workspace (`GET /workspaces/{id}/budgets`, not paged).
+    pub async fn workspace_budgets(
+        &self,
+        workspace_id: &str,
+    ) -> Result<Vec<WorkspaceBudget>, UpstreamError> {
+        let path = format!("/workspaces/{workspace_id}/budgets");
+        let body = self
+            .get(Endpoint::WorkspaceBudgets, &path, &[] as &[(&str, &str)])
+            .await?;
+        decode(Endpoint::WorkspaceBudgets, &body)
+    }
+
+    /// `GET /key` with the management key: is it one?
+    pub async fn check_key(&self) -> Result<KeyCheck, UpstreamError> {
+        let body = self
+            .get(Endpoint::Key, "/key", &[] as &[(&str, &str)])
+            .await?;
+        decode(Endpoint::Key, &body)
     }
 }
 

@@ -270,7 +270,42 @@ async fn demo_serves_realistic_data_within_seconds() {
         .iter()
         .map(|s| s.labels["workspace_id"].clone())
         .collect();
-    assert_eq!(workspaces.len(), 2);
+    assert_eq!(workspaces.len(), 3);
+    // Issue 15: a company by workspace, one by creator, a guardrail cap and a workspace budget.
+    let slugs: std::collections::BTreeSet<_> = infos
+        .iter()
+        .map(|s| s.labels["workspace"].clone())
+        .collect();
+    assert!(slugs.contains("hooli"), "{slugs:?}");
+    assert!(companies.contains("hooli") && companies.contains("platform-team"));
+    assert_eq!(
+        value(&samples, "openrouter_company_keys", &[("company", "hooli")]),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "openrouter_company_keys",
+            &[("company", "platform-team")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "openrouter_key_guardrail_limit_usd",
+            &[("key", "hooli-web"), ("reset", "monthly")]
+        ),
+        300.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "openrouter_workspace_budget_usd",
+            &[("workspace", "hooli"), ("reset", "monthly")]
+        ),
+        1500.0
+    );
     assert!(find(&samples, "openrouter_key_disabled", &[])
         .iter()
         .any(|s| s.value == 1.0));

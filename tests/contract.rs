@@ -499,3 +499,140 @@ async fn simulated_workspaces_and_activity_errors_match_the_real_ones() {
     assert_eq!(got["error"]["message"], live["error"]["message"]);
     assert_eq!(got["error"]["code"], live["error"]["code"]);
 }
+
+// ------------------------------------------------------------ issue 15
+
+mod org_wire {
+    use openrouter_cost_exporter::upstream::{
+        CountedPage, GuardrailKeyAssignment, KeyCheck, Member, WorkspaceBudget,
+    };
+    use serde::de::DeserializeOwned;
+
+    pub fn counted<T: DeserializeOwned>(bytes: &[u8]) -> (Vec<T>, Option<u64>) {
+        let page: CountedPage<T> = serde_json::from_slice(bytes).expect("decodes");
+        (page.data, page.total_count)
+    }
+
+    pub fn members(bytes: &[u8]) -> (Vec<Member>, Option<u64>) {
+        counted(bytes)
+    }
+
+    pub fn assignments(bytes: &[u8]) -> (Vec<GuardrailKeyAssignment>, Option<u64>) {
+        counted(bytes)
+    }
+
+    pub fn budgets(bytes: &[u8]) -> Vec<WorkspaceBudget> {
+        #[derive(serde::Deserialize)]
+        struct Envelope {
+            data: Vec<WorkspaceBudget>,
+        }
+        serde_json::from_slice::<Envelope>(bytes)
+            .expect("decodes")
+            .data
+    }
+
+    pub fn key_check(bytes: &[u8]) -> KeyCheck {
+        #[derive(serde::Deserialize)]
+        struct Envelope {
+            data: KeyCheck,
+        }
+        serde_json::from_slice::<Envelope>(bytes)
+            .expect("decodes")
+            .data
+    }
+}
+
+#[test]
+fn organization_members_spec_example() {
+    let (members, total) = org_wire::members(&fixture("organization_members.spec.json"));
+    assert_eq!(total, Some(25));
+    assert_eq!(members.len(), 1);
+    assert_eq!(members[0].id, "user_2dHFtVWx2n56w6HkM0000000000");
+    assert_eq!(members[0].email, "jane.doe@example.com");
+    // The id a listed key names as its creator.
+    let keys = wire::keys_page(&fixture("keys_list.spec.json")).unwrap();
+    assert_eq!(
+        keys[0].creator_user_id.as_deref(),
+        Some(members[0].id.as_str())
+    );
+}
+
+#[test]
+fn guardrail_key_assignments_spec_example() {
+    let (assignments, total) =
+        org_wire::assignments(&fixture("guardrail_key_assignments.spec.json"));
+    assert_eq!(total, Some(1));
+    assert_eq!(
+        assignments[0].key_hash,
+        "c56454edb818d6b14bc0d61c46025f1450b0f4012d12304ab40aacb519fcbc93"
+    );
+    assert_eq!(
+        assignments[0].guardrail_id,
+        "550e8400-e29b-41d4-a716-446655440001"
+    );
+}
+
+#[test]
+fn workspace_budgets_spec_and_doc_examples() {
+    let spec = org_wire::budgets(&fixture("workspace_budgets.spec.json"));
+    assert_eq!(spec.len(), 1);
+    assert_eq!(spec[0].limit_usd, 100.0);
+    assert_eq!(spec[0].reset_interval.as_deref(), Some("monthly"));
+    assert_eq!(spec[0].workspace_id, "550e8400-e29b-41d4-a716-446655440000");
+    let doc = org_wire::budgets(&fixture("workspace_budgets.doc.json"));
+    assert_eq!(doc[0].limit_usd, 1000.0);
+}
+
+#[test]
+fn key_current_spec_example_is_not_a_management_key() {
+    let check = org_wire::key_check(&fixture("key_current.spec.json"));
+    assert_eq!(check.is_management_key, Some(false));
+}
+
+#[tokio::test]
+async fn spec_member_and_assignment_bodies_reach_the_exported_figures() {
+    let sim = one_key_sim().await;
+    // The spec bodies, served once each; the simulator's own (empty) lists end the paging.
+    sim.state().faults.push(
+        reply(
+            "/organization/members",
+            200,
+            "organization_members.spec.json",
+        )
+        .times(1),
+    );
+    sim.state().faults.push(
+        reply(
+            "/guardrails/assignments/keys",
+            200,
+            "guardrail_key_assignments.spec.json",
+        )
+        .times(1),
+    );
+    {
+        let mut state = sim.state();
+        state.keys[0] = state.keys[0]
+            .clone()
+            .set("creator_user_id", "user_2dHFtVWx2n56w6HkM0000000000".into());
+    }
+    let companies = "  jane:\n    keys: [{creator: '@example.com'}]\n";
+    let exporter = exporter(config(&sim.base_url(), companies));
+    exporter.refresh_organization().await;
+    exporter.refresh().await.unwrap();
+    let samples = parse(&body(&exporter));
+    assert_eq!(
+        value(&samples, "openrouter_company_keys", &[("company", "jane")]),
+        1.0
+    );
+    for list in ["members", "guardrail_assignments"] {
+        assert_eq!(
+            value(
+                &samples,
+                "openrouter_organization_list_stale",
+                &[("list", list)]
+            ),
+            0.0,
+            "{list}"
+        );
+    }
+}

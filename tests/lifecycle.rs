@@ -223,8 +223,12 @@ async fn sighup_reattributes_from_the_last_listing_at_once() {
     assert_eq!(lifetime(&first, 1), 10.0);
     let requests_after_first = listing_requests(&sim);
     assert_eq!(
-        requests_after_first, 6,
-        "one refresh: workspaces, 2 key pages and the empty page that ends each, credits"
+        requests_after_first,
+        12,
+        "at start, GET /key (the management-key check) and the organization lists \
+         (workspaces, guardrails, guardrail assignments, 2 workspace budgets); then one \
+         refresh: workspaces, 2 key pages and the empty page that ends each, credits: {:?}",
+        sim.state().requests
     );
     // A scrape never calls OpenRouter: 20 scrapes of every endpoint, no upstream call.
     let http = reqwest::Client::new();

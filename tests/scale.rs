@@ -211,7 +211,14 @@ async fn calls_in_flight_never_exceed_the_limit_across_workspaces_credits_and_ac
     }
     assert_eq!(client.call_stats().peak_in_flight, 3);
 
-    // The exporter takes the limit from the config.
+    // The exporter takes the limit from the config. Pages fetched ahead past
+    // the end of the listing may still be answered: wait until none is in
+    // flight, so the next peak is the exporter's alone.
+    let idle_by = std::time::Instant::now() + Duration::from_secs(5);
+    while sim.state().in_flight > 0 && std::time::Instant::now() < idle_by {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(sim.state().in_flight, 0, "earlier calls still in flight");
     sim.state().max_in_flight = 0;
     let exporter = exporter(Config::parse(&yaml(&sim.base_url(), "30s", "2s", 2), "t").unwrap());
     exporter.refresh().await.expect("refresh");

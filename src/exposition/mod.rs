@@ -169,25 +169,94 @@ pub fn write_snapshot<W: Write>(
             }
         }
 
+        let org = &snap.organization;
         let name = "openrouter_key_info";
         w.family(
             name,
             "gauge",
-            "Metadata of one API key, always 1: label is OpenRouter's masked key, workspace_id its workspace.",
+            "Metadata of one API key, always 1: label is OpenRouter's masked key, workspace_id its \
+             workspace, workspace that workspace's slug (default for the default workspace; empty \
+             until the workspace list is read).",
         )?;
         for row in rows() {
             let [h, k, c] = row.labels;
+            let workspace_id = row.key.workspace_id.as_deref();
             let labels = [
                 h,
                 k,
                 c,
                 ("label", row.key.label.as_str()),
+                ("workspace_id", workspace_id.unwrap_or("")),
                 (
-                    "workspace_id",
-                    row.key.workspace_id.as_deref().unwrap_or(""),
+                    "workspace",
+                    org.workspace_slug(workspace_id).unwrap_or_default(),
                 ),
             ];
             w.sample(name, &labels, format_args!("1"))?;
+        }
+
+        if org.key_guardrails.is_some() && org.guardrail_caps.is_some() {
+            let name = "openrouter_key_guardrail_limit_usd";
+            w.family(
+                name,
+                "gauge",
+                "Spending cap in US dollars of a guardrail assigned to the API key, which OpenRouter \
+                 enforces beside the key's own limit; reset = daily/weekly/monthly (UTC) or never. \
+                 Absent for guardrails without a spending cap. Read every organization_refresh_intervals refreshes.",
+            )?;
+            for row in rows() {
+                let [h, k, c] = row.labels;
+                for cap in org.key_caps(&row.key.hash) {
+                    let labels = [
+                        h,
+                        k,
+                        c,
+                        ("guardrail", cap.name.as_str()),
+                        ("reset", cap.reset.as_str()),
+                    ];
+                    w.sample_f64(name, &labels, cap.limit_usd)?;
+                }
+            }
+        }
+    }
+
+    let org = &snap.organization;
+    if let Some(budgets) = &org.workspace_budgets {
+        let name = "openrouter_workspace_budget_usd";
+        w.family(
+            name,
+            "gauge",
+            "Budget in US dollars that OpenRouter enforces on one workspace (GET /workspaces/{id}/budgets); \
+             reset = daily/weekly/monthly (UTC) or never. workspace is the slug. \
+             Read every organization_refresh_intervals refreshes.",
+        )?;
+        for (workspace_id, caps) in budgets {
+            let slug = org.workspace_slug(Some(workspace_id)).unwrap_or_default();
+            for cap in caps {
+                let labels = [
+                    ("workspace", slug),
+                    ("workspace_id", workspace_id.as_str()),
+                    ("reset", cap.reset.as_str()),
+                ];
+                w.sample_f64(name, &labels, cap.limit_usd)?;
+            }
+        }
+    }
+    if !org.attempted.is_empty() {
+        let name = "openrouter_organization_list_stale";
+        w.family(
+            name,
+            "gauge",
+            "1 when the last read of an organization list (workspaces, members, guardrails, \
+             guardrail_assignments, workspace_budgets) failed and its last good values are still used \
+             (or none, if it never succeeded); 0 when it is current.",
+        )?;
+        for list in &org.attempted {
+            w.sample(
+                name,
+                &[("list", list.as_str())],
+                format_args!("{}", u8::from(org.stale.contains(list))),
+            )?;
         }
     }
 
