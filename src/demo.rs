@@ -80,6 +80,12 @@ pub fn demo_state(management_key: &str) -> (SimState, Vec<(String, f64, f64)>) {
             None,
             None,
         ),
+        guardrail_json(
+            "0f6d8b4c-3a2e-4d1f-8c7b-6a5f4e3d2c1b",
+            "Staging monthly cap",
+            Some(50.0),
+            Some("monthly"),
+        ),
     ];
     state.guardrail_key_assignments = vec![
         assignment_json(
@@ -92,7 +98,21 @@ pub fn demo_state(management_key: &str) -> (SimState, Vec<(String, f64, f64)>) {
             &demo_hash("platform-ci"),
             "6b2f4d0e-9c8a-4f7b-8e3d-2c1b0a9f8e7d",
         ),
+        assignment_json(
+            "1a7e9c5d-4b3f-4e2a-9d8c-7b6a5f4e3d2c",
+            &demo_hash("acme-staging"),
+            "0f6d8b4c-3a2e-4d1f-8c7b-6a5f4e3d2c1b",
+        ),
     ];
+    state.workspace_budgets.insert(
+        PRODUCTION.to_string(),
+        vec![budget_json(
+            "2b8f0d6e-5c4a-4f3b-8e9d-8c7b6a5f4e3d",
+            PRODUCTION,
+            20000.0,
+            Some("monthly"),
+        )],
+    );
     state.workspace_budgets.insert(
         HOOLI.to_string(),
         vec![budget_json(
