@@ -6,7 +6,8 @@
 //! main (binary) ── CLI, logging, signals, reload watcher
 //!   server, webconfig ── HTTP: routes, TLS, basic auth      (reads body::Published)
 //!   page ── the HTML pages and CSV, from body::Published    (never calls OpenRouter)
-//!   exporter ── state machine: refresh, reload, publish     (owns the loops)
+//!   exporter ── state machine: refresh, reload, publish     (owns the loops;
+//!               activity runs and organization lists in its submodules)
 //!   direct, activity ── extra collectors run by the exporter
 //!   body ── render a snapshot + status once, identity and gzip
 //!   exposition ── the text format and every metric family   (sees snapshot types only)

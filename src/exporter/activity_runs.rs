@@ -1,0 +1,255 @@
+//! The exporter's activity collection: incremental runs of `GET /activity`
+//! per listed key (see `crate::activity`), recorded as results arrive and
+//! published with the rest, and the loop that runs them.
+
+use super::*;
+
+/// How often a long activity run records what has arrived, and publishes it.
+const ACTIVITY_FLUSH_EVERY: Duration = Duration::from_secs(1);
+const ACTIVITY_PUBLISH_EVERY: Duration = Duration::from_secs(30);
+
+/// One finished activity call, waiting to be recorded.
+enum ActivityResult {
+    Rows(
+        String,
+        activity::Fetch,
+        Vec<activity::ActivityRow>,
+        DateTime<Utc>,
+    ),
+    Gone(String, DateTime<Utc>),
+    Failed(String),
+}
+
+impl Exporter {
+    /// One activity run: fetches the days each listed key is missing or due
+    /// to re-read, at most `activity.calls_per_second`, keeping each key's
+    /// result as it arrives. Returns the calls planned; `Err` (the first
+    /// failure) when any key's call failed: the other keys' results are kept,
+    /// and `openrouter_activity_up` is 0 until a run succeeds for every key.
+    pub async fn refresh_activity(&self) -> Result<usize, UpstreamError> {
+        self.refresh_activity_at(Utc::now()).await
+    }
+
+    /// [`Exporter::refresh_activity`] as if the current UTC date were `today`
+    /// (at the current time of day).
+    pub async fn refresh_activity_on(&self, today: NaiveDate) -> Result<usize, UpstreamError> {
+        let at = today.and_time(Utc::now().time()).and_utc();
+        self.refresh_activity_at(at).await
+    }
+
+    /// [`Exporter::refresh_activity`] as if it were `now`: the run's days are
+    /// those completed before `now`'s UTC date, even if it crosses midnight.
+    pub async fn refresh_activity_at(&self, now: DateTime<Utc>) -> Result<usize, UpstreamError> {
+        let config = self.config();
+        if !config.activity.enabled || config.openrouter.management_key.is_none() {
+            return Ok(0);
+        }
+        let today = now.date_naive();
+        let started = Instant::now();
+        // Prune and plan against the latest listing; under the lock no
+        // snapshot build holds the cache, so it is updated in place, never copied.
+        let (client, listing, plan) = {
+            let _serial = self.shared.refresh_lock.lock().await;
+            let mut state = lock(&self.shared.state);
+            // Nothing is listed before the first refresh.
+            let Some(listing) = state.listing.clone() else {
+                return Ok(0);
+            };
+            let client = state.client.clone();
+            let cache = Arc::make_mut(state.activity.get_or_insert_with(Default::default));
+            let listed = listing.keys.iter().map(|k| k.hash.as_str()).collect();
+            cache.prune(&listed, today);
+            let plan = cache.plan(listing.keys.iter().map(|k| k.hash.as_str()), now);
+            (client, listing, plan)
+        };
+        let calls = plan.len();
+        let rate = config.activity.calls_per_second.max(1);
+        if calls > 0 {
+            info!(
+                calls,
+                calls_per_second = rate,
+                eta_seconds = calls.div_ceil(rate as usize),
+                "activity run started"
+            );
+        }
+        let mut fetcher = activity::Fetcher::new(client, plan, config.activity.concurrency, rate);
+        let mut batch: Vec<ActivityResult> = Vec::new();
+        let mut first_error: Option<UpstreamError> = None;
+        let (mut failed, mut gone, mut unreadable) = (0usize, 0usize, 0usize);
+        let mut last_flush = Instant::now();
+        let mut last_publish = Instant::now();
+        while let Some((hash, fetch, result)) = fetcher.next().await {
+            let read_at = now + chrono::Duration::from_std(started.elapsed()).unwrap_or_default();
+            match result {
+                Ok(rows) => batch.push(ActivityResult::Rows(hash, fetch, rows, read_at)),
+                Err(e) if e.status() == Some(404) => {
+                    gone += 1;
+                    debug!(key_hash = %hash, "activity: 404, the key is gone since the listing; skipped");
+                    batch.push(ActivityResult::Gone(hash, read_at));
+                }
+                Err(e) => {
+                    failed += 1;
+                    if failed <= 3 {
+                        warn!(key_hash = %hash, error = %e, "activity call failed; the key's missing days stay unknown until the next run");
+                    }
+                    if matches!(e, UpstreamError::Unauthorized { .. }) {
+                        // Every other call would be refused too.
+                        fetcher.stop();
+                    }
+                    first_error.get_or_insert(e);
+                    batch.push(ActivityResult::Failed(hash));
+                }
+            }
+            let finished = fetcher.remaining() == 0;
+            if last_flush.elapsed() >= ACTIVITY_FLUSH_EVERY || finished {
+                // Never waits for a refresh in progress: the batch just grows.
+                if let Ok(_serial) = self.shared.refresh_lock.try_lock() {
+                    unreadable += self.apply_activity(&mut batch, &listing, today, None);
+                    last_flush = Instant::now();
+                    if last_publish.elapsed() >= ACTIVITY_PUBLISH_EVERY && !finished {
+                        self.rebuild_snapshot().await;
+                        self.publish().await;
+                        last_publish = Instant::now();
+                        let p = lock(&self.shared.state)
+                            .status
+                            .activity
+                            .and_then(|a| a.keys)
+                            .unwrap_or_default();
+                        info!(
+                            complete = p.complete,
+                            pending = p.pending,
+                            failed = p.failed,
+                            gone = p.gone,
+                            calls_left = fetcher.remaining(),
+                            eta_seconds = fetcher.remaining().div_ceil(rate as usize),
+                            "activity fill in progress"
+                        );
+                    }
+                }
+            }
+        }
+        let _serial = self.shared.refresh_lock.lock().await;
+        let ok = failed == 0;
+        let mut last = None;
+        unreadable += self.apply_activity(&mut batch, &listing, today, Some(&mut last));
+        let ok = ok && unreadable == 0;
+        if let Some(status) = lock(&self.shared.state).status.activity.as_mut() {
+            status.up = ok;
+            if ok {
+                status.last_success = Some(Utc::now());
+            }
+        }
+        if !ok {
+            self.shared
+                .telemetry
+                .count_refresh_failure(FailureReason::Activity);
+        }
+        self.rebuild_snapshot().await;
+        self.publish().await;
+        let p = last.unwrap_or_default();
+        let seconds = started.elapsed().as_secs();
+        if ok {
+            info!(
+                calls,
+                gone,
+                complete = p.complete,
+                seconds,
+                "activity run succeeded"
+            );
+            Ok(calls)
+        } else {
+            warn!(
+                calls,
+                failed,
+                unreadable,
+                gone,
+                complete = p.complete,
+                seconds,
+                "activity run incomplete; the other keys' results are kept, the failed keys are retried next run"
+            );
+            Err(first_error.unwrap_or_else(|| UpstreamError::Decode {
+                endpoint: crate::upstream::Endpoint::Activity,
+                message: format!(
+                    "{unreadable} key(s) answered rows without a readable date or usage; their days stay unknown"
+                ),
+            }))
+        }
+    }
+
+    /// Records finished activity calls in the cache and the progress in the
+    /// status. Caller holds `refresh_lock`. Returns the keys whose rows could not be read.
+    fn apply_activity(
+        &self,
+        batch: &mut Vec<ActivityResult>,
+        listing: &Listing,
+        today: NaiveDate,
+        progress: Option<&mut Option<activity::Progress>>,
+    ) -> usize {
+        let mut state = lock(&self.shared.state);
+        let cache = Arc::make_mut(state.activity.get_or_insert_with(Default::default));
+        let mut unreadable = 0;
+        for result in batch.drain(..) {
+            match result {
+                ActivityResult::Rows(hash, fetch, rows, read_at) => {
+                    if let Err(e) = cache.apply_at(&hash, &fetch, &rows, today, read_at) {
+                        warn!(key_hash = %hash, rows = e.rows, "activity rows without a readable date or usage; the key's days stay unknown");
+                        unreadable += 1;
+                    }
+                }
+                ActivityResult::Gone(hash, at) => cache.mark_gone(&hash, at),
+                ActivityResult::Failed(hash) => cache.mark_failed(&hash),
+            }
+        }
+        let keys = cache.progress(listing.keys.iter().map(|k| k.hash.as_str()), today);
+        let cached_keys = cache.keys();
+        if let Some(out) = progress {
+            *out = Some(keys);
+        }
+        if let Some(status) = state.status.activity.as_mut() {
+            status.cached_keys = cached_keys;
+            status.keys = Some(keys);
+        }
+        unreadable
+    }
+
+    /// Runs activity collection every `activity.refresh_interval` and shortly
+    /// after each UTC midnight (when a day completes), until `shutdown`. A
+    /// long first fill runs in the background of the refresh loop; shutdown
+    /// stops it at once, keeping what has arrived.
+    pub async fn run_activity(&self, mut shutdown: watch::Receiver<bool>) {
+        let mut config_changed = self.watch_config();
+        loop {
+            let config = self.config();
+            let listed = lock(&self.shared.state).listing.is_some();
+            let wait = if config.activity.enabled && !listed {
+                // Activity is per listed key: wait for the first listing.
+                Duration::from_millis(250)
+            } else if config.activity.enabled {
+                tokio::select! {
+                    _ = self.refresh_activity() => {}
+                    _ = shutdown.changed() => {}
+                }
+                if *shutdown.borrow() {
+                    return;
+                }
+                let now = Utc::now();
+                let after_midnight = Window::Daily
+                    .end(now)
+                    .map(|end| end + chrono::Duration::minutes(10) - now)
+                    .and_then(|d| d.to_std().ok())
+                    .unwrap_or(config.activity.refresh_interval);
+                config.activity.refresh_interval.min(after_midnight)
+            } else {
+                Duration::from_secs(3600)
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = config_changed.changed() => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+        }
+    }
+}
