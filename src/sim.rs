@@ -608,6 +608,21 @@ fn json_body_response(status: u16, body: String) -> Response<SimBody> {
         .unwrap_or_default()
 }
 
+/// `offset` and `limit` of a list endpoint with `total_count` (workspaces,
+/// members, guardrails): limit defaults to 50 and must be 1–100, as
+/// documented; `None` for a limit out of range.
+fn offset_and_limit(params: &HashMap<String, String>) -> Option<(usize, usize)> {
+    let offset = params
+        .get("offset")
+        .and_then(|o| o.parse().ok())
+        .unwrap_or(0);
+    match params.get("limit").map(|l| l.parse::<usize>()) {
+        None => Some((offset, WORKSPACES_DEFAULT_LIMIT)),
+        Some(Ok(l)) if (1..=WORKSPACES_MAX_LIMIT).contains(&l) => Some((offset, l)),
+        Some(_) => None,
+    }
+}
+
 fn error_response(status: u16, message: &str) -> Response<SimBody> {
     json_response(
         status,
@@ -834,14 +849,8 @@ fn answer(
         return error_response(401, "Only management keys can perform this operation");
     }
     let counted = |items: &[Value]| {
-        let offset: usize = params
-            .get("offset")
-            .and_then(|o| o.parse().ok())
-            .unwrap_or(0);
-        let limit: usize = match params.get("limit").map(|l| l.parse::<usize>()) {
-            None => WORKSPACES_DEFAULT_LIMIT,
-            Some(Ok(l)) if (1..=WORKSPACES_MAX_LIMIT).contains(&l) => l,
-            Some(_) => return error_response(400, "limit must be between 1 and 100"),
+        let Some((offset, limit)) = offset_and_limit(params) else {
+            return error_response(400, "limit must be between 1 and 100");
         };
         let page: Vec<Value> = items
             .iter()
@@ -893,14 +902,8 @@ fn answer(
                     .skip(usize::from(!st.list_default_workspace))
                     .collect(),
             };
-            let offset: usize = params
-                .get("offset")
-                .and_then(|o| o.parse().ok())
-                .unwrap_or(0);
-            let limit: usize = match params.get("limit").map(|l| l.parse::<usize>()) {
-                None => WORKSPACES_DEFAULT_LIMIT,
-                Some(Ok(l)) if (1..=WORKSPACES_MAX_LIMIT).contains(&l) => l,
-                Some(_) => return error_response(400, "limit must be between 1 and 100"),
+            let Some((offset, limit)) = offset_and_limit(params) else {
+                return error_response(400, "limit must be between 1 and 100");
             };
             let page: Vec<Value> = listed
                 .iter()
