@@ -473,13 +473,14 @@ impl ActivityCache {
         }
     }
 
-    /// Spend of the last `completed_days` completed days; `None` if any is unknown.
-    pub fn completed_usage(
+    /// The rows of one key's last `completed_days` completed days; `None`
+    /// unless every one of those days is known.
+    fn completed_rows(
         &self,
         hash: &str,
         today: NaiveDate,
         completed_days: i64,
-    ) -> Option<Usd> {
+    ) -> Option<impl Iterator<Item = &Row>> {
         let state = self.keys.get(hash)?;
         let first = today.checked_sub_signed(ChronoDuration::days(completed_days))?;
         let mut day = first;
@@ -487,12 +488,23 @@ impl ActivityCache {
             state.known(day)?;
             day = day.succ_opt()?;
         }
+        Some(
+            state
+                .rows
+                .iter()
+                .filter(move |r| r.day >= first && r.day < today),
+        )
+    }
+
+    /// Spend of the last `completed_days` completed days; `None` if any is unknown.
+    pub fn completed_usage(
+        &self,
+        hash: &str,
+        today: NaiveDate,
+        completed_days: i64,
+    ) -> Option<Usd> {
         let mut total = Usd::ZERO;
-        for row in state
-            .rows
-            .iter()
-            .filter(|r| r.day >= first && r.day < today)
-        {
+        for row in self.completed_rows(hash, today, completed_days)? {
             total = total.checked_add(Usd::from_nanos(row.usage.into()))?;
         }
         Some(total)
@@ -506,19 +518,8 @@ impl ActivityCache {
         today: NaiveDate,
         completed_days: i64,
     ) -> Option<BTreeMap<String, ModelTotals>> {
-        let state = self.keys.get(hash)?;
-        let first = today.checked_sub_signed(ChronoDuration::days(completed_days))?;
-        let mut day = first;
-        while day < today {
-            state.known(day)?;
-            day = day.succ_opt()?;
-        }
         let mut out: BTreeMap<String, ModelTotals> = BTreeMap::new();
-        for row in state
-            .rows
-            .iter()
-            .filter(|r| r.day >= first && r.day < today)
-        {
+        for row in self.completed_rows(hash, today, completed_days)? {
             let name = &self.models[row.model as usize];
             match out.get_mut(&**name) {
                 Some(t) => t.add(&row.totals()),
