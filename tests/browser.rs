@@ -216,14 +216,7 @@ async fn the_landing_page_renders_in_headless_chromium() {
     );
     for company in COMPANIES {
         let row = company_row(&dom, company);
-        for window in [
-            "daily",
-            "weekly",
-            "monthly",
-            "lifetime",
-            "rolling_7d",
-            "rolling_30d",
-        ] {
+        for window in WINDOWS {
             let want = value(
                 &samples,
                 "openrouter_company_usage_usd",

@@ -275,14 +275,7 @@ async fn the_companies_table_is_sorted_with_totals_budgets_and_metrics_figures()
         ("unassigned", "unassigned"),
     ] {
         let r = row(&html, class, &page::escape_html(name));
-        for window in [
-            "daily",
-            "weekly",
-            "monthly",
-            "lifetime",
-            "rolling_7d",
-            "rolling_30d",
-        ] {
+        for window in WINDOWS {
             let shown: f64 = usd(r, window)
                 .unwrap_or_else(|| panic!("{name} {window} unknown"))
                 .parse()

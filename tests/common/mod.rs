@@ -19,6 +19,16 @@ pub mod tools;
 
 pub use tools::{free_port, is_ci, which};
 
+/// Every `window` a company figure is published for (calendar, lifetime, rolling).
+pub const WINDOWS: [&str; 6] = [
+    "daily",
+    "weekly",
+    "monthly",
+    "lifetime",
+    "rolling_7d",
+    "rolling_30d",
+];
+
 pub const MANAGEMENT_KEY: &str = "sk-or-v1-TESTSECRET-0123456789abcdef0123456789abcdef";
 pub const WS_A: &str = "11111111-1111-4111-8111-111111111111";
 pub const WS_B: &str = "22222222-2222-4222-8222-222222222222";
