@@ -19,7 +19,7 @@ mod account;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Duration as ChronoDuration, NaiveDate, Utc};
-use openrouter_cost_exporter::activity::{history, ActivityCache, ActivityRow, Fetch};
+use openrouter_cost_exporter::activity::{history, ActivityCache, ActivityRow};
 use openrouter_cost_exporter::config::{Config, DEFAULT_ACTIVITY_CALLS_PER_SECOND};
 use openrouter_cost_exporter::exporter::Exporter;
 use openrouter_cost_exporter::sim::{SimServer, SimState};
@@ -56,10 +56,8 @@ fn calls(keys: usize) {
         for now in times {
             let plan = cache.plan(hashes.iter().map(String::as_str), now);
             calls += plan.len();
-            for (hash, fetch) in plan {
-                cache
-                    .apply_at(&hash, &fetch, &[], now.date_naive(), now)
-                    .unwrap();
+            for hash in plan.hashes() {
+                cache.apply_at(&hash, &[], now.date_naive(), now).unwrap();
             }
         }
         per_day.push(calls);
@@ -94,13 +92,13 @@ fn memory(keys: usize, per_day: usize) {
             })
             .collect();
         cache
-            .apply_at(&hash, &Fetch::All, &rows, today, at(today, 0, 10))
+            .apply_at(&hash, &rows, today, at(today, 0, 10))
             .unwrap();
     }
     let after = rss_bytes();
     println!(
-        "keys={keys} days=30 rows_per_key_day={per_day}: {} rows, cache RSS +{:.1} MiB ({:.0} bytes per key)",
-        cache.rows(),
+        "keys={keys} days=30 rows_per_key_day={per_day}: {} model totals kept, cache RSS +{:.1} MiB ({:.0} bytes per key)",
+        cache.model_rows(),
         (after - before) as f64 / 1048576.0,
         (after - before) as f64 / keys as f64
     );

@@ -4,8 +4,13 @@
 //! cargo run --release --example fake_openrouter -- --keys 10000 \
 //!     [--workspaces 2] [--companies 100] [--management-key KEY] \
 //!     [--config-out exporter.yaml] [--refresh-interval 30s] [--metrics-yaml 'metrics: {per_key: false}'] \
-//!     [--latency-ms 250] [--page-size 100]
+//!     [--latency-ms 250] [--page-size 100] [--activity-models 1 [--activity-rate 1000]]
 //! ```
+//!
+//! `--activity-models N` gives every key N models of spend on each of its 30
+//! completed days (`GET /activity`) and turns activity collection on in the
+//! written config, at `--activity-rate` calls per second (default 1000, the
+//! exporter's ceiling, so that a fill of 100k keys takes minutes, not hours).
 //!
 //! `--latency-ms` makes every call wait that long before it is answered (a
 //! network round trip); the peak number of requests in flight is printed to
@@ -29,7 +34,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: fake_openrouter --keys N [--workspaces W] [--companies C] [--management-key KEY]\n\
          \x20                      [--config-out PATH] [--refresh-interval 30s] [--metrics-yaml YAML]\n\
-         \x20                      [--latency-ms MS] [--page-size N]"
+         \x20                      [--latency-ms MS] [--page-size N] [--activity-models N] [--activity-rate R]"
     );
     std::process::exit(2)
 }
@@ -46,6 +51,8 @@ async fn main() {
     let mut metrics_yaml = String::new();
     let mut latency_ms = 0u64;
     let mut page_size = None;
+    let mut activity_models = 0usize;
+    let mut activity_rate = 1000u32;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| usage());
@@ -59,6 +66,8 @@ async fn main() {
             "--metrics-yaml" => metrics_yaml = value(),
             "--latency-ms" => latency_ms = value().parse().unwrap_or_else(|_| usage()),
             "--page-size" => page_size = Some(value().parse().unwrap_or_else(|_| usage())),
+            "--activity-models" => activity_models = value().parse().unwrap_or_else(|_| usage()),
+            "--activity-rate" => activity_rate = value().parse().unwrap_or_else(|_| usage()),
             _ => usage(),
         }
     }
@@ -67,6 +76,9 @@ async fn main() {
     spec.workspaces = workspaces;
     if let Some(c) = companies {
         spec.companies = c;
+    }
+    if activity_models > 0 {
+        spec.activity_calls_per_second = Some(activity_rate);
     }
 
     let mut state = SimState::new(&management_key);
@@ -78,6 +90,15 @@ async fn main() {
     if let Some(size) = page_size {
         state.keys_page_size = size;
     }
+    state.activity_every_day = (0..activity_models)
+        .map(|m| {
+            serde_json::json!({
+                "model": format!("vendor/model-{m}"), "usage": 0.123456789,
+                "byok_usage_inference": 0.0, "requests": 12, "prompt_tokens": 12000,
+                "completion_tokens": 3000, "reasoning_tokens": 100,
+            })
+        })
+        .collect();
     state.total_credits = 10_000_000.0;
     // Some spend of deleted keys, so the unattributed figure is not zero.
     state.total_usage = ((state.keys_lifetime_usage() + 1234.5) * 1e9).round() / 1e9;

@@ -428,8 +428,8 @@ fn yes() -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ActivityOptions {
     pub enabled: bool,
-    /// How often to look for days not yet fetched or due for re-reading
-    /// (also right after each UTC midnight).
+    /// How often to look for keys not yet read for today or due for a
+    /// re-read (also right after each UTC midnight).
     pub refresh_interval: Duration,
     /// Activity calls in flight at once.
     pub concurrency: usize,

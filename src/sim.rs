@@ -402,6 +402,9 @@ pub struct SimState {
     pub activity: std::collections::HashMap<String, Vec<Value>>,
     /// `GET /activity` for these key hashes answers this status instead.
     pub activity_failures: std::collections::HashMap<String, u16>,
+    /// Rows (without `date`) that every listed key not in `activity` answers
+    /// for each of its 30 completed days: a dense account for benchmarks.
+    pub activity_every_day: Vec<Value>,
     /// Inference keys' secrets → the hash of the key they belong to (`GET /key`).
     pub inference_keys: std::collections::HashMap<String, String>,
     /// Every request waits this long before it is answered (faults included):
@@ -445,6 +448,7 @@ impl SimState {
             answered: Vec::new(),
             activity: Default::default(),
             activity_failures: Default::default(),
+            activity_every_day: Vec::new(),
             inference_keys: Default::default(),
             latency: Duration::ZERO,
             in_flight: 0,
@@ -993,11 +997,25 @@ fn answer(
             if !st.activity.contains_key(&hash) && !st.keys.iter().any(|k| k.hash() == hash) {
                 return error_response(404, "Resource not found");
             }
+            let every_day: Vec<Value> = if st.activity.contains_key(&hash) {
+                Vec::new()
+            } else {
+                let days = (1..=30).map(|back| today - chrono::Duration::days(back));
+                days.flat_map(|day| {
+                    st.activity_every_day.iter().map(move |row| {
+                        let mut row = row.clone();
+                        row["date"] = json!(format!("{day} 00:00:00"));
+                        row
+                    })
+                })
+                .collect()
+            };
             let rows: Vec<Value> = st
                 .activity
                 .get(&hash)
                 .into_iter()
                 .flatten()
+                .chain(&every_day)
                 .filter(|row| {
                     let d = row
                         .get("date")

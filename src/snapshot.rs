@@ -180,9 +180,9 @@ pub fn parse_timestamp(text: &str) -> Option<i64> {
 pub const ROLLING: [(&str, i64); 2] = [("rolling_7d", 6), ("rolling_30d", 29)];
 
 /// The model mix's window, and the company figure it sums to: the last
-/// `COMPLETED_DAYS` completed UTC days, today excluded.
+/// `COMPLETED_DAYS` completed UTC days (all the activity API returns), today excluded.
 pub const COMPLETED_30D: &str = "completed_30d";
-pub const COMPLETED_DAYS: i64 = 30;
+pub const COMPLETED_DAYS: i64 = crate::activity::HISTORY_DAYS;
 
 /// A key polled with its own secret (`GET /key`), not listed by the management API.
 #[derive(Debug, Clone)]
@@ -674,10 +674,15 @@ impl Snapshot {
                     total.checked_add(cache.completed_usage(&key.hash, today, COMPLETED_DAYS)?)
                 });
                 let mix = &mut model_sums[company];
-                match (mix.as_mut(), cache.models(&key.hash, today, COMPLETED_DAYS)) {
+                match (mix.as_mut(), cache.models(&key.hash, today)) {
                     (Some(mix), Some(models)) => {
                         for (model, t) in models {
-                            mix.entry(model).or_default().add(&t);
+                            match mix.get_mut(model) {
+                                Some(sum) => sum.add(&t),
+                                None => {
+                                    mix.insert(model.to_string(), t);
+                                }
+                            }
                         }
                     }
                     _ => *mix = None,

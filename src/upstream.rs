@@ -1078,18 +1078,16 @@ impl Client {
         })
     }
 
-    /// `GET /activity?api_key_hash=…[&date=…]`: one key's per-model rows of
-    /// one UTC day, or of the last 30 completed days without `date`.
-    pub async fn activity<T: DeserializeOwned>(
-        &self,
-        key_hash: &str,
-        date: Option<&str>,
-    ) -> Result<T, UpstreamError> {
-        let mut query = vec![("api_key_hash", key_hash)];
-        if let Some(date) = date {
-            query.push(("date", date));
-        }
-        let body = self.get(Endpoint::Activity, "/activity", &query).await?;
+    /// `GET /activity?api_key_hash=…`: one key's per-model rows of the last
+    /// 30 completed UTC days.
+    pub async fn activity<T: DeserializeOwned>(&self, key_hash: &str) -> Result<T, UpstreamError> {
+        let body = self
+            .get(
+                Endpoint::Activity,
+                "/activity",
+                &[("api_key_hash", key_hash)],
+            )
+            .await?;
         decode(Endpoint::Activity, &body)
     }
 

@@ -19,10 +19,12 @@ use openrouter_cost_exporter::sim::{Fault, FaultResponse, SimKey};
 /// types move or change only this module needs adapting.
 mod wire {
     use chrono::NaiveDate;
-    use openrouter_cost_exporter::activity::{ActivityCache, ActivityRow, Fetch, KeyDays};
+    use openrouter_cost_exporter::activity::{ActivityCache, ActivityRow, ModelTotals};
+    use openrouter_cost_exporter::money::Usd;
     use openrouter_cost_exporter::upstream::{parse_keys_page, ApiKey, Credits, Workspace};
     use serde::de::DeserializeOwned;
     use serde::Deserialize;
+    use std::collections::BTreeMap;
 
     #[derive(Deserialize)]
     struct Envelope<T> {
@@ -72,12 +74,23 @@ mod wire {
         data(bytes)
     }
 
-    /// The days an undated activity call for key `hash`, made on `today`,
-    /// leaves in the activity cache.
-    pub fn activity_days(rows: &[ActivityRow], today: NaiveDate) -> KeyDays {
+    /// What an activity call made on `today` leaves in the cache: the spend of
+    /// the last 6 completed days (`None` if the call could not be read) and
+    /// the per-model totals of the 30 completed days.
+    pub fn activity_figures(
+        rows: &[ActivityRow],
+        today: NaiveDate,
+    ) -> (Option<Usd>, BTreeMap<String, ModelTotals>) {
         let mut cache = ActivityCache::default();
-        cache.apply("h", &Fetch::All, rows, today);
-        cache.days("h").unwrap_or_default()
+        cache.apply("h", rows, today);
+        let six = cache.completed_usage("h", today, 6);
+        let models = cache
+            .models("h", today)
+            .into_iter()
+            .flatten()
+            .map(|(m, t)| (m.to_string(), t))
+            .collect();
+        (six, models)
     }
 }
 
@@ -285,11 +298,15 @@ fn activity_spec_example() {
     assert_eq!(r.prompt_tokens, 50);
     assert_eq!(r.completion_tokens, 125);
     assert_eq!(r.reasoning_tokens, 25);
-    let days = wire::activity_days(&rows, day("2025-08-25"));
-    let model = &days[&day("2025-08-24")]["openai/gpt-4.1"];
+    let (spend, models) = wire::activity_figures(&rows, day("2025-08-25"));
+    assert_eq!(spend, Some(usd(0.015)));
+    let model = &models["openai/gpt-4.1"];
     assert_eq!(model.usage, usd(0.015));
     assert_eq!(model.byok_usage, usd(0.012));
     assert_eq!(model.requests, 5);
+    assert_eq!(model.prompt_tokens, 50);
+    assert_eq!(model.completion_tokens, 125);
+    assert_eq!(model.reasoning_tokens, 25);
 }
 
 /// Live `/activity` serves `date` as "YYYY-MM-DD HH:MM:SS" (live-evidence
@@ -300,10 +317,16 @@ fn activity_timestamp_shaped_date_counts_for_its_day() {
         "constructed/activity.date_with_time_and_byok_requests.json",
     ))
     .expect("decodes");
-    let days = wire::activity_days(&rows, day("2026-01-17"));
-    let models = &days[&day("2026-01-16")];
+    // Read the day after: the row is yesterday's.
+    let (spend, models) = wire::activity_figures(&rows, day("2026-01-17"));
+    assert_eq!(spend, Some(usd(0.015)));
     assert_eq!(models["openai/gpt-4.1"].usage, usd(0.015));
     assert_eq!(models["openai/gpt-4.1"].requests, 5);
+    // Read on the row's own day: it is today's, which the windows never
+    // include, so it counts nowhere; the day is known, and zero.
+    let (spend, models) = wire::activity_figures(&rows, day("2026-01-16"));
+    assert_eq!(spend, Some(Usd::ZERO));
+    assert!(models.is_empty());
 }
 
 /// Today's client at least decodes the timestamp-shaped body (the loss is
@@ -331,8 +354,8 @@ fn activity_null_and_absent_counts_decode() {
     assert_eq!(rows[0].requests, 5);
     assert_eq!(rows[1].usage, Some(0.2));
     assert_eq!(rows[1].completion_tokens, 40);
-    let days = wire::activity_days(&rows, day("2025-08-25"));
-    let models = &days[&day("2025-08-24")];
+    let (spend, models) = wire::activity_figures(&rows, day("2025-08-25"));
+    assert_eq!(spend, Some(usd(0.215)));
     assert_eq!(models["openai/gpt-4.1"].usage, usd(0.015));
     assert_eq!(models["anthropic/claude-sonnet-4"].usage, usd(0.2));
 }

@@ -189,11 +189,7 @@ async fn calls_in_flight_never_exceed_the_limit_across_workspaces_credits_and_ac
     let activity: Vec<_> = (0..30)
         .map(|i| {
             let client = client.clone();
-            tokio::spawn(async move {
-                client
-                    .activity::<Vec<serde_json::Value>>(&hash(i), None)
-                    .await
-            })
+            tokio::spawn(async move { client.activity::<Vec<serde_json::Value>>(&hash(i)).await })
         })
         .collect();
     let data = client
@@ -212,10 +208,17 @@ async fn calls_in_flight_never_exceed_the_limit_across_workspaces_credits_and_ac
     assert_eq!(client.call_stats().peak_in_flight, 3);
 
     // The exporter takes the limit from the config. Pages fetched ahead past
-    // the end of the listing may still be answered: wait until none is in
-    // flight, so the next peak is the exporter's alone.
+    // the end of the listing may still be on their way or being answered:
+    // wait until none has been in flight for 300 ms, so the next peak is the
+    // exporter's alone.
     let idle_by = std::time::Instant::now() + Duration::from_secs(5);
-    while sim.state().in_flight > 0 && std::time::Instant::now() < idle_by {
+    let mut quiet_since = std::time::Instant::now();
+    while std::time::Instant::now() < idle_by {
+        if sim.state().in_flight > 0 {
+            quiet_since = std::time::Instant::now();
+        } else if quiet_since.elapsed() >= Duration::from_millis(300) {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(sim.state().in_flight, 0, "earlier calls still in flight");

@@ -15,6 +15,9 @@ pub struct Spec {
     pub keys: usize,
     pub workspaces: usize,
     pub companies: usize,
+    /// Activity collection in the exporter config, at this many calls per
+    /// second; `None` turns it off.
+    pub activity_calls_per_second: Option<u32>,
 }
 
 impl Spec {
@@ -24,6 +27,7 @@ impl Spec {
             keys,
             workspaces: 2,
             companies: (keys / 100).clamp(10, 1000),
+            activity_calls_per_second: None,
         }
     }
 }
@@ -160,14 +164,18 @@ pub fn companies_yaml(spec: &Spec) -> String {
     y
 }
 
-/// A complete exporter config for this account. Activity collection is off: the
-/// refresh and scrape benchmarks measure the listing path alone
-/// (`examples/bench_activity.rs` measures activity).
+/// A complete exporter config for this account. Activity collection is off
+/// unless the spec sets a call rate: the refresh and scrape benchmarks measure
+/// the listing path alone unless asked (`bench/scrape.sh --activity-models`).
 pub fn config_yaml(spec: &Spec, base_url: &str, refresh_interval: &str, metrics: &str) -> String {
+    let activity = match spec.activity_calls_per_second {
+        Some(rate) => format!("activity:\n  calls_per_second: {rate}\n  concurrency: 16\n"),
+        None => "activity:\n  enabled: false\n".to_string(),
+    };
     format!(
         "refresh_interval: {refresh_interval}\n\
          openrouter:\n  base_url: {base_url}\n  request_timeout: 5s\n  workspaces: all\n\
-         activity:\n  enabled: false\n\
+         {activity}\
          {metrics}\
          companies:\n{}\
          unassigned_company: unassigned\n",

@@ -10,19 +10,16 @@ const ACTIVITY_PUBLISH_EVERY: Duration = Duration::from_secs(30);
 
 /// One finished activity call, waiting to be recorded.
 enum ActivityResult {
-    Rows(
-        String,
-        activity::Fetch,
-        Vec<activity::ActivityRow>,
-        DateTime<Utc>,
-    ),
+    Read(String, activity::History, DateTime<Utc>),
+    /// Answered with rows that could not be read (how many).
+    Unreadable(String, usize),
     Gone(String, DateTime<Utc>),
     Failed(String),
 }
 
 impl Exporter {
-    /// One activity run: fetches the days each listed key is missing or due
-    /// to re-read, at most `activity.calls_per_second`, keeping each key's
+    /// One activity run: reads the history of each listed key not read for
+    /// today or due for its re-read, at most `activity.calls_per_second`, keeping each key's
     /// result as it arrives. Returns the calls planned; `Err` (the first
     /// failure) when any key's call failed: the other keys' results are kept,
     /// and `openrouter_activity_up` is 0 until a run succeeds for every key.
@@ -48,19 +45,21 @@ impl Exporter {
         let started = Instant::now();
         // Prune and plan against the latest listing; under the lock no
         // snapshot build holds the cache, so it is updated in place, never copied.
-        let (client, listing, plan) = {
+        // The run keeps no listing of its own: a refresh during a long fill
+        // replaces it, and two listings alive would double its memory.
+        let (client, plan) = {
             let _serial = self.shared.refresh_lock.lock().await;
-            let mut state = lock(&self.shared.state);
+            let mut guard = lock(&self.shared.state);
+            let state = &mut *guard;
             // Nothing is listed before the first refresh.
-            let Some(listing) = state.listing.clone() else {
+            let Some(listing) = state.listing.as_deref() else {
                 return Ok(0);
             };
-            let client = state.client.clone();
             let cache = Arc::make_mut(state.activity.get_or_insert_with(Default::default));
             let listed = listing.keys.iter().map(|k| k.hash.as_str()).collect();
-            cache.prune(&listed, today);
+            cache.prune(&listed);
             let plan = cache.plan(listing.keys.iter().map(|k| k.hash.as_str()), now);
-            (client, listing, plan)
+            (state.client.clone(), plan)
         };
         let calls = plan.len();
         let rate = config.activity.calls_per_second.max(1);
@@ -78,10 +77,15 @@ impl Exporter {
         let (mut failed, mut gone, mut unreadable) = (0usize, 0usize, 0usize);
         let mut last_flush = Instant::now();
         let mut last_publish = Instant::now();
-        while let Some((hash, fetch, result)) = fetcher.next().await {
+        while let Some((hash, result)) = fetcher.next().await {
             let read_at = now + chrono::Duration::from_std(started.elapsed()).unwrap_or_default();
             match result {
-                Ok(rows) => batch.push(ActivityResult::Rows(hash, fetch, rows, read_at)),
+                // Summarized at once: a batch waiting for the lock holds
+                // ~100 bytes a key, not the rows (~250 bytes each).
+                Ok(rows) => batch.push(match activity::summarize(&rows, today) {
+                    Ok(history) => ActivityResult::Read(hash, history, read_at),
+                    Err(e) => ActivityResult::Unreadable(hash, e.rows),
+                }),
                 Err(e) if e.status() == Some(404) => {
                     gone += 1;
                     debug!(key_hash = %hash, "activity: 404, the key is gone since the listing; skipped");
@@ -90,7 +94,7 @@ impl Exporter {
                 Err(e) => {
                     failed += 1;
                     if failed <= 3 {
-                        warn!(key_hash = %hash, error = %e, "activity call failed; the key's missing days stay unknown until the next run");
+                        warn!(key_hash = %hash, error = %e, "activity call failed; the key's figures stay unknown until the next run");
                     }
                     if matches!(e, UpstreamError::Unauthorized { .. }) {
                         // Every other call would be refused too.
@@ -104,7 +108,7 @@ impl Exporter {
             if last_flush.elapsed() >= ACTIVITY_FLUSH_EVERY || finished {
                 // Never waits for a refresh in progress: the batch just grows.
                 if let Ok(_serial) = self.shared.refresh_lock.try_lock() {
-                    unreadable += self.apply_activity(&mut batch, &listing, today, None);
+                    unreadable += self.apply_activity(&mut batch, today, None);
                     last_flush = Instant::now();
                     if last_publish.elapsed() >= ACTIVITY_PUBLISH_EVERY && !finished {
                         self.rebuild_snapshot().await;
@@ -131,7 +135,7 @@ impl Exporter {
         let _serial = self.shared.refresh_lock.lock().await;
         let ok = failed == 0;
         let mut last = None;
-        unreadable += self.apply_activity(&mut batch, &listing, today, Some(&mut last));
+        unreadable += self.apply_activity(&mut batch, today, Some(&mut last));
         let ok = ok && unreadable == 0;
         if let Some(status) = lock(&self.shared.state).status.activity.as_mut() {
             status.up = ok;
@@ -170,7 +174,7 @@ impl Exporter {
             Err(first_error.unwrap_or_else(|| UpstreamError::Decode {
                 endpoint: crate::upstream::Endpoint::Activity,
                 message: format!(
-                    "{unreadable} key(s) answered rows without a readable date or usage; their days stay unknown"
+                    "{unreadable} key(s) answered rows without a readable date or usage; their figures stay unknown"
                 ),
             }))
         }
@@ -181,26 +185,30 @@ impl Exporter {
     fn apply_activity(
         &self,
         batch: &mut Vec<ActivityResult>,
-        listing: &Listing,
         today: NaiveDate,
         progress: Option<&mut Option<activity::Progress>>,
     ) -> usize {
-        let mut state = lock(&self.shared.state);
+        let mut guard = lock(&self.shared.state);
+        let state = &mut *guard;
         let cache = Arc::make_mut(state.activity.get_or_insert_with(Default::default));
         let mut unreadable = 0;
         for result in batch.drain(..) {
             match result {
-                ActivityResult::Rows(hash, fetch, rows, read_at) => {
-                    if let Err(e) = cache.apply_at(&hash, &fetch, &rows, today, read_at) {
-                        warn!(key_hash = %hash, rows = e.rows, "activity rows without a readable date or usage; the key's days stay unknown");
-                        unreadable += 1;
-                    }
+                ActivityResult::Read(hash, history, read_at) => {
+                    cache.record(&hash, history, read_at)
+                }
+                ActivityResult::Unreadable(hash, rows) => {
+                    warn!(key_hash = %hash, rows, "activity rows without a readable date or usage; the key's figures stay unknown");
+                    cache.mark_failed(&hash);
+                    unreadable += 1;
                 }
                 ActivityResult::Gone(hash, at) => cache.mark_gone(&hash, at),
                 ActivityResult::Failed(hash) => cache.mark_failed(&hash),
             }
         }
-        let keys = cache.progress(listing.keys.iter().map(|k| k.hash.as_str()), today);
+        // Progress of the latest listing (a refresh may have replaced the run's).
+        let listed = state.listing.iter().flat_map(|l| l.keys.iter());
+        let keys = cache.progress(listed.map(|k| k.hash.as_str()), today);
         let cached_keys = cache.keys();
         if let Some(out) = progress {
             *out = Some(keys);

@@ -33,12 +33,14 @@ struct KeyRow<'a> {
 }
 
 /// About how long the text of `snap` will be (sizes buffers; decides whether
-/// the text is kept beside its gzip): ~2 KB per key with every per-key family.
+/// the text is kept beside its gzip): ~2 KB per key with every per-key family,
+/// ~2.4 KB with rolling windows.
 pub fn text_estimate(snap: &Snapshot, options: MetricsOptions) -> usize {
+    let rolling = if snap.key_rolling.is_empty() { 0 } else { 400 };
     let per_key = match (options.per_key, options.per_key_byok) {
         (false, _) => 0,
-        (true, true) => 2000,
-        (true, false) => 1250,
+        (true, true) => 2000 + rolling,
+        (true, false) => 1250 + rolling,
     };
     (snap.keys().len() + snap.direct.len()) * per_key + snap.companies.len() * 1000
 }
@@ -617,7 +619,7 @@ pub fn write_status<W: Write>(
         w.family(
             name,
             "gauge",
-            "Keys with at least one day of activity cached.",
+            "Keys whose 30-day activity history is cached (read for today or an earlier UTC day).",
         )?;
         w.sample(name, &[], format_args!("{}", activity.cached_keys))?;
         if let Some(p) = activity.keys {
