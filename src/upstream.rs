@@ -21,6 +21,7 @@
 //! grows back by one per window of successful calls).
 
 use std::collections::{BTreeMap, HashSet};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -815,12 +816,16 @@ impl Client {
 
         // A key listed twice (offsets shift when keys are created mid-listing,
         // or a key moves between workspaces) counts once, where first listed.
-        let mut seen = HashSet::new();
-        let keys: Vec<ApiKey> = per_workspace
-            .into_iter()
-            .flat_map(|(_, listed)| listed)
-            .filter(|key| seen.insert(key.hash.clone()))
-            .collect();
+        // The lists are joined into the first one, never copied whole.
+        let mut lists = per_workspace.into_iter().map(|(_, listed)| listed);
+        let mut keys = lists.next().unwrap_or_default();
+        for listed in lists {
+            keys.extend(listed);
+        }
+        let mut seen = Seen::default();
+        let first_listed: Vec<bool> = (0..keys.len()).map(|i| seen.insert(&keys, i)).collect();
+        let mut first = first_listed.into_iter();
+        keys.retain(|_| first.next().unwrap_or(false));
         let (credits, credits_error) = match credits {
             Ok(credits) => (Some(credits), None),
             Err(e) => (None, Some(e)),
@@ -931,7 +936,7 @@ impl Client {
         };
         let mut listing = Assembly {
             keys: Vec::new(),
-            seen: HashSet::new(),
+            seen: Seen::default(),
             covered: 0,
             workspace,
         };
@@ -1380,10 +1385,34 @@ impl Drop for PagesOut {
     }
 }
 
+/// Which keys of a list have been seen, by hash: positions into the list,
+/// so that no hash is copied (100k copied hashes were ~12 MB per listing).
+#[derive(Default)]
+struct Seen {
+    positions: hashbrown::HashTable<usize>,
+    hasher: std::hash::RandomState,
+}
+
+impl Seen {
+    /// Records `keys[at]` unless a key with its hash was recorded before
+    /// (`true`: first seen). `keys` is the list every recorded position points into.
+    fn insert(&mut self, keys: &[ApiKey], at: usize) -> bool {
+        let hash = keys[at].hash.as_str();
+        let hasher = &self.hasher;
+        let h = hasher.hash_one(hash);
+        if self.positions.find(h, |&i| keys[i].hash == hash).is_some() {
+            return false;
+        }
+        self.positions
+            .insert_unique(h, at, |&i| hasher.hash_one(keys[i].hash.as_str()));
+        true
+    }
+}
+
 /// The keys of one workspace assembled in offset order.
 struct Assembly<'a> {
     keys: Vec<ApiKey>,
-    seen: HashSet<String>,
+    seen: Seen,
     /// Keys `0..covered` are listed without a gap.
     covered: usize,
     workspace: Option<&'a str>,
@@ -1399,10 +1428,12 @@ impl Assembly<'_> {
             return Ok(offset == self.covered);
         }
         let before = self.keys.len();
-        self.keys.extend(
-            page.into_iter()
-                .filter(|k| self.seen.insert(k.hash.clone())),
-        );
+        for key in page {
+            self.keys.push(key);
+            if !self.seen.insert(&self.keys, self.keys.len() - 1) {
+                self.keys.pop();
+            }
+        }
         for key in &mut self.keys[before..] {
             if key.workspace_id.is_none() {
                 key.workspace_id = self.workspace.map(str::to_string);
@@ -1572,7 +1603,7 @@ mod tests {
     fn pages_assemble_by_offset_and_only_an_empty_page_at_the_end_ends_them() {
         let mut a = Assembly {
             keys: Vec::new(),
-            seen: HashSet::new(),
+            seen: Seen::default(),
             covered: 0,
             workspace: Some("ws"),
         };
