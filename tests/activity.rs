@@ -1014,3 +1014,43 @@ async fn the_fill_is_rate_limited_and_never_blocks_the_listing() {
     assert_eq!(keys_state(&samples, "complete"), 12.0);
     assert!(company_rolling(&samples, "acme", "rolling_30d").is_some());
 }
+
+/// A long fill or a new day's pass reads company by company (in the order the
+/// last refresh attributed them), so each company's totals, which wait for
+/// all its keys, appear as early as they can.
+#[tokio::test]
+async fn keys_are_read_company_by_company() {
+    let mut state = empty_state();
+    // Listed interleaved: globex, acme, globex, acme.
+    for (n, name) in ["globex-a", "acme-a", "globex-b", "acme-b"]
+        .iter()
+        .enumerate()
+    {
+        state
+            .keys
+            .push(SimKey::new(WS_A, &hash(n), name).usage(0.5, 1.0, 2.0, 3.0));
+        state.activity.insert(
+            hash(n),
+            vec![row(today() - ChronoDuration::days(1), MODELS[0], 0.25, 1)],
+        );
+    }
+    state.total_usage = state.keys_lifetime_usage();
+    let sim = start_sim(state).await;
+    let yaml = format!(
+        "refresh_interval: 30s\nopenrouter:\n  base_url: {}\n  request_timeout: 2s\n\
+         activity:\n  concurrency: 1\n\
+         companies:\n  acme:\n    keys: [{{name_glob: 'acme-*'}}]\n  globex:\n    keys: [{{name_glob: 'globex-*'}}]\n",
+        sim.base_url()
+    );
+    let exporter = exporter(Config::parse(&yaml, "t").unwrap());
+    exporter.refresh().await.unwrap();
+    assert_eq!(exporter.refresh_activity().await.unwrap(), 4);
+    let order: Vec<String> = activity_requests(&sim)
+        .iter()
+        .map(|r| {
+            let at = r.find("api_key_hash=").expect("a key hash") + "api_key_hash=".len();
+            r[at..].split('&').next().unwrap_or_default().to_string()
+        })
+        .collect();
+    assert_eq!(order, [hash(1), hash(3), hash(0), hash(2)]);
+}

@@ -55,10 +55,23 @@ impl Exporter {
             let Some(listing) = state.listing.as_deref() else {
                 return Ok(0);
             };
+            // Company by company (as last attributed), so that each company's
+            // totals, which wait for all its keys, appear as soon as they can
+            // rather than all at the end of a long fill or a new day's pass.
+            let mut order: Vec<(usize, &str)> = match &state.snapshot {
+                Some(snap) if std::ptr::eq(&*snap.data, listing) => snap
+                    .company_of_key
+                    .iter()
+                    .zip(&listing.keys)
+                    .map(|(company, key)| (*company, key.hash.as_str()))
+                    .collect(),
+                _ => listing.keys.iter().map(|k| (0, k.hash.as_str())).collect(),
+            };
+            order.sort_by_key(|(company, _)| *company);
             let cache = Arc::make_mut(state.activity.get_or_insert_with(Default::default));
             let listed = listing.keys.iter().map(|k| k.hash.as_str()).collect();
             cache.prune(&listed);
-            let plan = cache.plan(listing.keys.iter().map(|k| k.hash.as_str()), now);
+            let plan = cache.plan(order.into_iter().map(|(_, hash)| hash), now);
             (state.client.clone(), plan)
         };
         let calls = plan.len();
