@@ -1054,3 +1054,46 @@ async fn keys_are_read_company_by_company() {
         .collect();
     assert_eq!(order, [hash(1), hash(3), hash(0), hash(2)]);
 }
+
+/// An answer that arrives after UTC midnight is no answer for the day the run
+/// was planned on (upstream's 30 days have moved on): the run stops, nothing
+/// is recorded, and the next run reads the new day.
+#[tokio::test]
+async fn answers_after_midnight_are_left_to_the_next_run() {
+    let mut state = account();
+    state.latency = std::time::Duration::from_millis(400);
+    let sim = start_sim(state).await;
+    let exporter = exporter(activity_config(&sim.base_url(), 10));
+    exporter.refresh().await.unwrap();
+    let yesterday = today() - ChronoDuration::days(1);
+    let just_before_midnight = yesterday
+        .and_hms_milli_opt(23, 59, 59, 900)
+        .unwrap()
+        .and_utc();
+    sim.state().requests.clear();
+    assert_eq!(
+        exporter
+            .refresh_activity_at(just_before_midnight)
+            .await
+            .unwrap(),
+        3,
+        "planned"
+    );
+    let samples = parse(&body(&exporter));
+    assert_eq!(keys_state(&samples, "complete"), 0.0);
+    assert_eq!(keys_state(&samples, "pending"), 3.0);
+    assert_eq!(keys_state(&samples, "failed"), 0.0);
+    assert!(
+        activity_requests(&sim).len() < 3,
+        "the run stopped at midnight: {:?}",
+        activity_requests(&sim)
+    );
+    // The next run (today) reads every key: exact figures.
+    exporter.refresh_activity().await.unwrap();
+    let samples = parse(&body(&exporter));
+    let state = sim.state().clone();
+    for n in 0..3 {
+        let got = key_rolling(&samples, n, "rolling_7d").unwrap();
+        assert!((got - want_7d(&state, n)).abs() < 1e-9);
+    }
+}

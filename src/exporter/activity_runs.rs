@@ -90,8 +90,20 @@ impl Exporter {
         let (mut failed, mut gone, mut unreadable) = (0usize, 0usize, 0usize);
         let mut last_flush = Instant::now();
         let mut last_publish = Instant::now();
+        let mut late = 0usize;
         while let Some((hash, result)) = fetcher.next().await {
             let read_at = now + chrono::Duration::from_std(started.elapsed()).unwrap_or_default();
+            if read_at.date_naive() != today {
+                // Answered after UTC midnight: upstream's 30 days have moved on
+                // (the oldest planned day may be missing), so this is no answer
+                // for `today`. The next run reads the new day.
+                if late == 0 {
+                    fetcher.stop();
+                    info!("UTC midnight passed during the activity run; the keys left are read for the new day by the next run");
+                }
+                late += 1;
+                continue;
+            }
             match result {
                 // Summarized at once: a batch waiting for the lock holds
                 // ~100 bytes a key, not the rows (~250 bytes each).
@@ -253,13 +265,10 @@ impl Exporter {
                 if *shutdown.borrow() {
                     return;
                 }
-                let now = Utc::now();
-                let after_midnight = Window::Daily
-                    .end(now)
-                    .map(|end| end + chrono::Duration::minutes(10) - now)
-                    .and_then(|d| d.to_std().ok())
-                    .unwrap_or(config.activity.refresh_interval);
-                config.activity.refresh_interval.min(after_midnight)
+                config
+                    .activity
+                    .refresh_interval
+                    .min(until_after_midnight(Utc::now()))
             } else {
                 Duration::from_secs(3600)
             };
@@ -272,5 +281,38 @@ impl Exporter {
                 return;
             }
         }
+    }
+}
+
+/// How long until 10 minutes past the next UTC midnight (or past the last
+/// one, if that is still ahead): when a completed day is first read.
+fn until_after_midnight(now: DateTime<Utc>) -> Duration {
+    let after = |day: NaiveDate| {
+        day.and_hms_opt(0, 10, 0)
+            .map(|t| t.and_utc() - now)
+            .and_then(|d| d.to_std().ok())
+            .filter(|d| !d.is_zero())
+    };
+    let today = now.date_naive();
+    after(today)
+        .or_else(|| today.succ_opt().and_then(after))
+        .unwrap_or(Duration::from_secs(3600))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn the_new_day_is_read_ten_minutes_after_midnight() {
+        let minutes = |s: &str| until_after_midnight(at(s)).as_secs() / 60;
+        assert_eq!(minutes("2026-11-30T23:00:00Z"), 70);
+        // A run that ended just after midnight: the new day in 10 minutes, not an hour.
+        assert_eq!(minutes("2026-12-01T00:00:05Z"), 9);
+        assert_eq!(minutes("2026-12-01T00:10:00Z"), 24 * 60);
     }
 }
