@@ -410,6 +410,18 @@ fn tune_allocator() {
         // One arena (small allocations still go through per-thread caches).
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
+    // Small allocations (each key's strings, each key's activity totals)
+    // interleave, so freeing a listing leaves holes in the heap that glibc
+    // keeps resident; at 100k keys with activity that was ~20 MiB of peak.
+    // Every few seconds, free pages anywhere in the heap go back to the system.
+    std::thread::spawn(|| loop {
+        std::thread::sleep(std::time::Duration::from_secs(5));
+        // SAFETY: malloc_trim only releases free memory; it takes the arena's
+        // lock like any allocation.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    });
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]

@@ -8,6 +8,7 @@
 //! the last reported digit. An unknown amount makes every sum that includes
 //! it unknown; it never counts as zero.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, Datelike, Duration as ChronoDuration, NaiveDate, TimeZone, Utc};
@@ -36,17 +37,27 @@ pub struct Key {
     /// Credit spend per [`Window`] (daily, weekly, monthly, lifetime).
     pub usage: [Option<f64>; 4],
     pub byok_usage: [Option<f64>; 4],
-    pub workspace_id: Option<String>,
+    /// Shared by the keys of one workspace (a listing holds a few distinct ids).
+    pub workspace_id: Option<Arc<str>>,
     /// Unix seconds; `None` when the key never expires (or its date did not parse).
     pub expires_at: Option<i64>,
     /// The key's `expires_at` was present but not a readable date.
     pub expiry_unreadable: bool,
-    /// The organization member who created the key, when reported.
-    pub creator_user_id: Option<String>,
+    /// The organization member who created the key, when reported (shared
+    /// by the keys of one member).
+    pub creator_user_id: Option<Arc<str>>,
 }
 
 impl From<ApiKey> for Key {
     fn from(k: ApiKey) -> Key {
+        Key::from_wire(k, &mut |id| Arc::from(id))
+    }
+}
+
+impl Key {
+    /// The key as listed; `share` turns the workspace and creator ids into
+    /// shared strings (one per distinct id in a listing, not one per key).
+    fn from_wire(k: ApiKey, share: &mut impl FnMut(String) -> Arc<str>) -> Key {
         let expires = k
             .expires_at
             .as_deref()
@@ -69,8 +80,8 @@ impl From<ApiKey> for Key {
             disabled: k.disabled,
             limit: k.limit,
             limit_remaining: k.limit_remaining,
-            workspace_id: k.workspace_id,
-            creator_user_id: k.creator_user_id.filter(|c| !c.is_empty()),
+            workspace_id: k.workspace_id.map(&mut *share),
+            creator_user_id: k.creator_user_id.filter(|c| !c.is_empty()).map(share),
         }
     }
 }
@@ -136,7 +147,21 @@ impl Listing {
     /// Converts a fetch. An `expires_at` that does not parse is logged here
     /// (and counted in `openrouter_key_expiry_unreadable`), never dropped silently.
     pub fn from_upstream(data: UpstreamData) -> Listing {
-        let keys: Vec<Key> = data.keys.into_iter().map(Key::from).collect();
+        let mut ids: HashSet<Arc<str>> = HashSet::new();
+        let mut share = |id: String| match ids.get(id.as_str()) {
+            Some(shared) => Arc::clone(shared),
+            None => {
+                let shared: Arc<str> = Arc::from(id);
+                ids.insert(Arc::clone(&shared));
+                shared
+            }
+        };
+        // In place: the keys take the wire list's memory, not a second list.
+        let keys: Vec<Key> = data
+            .keys
+            .into_iter()
+            .map(|k| Key::from_wire(k, &mut share))
+            .collect();
         for key in keys.iter().filter(|k| k.expiry_unreadable) {
             warn!(key = %key.name, key_hash = %key.hash, "expires_at is not an RFC 3339 date; expiry unknown");
         }

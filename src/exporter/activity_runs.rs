@@ -71,6 +71,7 @@ impl Exporter {
             let cache = Arc::make_mut(state.activity.get_or_insert_with(Default::default));
             let listed = listing.keys.iter().map(|k| k.hash.as_str()).collect();
             cache.prune(&listed);
+            cache.reserve(listing.keys.len());
             let plan = cache.plan(order.into_iter().map(|(_, hash)| hash), now);
             (state.client.clone(), plan)
         };
