@@ -45,7 +45,7 @@ pub fn keys_page(bytes: &[u8]) -> Option<String> {
             return None;
         }
     };
-    let mut names: Vec<String> = keys.iter().map(|k| k.name.clone()).collect();
+    let mut names: Vec<String> = keys.iter().map(|k| k.name.to_string()).collect();
     let count = keys.len();
     let data = Arc::new(Listing::from_upstream(UpstreamData {
         keys,

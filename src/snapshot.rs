@@ -25,15 +25,15 @@ use crate::upstream::{
 /// One API key as the exporter publishes it. `None` = not reported.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Key {
-    pub hash: String,
-    pub name: String,
+    pub hash: Box<str>,
+    pub name: Box<str>,
     /// OpenRouter's masked key (`sk-or-v1-abc...xyz`).
-    pub label: String,
+    pub label: Box<str>,
     pub disabled: Option<bool>,
     pub limit: Option<f64>,
     pub limit_remaining: Option<f64>,
     /// daily / weekly / monthly; `None` = the limit never resets.
-    pub limit_reset: Option<String>,
+    pub limit_reset: Option<Box<str>>,
     /// Credit spend per [`Window`] (daily, weekly, monthly, lifetime).
     pub usage: [Option<f64>; 4],
     pub byok_usage: [Option<f64>; 4],
@@ -57,7 +57,7 @@ impl From<ApiKey> for Key {
 impl Key {
     /// The key as listed; `share` turns the workspace and creator ids into
     /// shared strings (one per distinct id in a listing, not one per key).
-    fn from_wire(k: ApiKey, share: &mut impl FnMut(String) -> Arc<str>) -> Key {
+    fn from_wire(k: ApiKey, share: &mut impl FnMut(Box<str>) -> Arc<str>) -> Key {
         let expires = k
             .expires_at
             .as_deref()
@@ -110,13 +110,13 @@ fn also_listed(listed: &[Key], direct: &[DirectKey]) -> Vec<(usize, usize)> {
         .enumerate()
         .filter(|(_, k)| !k.label.is_empty())
         .fold(Default::default(), |mut map, (i, k)| {
-            map.entry(k.label.as_str()).or_default().push(i);
+            map.entry(k.label.as_ref()).or_default().push(i);
             map
         });
     for (d, direct) in direct.iter().enumerate() {
         let Some(key) = &direct.key else { continue };
         let lifetime = key.usage[LIFETIME].and_then(Usd::from_f64);
-        let found = by_label.get(key.label.as_str()).and_then(|candidates| {
+        let found = by_label.get(key.label.as_ref()).and_then(|candidates| {
             candidates.iter().copied().find(|&i| {
                 lifetime.is_some() && listed[i].usage[LIFETIME].and_then(Usd::from_f64) == lifetime
             })
@@ -148,7 +148,7 @@ impl Listing {
     /// (and counted in `openrouter_key_expiry_unreadable`), never dropped silently.
     pub fn from_upstream(data: UpstreamData) -> Listing {
         let mut ids: HashSet<Arc<str>> = HashSet::new();
-        let mut share = |id: String| match ids.get(id.as_str()) {
+        let mut share = |id: Box<str>| match ids.get(&*id) {
             Some(shared) => Arc::clone(shared),
             None => {
                 let shared: Arc<str> = Arc::from(id);

@@ -55,11 +55,11 @@ where
 /// absent (older or partial responses): unknown stays unknown (`None`).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct ApiKey {
-    pub hash: String,
+    pub hash: Box<str>,
     #[serde(default, deserialize_with = "null_as_default")]
-    pub name: String,
+    pub name: Box<str>,
     #[serde(default, deserialize_with = "null_as_default")]
-    pub label: String,
+    pub label: Box<str>,
     #[serde(default)]
     pub disabled: Option<bool>,
     #[serde(default)]
@@ -67,7 +67,7 @@ pub struct ApiKey {
     #[serde(default)]
     pub limit_remaining: Option<f64>,
     #[serde(default)]
-    pub limit_reset: Option<String>,
+    pub limit_reset: Option<Box<str>>,
     #[serde(default)]
     pub usage: Option<f64>,
     #[serde(default)]
@@ -85,12 +85,12 @@ pub struct ApiKey {
     #[serde(default)]
     pub byok_usage_monthly: Option<f64>,
     #[serde(default)]
-    pub workspace_id: Option<String>,
+    pub workspace_id: Option<Box<str>>,
     #[serde(default)]
-    pub expires_at: Option<String>,
+    pub expires_at: Option<Box<str>>,
     /// The organization member who created the key (`GET /organization/members` ids).
     #[serde(default)]
-    pub creator_user_id: Option<String>,
+    pub creator_user_id: Option<Box<str>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -1397,14 +1397,18 @@ impl Seen {
     /// Records `keys[at]` unless a key with its hash was recorded before
     /// (`true`: first seen). `keys` is the list every recorded position points into.
     fn insert(&mut self, keys: &[ApiKey], at: usize) -> bool {
-        let hash = keys[at].hash.as_str();
+        let hash = keys[at].hash.as_ref();
         let hasher = &self.hasher;
         let h = hasher.hash_one(hash);
-        if self.positions.find(h, |&i| keys[i].hash == hash).is_some() {
+        if self
+            .positions
+            .find(h, |&i| &*keys[i].hash == hash)
+            .is_some()
+        {
             return false;
         }
         self.positions
-            .insert_unique(h, at, |&i| hasher.hash_one(keys[i].hash.as_str()));
+            .insert_unique(h, at, |&i| hasher.hash_one(keys[i].hash.as_ref()));
         true
     }
 }
@@ -1436,7 +1440,7 @@ impl Assembly<'_> {
         }
         for key in &mut self.keys[before..] {
             if key.workspace_id.is_none() {
-                key.workspace_id = self.workspace.map(str::to_string);
+                key.workspace_id = self.workspace.map(Box::from);
             }
         }
         if self.keys.len() == before && offset + len > self.covered {
@@ -1532,8 +1536,8 @@ mod tests {
         assert_eq!(key.usage_daily, None);
         assert_eq!(key.limit, None);
         assert_eq!(key.disabled, None);
-        assert_eq!(key.name, "");
-        assert_eq!(key.label, "");
+        assert_eq!(&*key.name, "");
+        assert_eq!(&*key.label, "");
         assert_eq!(key.workspace_id, None);
         assert_eq!(key.expires_at, None);
         let bare: ApiKey = serde_json::from_str(r#"{"hash":"h"}"#).unwrap();
@@ -1617,7 +1621,7 @@ mod tests {
         assert!(a.add(3, listed(&["a", "b"])).is_err());
         assert_eq!(a.add(3, Vec::new()), Ok(true));
         let keys = a.done();
-        let hashes: Vec<&str> = keys.iter().map(|k| k.hash.as_str()).collect();
+        let hashes: Vec<&str> = keys.iter().map(|k| k.hash.as_ref()).collect();
         assert_eq!(hashes, ["a", "b", "c"]);
         assert!(keys.iter().all(|k| k.workspace_id.as_deref() == Some("ws")));
     }

@@ -126,10 +126,10 @@ fn keys_list_spec_example() {
     let keys = wire::keys_page(&fixture("keys_list.spec.json")).unwrap();
     assert_eq!(keys.len(), 1);
     let k = &keys[0];
-    assert_eq!(k.hash, SPEC_HASH);
-    assert_eq!(k.name, "My Production Key");
+    assert_eq!(&*k.hash, SPEC_HASH);
+    assert_eq!(&*k.name, "My Production Key");
     // The list example's label is a name, not the masked key.
-    assert_eq!(k.label, "Production API Key");
+    assert_eq!(&*k.label, "Production API Key");
     assert_eq!(k.disabled, Some(false));
     assert_eq!(k.limit, Some(100.0));
     assert_eq!(k.limit_remaining, Some(74.5));
@@ -153,8 +153,8 @@ fn keys_list_spec_example() {
 fn keys_list_item_example_has_the_masked_label() {
     let keys = wire::keys_page(&fixture("keys_list.spec_item_example.json")).unwrap();
     assert_eq!(keys.len(), 1);
-    assert_eq!(keys[0].label, "sk-or-v1-0e6...1c96");
-    assert_eq!(keys[0].hash, SPEC_HASH);
+    assert_eq!(&*keys[0].label, "sk-or-v1-0e6...1c96");
+    assert_eq!(&*keys[0].hash, SPEC_HASH);
     assert_eq!(keys[0].usage, Some(25.5));
 }
 
@@ -163,9 +163,9 @@ fn keys_list_older_shape_from_the_management_key_guide() {
     let keys = wire::keys_page(&fixture("keys_list.mgmt_doc.json")).unwrap();
     assert_eq!(keys.len(), 1);
     let k = &keys[0];
-    assert_eq!(k.hash, "<YOUR_KEY_HASH>");
-    assert_eq!(k.name, "Customer Key");
-    assert_eq!(k.label, "sk-or-v1-abc...123");
+    assert_eq!(&*k.hash, "<YOUR_KEY_HASH>");
+    assert_eq!(&*k.name, "Customer Key");
+    assert_eq!(&*k.label, "sk-or-v1-abc...123");
     assert_eq!(k.limit, Some(10.0));
     assert_eq!(k.limit_remaining, Some(10.0));
     // null = never resets; absent fields are unknown, not invented.
@@ -202,9 +202,9 @@ fn keys_with_null_identity_fields_still_decode() {
 #[test]
 fn key_current_spec_example_reads_as_a_direct_key() {
     let k = wire::current_key(&fixture("key_current.spec.json"), "acme-direct").unwrap();
-    assert_eq!(k.hash, "direct:acme-direct");
-    assert_eq!(k.name, "acme-direct");
-    assert_eq!(k.label, "sk-or-v1-au7...890");
+    assert_eq!(&*k.hash, "direct:acme-direct");
+    assert_eq!(&*k.name, "acme-direct");
+    assert_eq!(&*k.label, "sk-or-v1-au7...890");
     assert_eq!(k.limit, Some(100.0));
     assert_eq!(k.limit_remaining, Some(74.5));
     assert_eq!(k.usage_monthly, Some(25.5));
@@ -247,7 +247,7 @@ fn key_current_legacy_observed_shape_decodes() {
         "legacy",
     )
     .unwrap();
-    assert_eq!(k.label, "sk-or-v1-0fa...240");
+    assert_eq!(&*k.label, "sk-or-v1-0fa...240");
     assert_eq!(k.limit, None);
     assert_eq!(k.limit_remaining, None);
     assert_eq!(k.usage, Some(0.65017511));

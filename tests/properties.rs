@@ -303,7 +303,7 @@ fn model_owner(config: &Config, key: &ApiKey) -> (usize, usize) {
                     hash_owner.get_or_insert(c);
                     claimants.insert(c);
                 }
-                Selector::Name(n) if *n == key.name => {
+                Selector::Name(n) if **n == *key.name => {
                     name_owner.get_or_insert(c);
                     claimants.insert(c);
                 }
@@ -333,7 +333,7 @@ proptest! {
         let yaml = format!("companies:\n{}", companies_yaml(&companies));
         let config = Config::parse(&yaml, "prop").unwrap_or_else(|e| panic!("{e}\n{yaml}"));
         let result = Attributor::new(&config)
-            .attribute(keys.iter().map(|k| (k.hash.as_str(), k.name.as_str())));
+            .attribute(keys.iter().map(|k| (&*k.hash, &*k.name)));
         prop_assert_eq!(result.company_of_key.len(), keys.len());
 
         let mut conflicts = 0;
@@ -349,7 +349,7 @@ proptest! {
             for (s, selector) in company.selectors.iter().enumerate() {
                 let expected = keys.iter().filter(|k| match selector {
                     Selector::Hash(h) => k.hash.to_lowercase() == *h,
-                    Selector::Name(n) => k.name == *n,
+                    Selector::Name(n) => *k.name == **n,
                     Selector::NameGlob(g) => glob::Pattern::new(g).unwrap().matches(&k.name),
                     // Polled with their own secret, never generated here.
                     _ => false,

@@ -92,7 +92,7 @@ async fn pages_come_back_in_order_with_every_key_once_at_page_sizes_50_and_100()
         let client = client(&sim, 8, &telemetry);
 
         let listed = client.list_keys(Some(WS_A)).await.expect("listing");
-        let hashes: Vec<&str> = listed.iter().map(|k| k.hash.as_str()).collect();
+        let hashes: Vec<&str> = listed.iter().map(|k| &*k.hash).collect();
         assert_eq!(
             hashes, expected,
             "page size {page_size}: every key once, in listing order"
@@ -148,7 +148,7 @@ async fn an_empty_page_mid_window_does_not_drop_earlier_pages_that_arrive_later(
         .list_keys(Some(WS_A))
         .await
         .expect("listing");
-    let hashes: Vec<String> = listed.iter().map(|k| k.hash.clone()).collect();
+    let hashes: Vec<String> = listed.iter().map(|k| k.hash.to_string()).collect();
     let expected: Vec<String> = (0..400).map(hash).collect();
     assert_eq!(hashes, expected);
     let offsets = key_offsets(&sim, WS_A);

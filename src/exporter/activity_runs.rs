@@ -63,13 +63,13 @@ impl Exporter {
                     .company_of_key
                     .iter()
                     .zip(&listing.keys)
-                    .map(|(company, key)| (*company, key.hash.as_str()))
+                    .map(|(company, key)| (*company, key.hash.as_ref()))
                     .collect(),
-                _ => listing.keys.iter().map(|k| (0, k.hash.as_str())).collect(),
+                _ => listing.keys.iter().map(|k| (0, k.hash.as_ref())).collect(),
             };
             order.sort_by_key(|(company, _)| *company);
             let cache = Arc::make_mut(state.activity.get_or_insert_with(Default::default));
-            let listed = listing.keys.iter().map(|k| k.hash.as_str()).collect();
+            let listed = listing.keys.iter().map(|k| k.hash.as_ref()).collect();
             cache.prune(&listed);
             cache.reserve(listing.keys.len());
             let plan = cache.plan(order.into_iter().map(|(_, hash)| hash), now);
@@ -234,7 +234,7 @@ impl Exporter {
         }
         // Progress of the latest listing (a refresh may have replaced the run's).
         let listed = state.listing.iter().flat_map(|l| l.keys.iter());
-        let keys = cache.progress(listed.map(|k| k.hash.as_str()), today);
+        let keys = cache.progress(listed.map(|k| k.hash.as_ref()), today);
         let cached_keys = cache.keys();
         if let Some(out) = progress {
             *out = Some(keys);

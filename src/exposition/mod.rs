@@ -70,8 +70,8 @@ pub fn write_snapshot<W: Write>(
             .map(|(key, company, rolling)| KeyRow {
                 key,
                 labels: [
-                    ("key_hash", key.hash.as_str()),
-                    ("key", key.name.as_str()),
+                    ("key_hash", key.hash.as_ref()),
+                    ("key", key.name.as_ref()),
                     ("company", company),
                 ],
                 rolling,
@@ -187,7 +187,7 @@ pub fn write_snapshot<W: Write>(
                 h,
                 k,
                 c,
-                ("label", row.key.label.as_str()),
+                ("label", row.key.label.as_ref()),
                 ("workspace_id", workspace_id.unwrap_or("")),
                 (
                     "workspace",
