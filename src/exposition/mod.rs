@@ -603,7 +603,7 @@ pub fn write_status<W: Write>(
             "gauge",
             "1 when the last activity run (GET /activity per key, for rolling windows and the model mix) \
              fully succeeded; 0 when a call failed: the results of the other keys are kept, the \
-             failed keys' missing days stay unknown and are retried on the next run.",
+             failed keys' figures stay unknown and are retried on the next run.",
         )?;
         w.sample(name, &[], format_args!("{}", u8::from(activity.up)))?;
         if let Some(ts) = activity.last_success {
@@ -627,8 +627,8 @@ pub fn write_status<W: Write>(
             w.family(
                 name,
                 "gauge",
-                "Listed keys by the state of their 30-day activity history: complete (rolling windows \
-                 published), pending (still to fetch), failed (the last call failed; retried next run), \
+                "Listed keys by the state of their 30-day activity history: complete (read for the current \
+                 UTC day: rolling windows published), pending (still to read, e.g. after UTC midnight), failed (the last call failed; retried next run), \
                  gone (answered 404: deleted since the listing). A company's rolling totals and model mix \
                  appear once all its keys are complete.",
             )?;
