@@ -69,6 +69,35 @@ fn activity_config(base_url: &str, top_models: usize) -> Config {
     Config::parse(&yaml, "activity test").expect("valid config")
 }
 
+/// Adds keys `names` (hashes from `first`), each with 0.25 of spend on the
+/// first model `days_back` days ago.
+fn add_keys_with_one_row(state: &mut SimState, first: usize, names: &[String], days_back: i64) {
+    for (i, name) in names.iter().enumerate() {
+        let n = first + i;
+        state
+            .keys
+            .push(SimKey::new(WS_A, &hash(n), name).usage(0.1, 0.2, 0.3, 1.0));
+        state.activity.insert(
+            hash(n),
+            vec![row(
+                today() - ChronoDuration::days(days_back),
+                MODELS[0],
+                0.25,
+                1,
+            )],
+        );
+    }
+    state.total_usage = state.keys_lifetime_usage();
+}
+
+/// A config with `activity` and `companies` blocks (their indented lines).
+fn activity_yaml(base_url: &str, activity: &str, companies: &str) -> String {
+    format!(
+        "refresh_interval: 30s\nopenrouter:\n  base_url: {base_url}\n  request_timeout: 2s\n\
+         activity:\n{activity}companies:\n{companies}"
+    )
+}
+
 /// Expected activity spend of key `n` over the last `days` completed days.
 fn expected_completed(state: &SimState, n: usize, days: i64) -> f64 {
     let oldest = today() - ChronoDuration::days(days);
@@ -966,23 +995,13 @@ async fn a_run_that_straddles_midnight_never_counts_a_day_twice() {
 #[tokio::test]
 async fn the_fill_is_rate_limited_and_never_blocks_the_listing() {
     let mut state = account();
-    for n in 3..12 {
-        let name = format!("acme-{n}");
-        state
-            .keys
-            .push(SimKey::new(WS_A, &hash(n), &name).usage(0.1, 0.1, 0.1, 1.0));
-        state.activity.insert(
-            hash(n),
-            vec![row(today() - ChronoDuration::days(3), MODELS[0], 0.25, 1)],
-        );
-    }
-    state.total_usage = state.keys_lifetime_usage();
+    let names: Vec<String> = (3..12).map(|n| format!("acme-{n}")).collect();
+    add_keys_with_one_row(&mut state, 3, &names, 3);
     let sim = start_sim(state).await;
-    let yaml = format!(
-        "refresh_interval: 30s\nopenrouter:\n  base_url: {}\n  request_timeout: 2s\n\
-         activity:\n  calls_per_second: 4\n  concurrency: 8\n\
-         companies:\n  acme:\n    keys: [{{name_glob: 'acme-*'}}]\n  globex:\n    keys: [globex-a]\n",
-        sim.base_url()
+    let yaml = activity_yaml(
+        &sim.base_url(),
+        "  calls_per_second: 4\n  concurrency: 8\n",
+        "  acme:\n    keys: [{name_glob: 'acme-*'}]\n  globex:\n    keys: [globex-a]\n",
     );
     let exporter = exporter(Config::parse(&yaml, "t").unwrap());
     exporter.refresh().await.unwrap();
@@ -1022,25 +1041,13 @@ async fn the_fill_is_rate_limited_and_never_blocks_the_listing() {
 async fn keys_are_read_company_by_company() {
     let mut state = empty_state();
     // Listed interleaved: globex, acme, globex, acme.
-    for (n, name) in ["globex-a", "acme-a", "globex-b", "acme-b"]
-        .iter()
-        .enumerate()
-    {
-        state
-            .keys
-            .push(SimKey::new(WS_A, &hash(n), name).usage(0.5, 1.0, 2.0, 3.0));
-        state.activity.insert(
-            hash(n),
-            vec![row(today() - ChronoDuration::days(1), MODELS[0], 0.25, 1)],
-        );
-    }
-    state.total_usage = state.keys_lifetime_usage();
+    let names = ["globex-a", "acme-a", "globex-b", "acme-b"].map(String::from);
+    add_keys_with_one_row(&mut state, 0, &names, 1);
     let sim = start_sim(state).await;
-    let yaml = format!(
-        "refresh_interval: 30s\nopenrouter:\n  base_url: {}\n  request_timeout: 2s\n\
-         activity:\n  concurrency: 1\n\
-         companies:\n  acme:\n    keys: [{{name_glob: 'acme-*'}}]\n  globex:\n    keys: [{{name_glob: 'globex-*'}}]\n",
-        sim.base_url()
+    let yaml = activity_yaml(
+        &sim.base_url(),
+        "  concurrency: 1\n",
+        "  acme:\n    keys: [{name_glob: 'acme-*'}]\n  globex:\n    keys: [{name_glob: 'globex-*'}]\n",
     );
     let exporter = exporter(Config::parse(&yaml, "t").unwrap());
     exporter.refresh().await.unwrap();
