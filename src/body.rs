@@ -91,9 +91,9 @@ impl Published {
 }
 
 /// gzip level for a body whose previous text was `previous_len` bytes: level 6
-/// for small bodies (every scrape copies them), 2 above 8 MiB. Level 1 was
-/// tried for huge bodies: at 100k keys it saved ~0.07 s of CPU per refresh for
-/// a body half as large again (48 instead of 32 MiB, held twice while a new
+/// for small bodies (every scrape copies them), 2 above 8 MiB. Level 1 for
+/// huge bodies saves ~0.3 s of CPU per refresh at 100k keys, for a body half
+/// as large again (48 instead of 32 MiB with activity, held twice while a new
 /// body replaces the old one), which the 200 MiB peak cannot afford (BENCHMARKS.md).
 fn gzip_level(previous_len: usize) -> u32 {
     if previous_len <= 0x80_0000 {
