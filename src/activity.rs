@@ -510,8 +510,8 @@ impl ActivityCache {
 
     /// Forgets keys no longer listed. (Figures read for an earlier day stay
     /// until the key is read again; they answer only for that day.)
-    pub fn prune(&mut self, listed: &HashSet<&str>) {
-        let listed: HashSet<KeyId> = listed.iter().map(|h| KeyId::new(h)).collect();
+    pub fn prune<'a>(&mut self, listed: impl IntoIterator<Item = &'a str>) {
+        let listed: HashSet<KeyId> = listed.into_iter().map(KeyId::new).collect();
         self.keys.retain(|id, _| listed.contains(id));
     }
 
@@ -899,7 +899,7 @@ mod tests {
         let mut cache = ActivityCache::default();
         cache.apply("keep", &[row("2026-11-01", "m", 1.0, 1)], today);
         cache.apply("gone", &[], today);
-        cache.prune(&["keep"].into_iter().collect());
+        cache.prune(["keep"]);
         assert_eq!(cache.keys(), 1);
         assert_eq!(cache.model_rows(), 1);
         assert_eq!(cache.completed_usage("gone", today, 30), None);

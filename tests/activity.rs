@@ -291,6 +291,16 @@ fn activity_requests(sim: &openrouter_cost_exporter::sim::SimServer) -> Vec<Stri
         .collect()
 }
 
+/// Exactly `n` activity calls were made, each for the whole history (no `date=`).
+fn assert_undated_calls(sim: &openrouter_cost_exporter::sim::SimServer, n: usize) {
+    let requests = activity_requests(sim);
+    assert_eq!(requests.len(), n, "{requests:?}");
+    assert!(
+        requests.iter().all(|r| !r.contains("date=")),
+        "{requests:?}"
+    );
+}
+
 #[tokio::test]
 async fn steady_state_is_one_call_per_key_per_new_day_plus_one_restatement_and_never_today() {
     let sim = start_sim(account()).await;
@@ -315,12 +325,7 @@ async fn steady_state_is_one_call_per_key_per_new_day_plus_one_restatement_and_n
             .unwrap(),
         3
     );
-    let requests = activity_requests(&sim);
-    assert_eq!(requests.len(), 3, "{requests:?}");
-    assert!(
-        requests.iter().all(|r| !r.contains("date=")),
-        "{requests:?}"
-    );
+    assert_undated_calls(&sim, 3);
     // Nothing more until 6 h after midnight.
     sim.state().requests.clear();
     assert_eq!(
@@ -340,11 +345,7 @@ async fn steady_state_is_one_call_per_key_per_new_day_plus_one_restatement_and_n
             .unwrap(),
         3
     );
-    let requests = activity_requests(&sim);
-    assert!(
-        requests.len() == 3 && requests.iter().all(|r| !r.contains("date=")),
-        "{requests:?}"
-    );
+    assert_undated_calls(&sim, 3);
     // Then nothing until the next day: 2 calls per key per day in all.
     sim.state().requests.clear();
     assert_eq!(

@@ -69,8 +69,7 @@ impl Exporter {
             };
             order.sort_by_key(|(company, _)| *company);
             let cache = Arc::make_mut(state.activity.get_or_insert_with(Default::default));
-            let listed = listing.keys.iter().map(|k| k.hash.as_ref()).collect();
-            cache.prune(&listed);
+            cache.prune(listing.keys.iter().map(|k| k.hash.as_ref()));
             cache.reserve(listing.keys.len());
             let plan = cache.plan(order.into_iter().map(|(_, hash)| hash), now);
             (state.client.clone(), plan)
@@ -91,18 +90,18 @@ impl Exporter {
         let (mut failed, mut gone, mut unreadable) = (0usize, 0usize, 0usize);
         let mut last_flush = Instant::now();
         let mut last_publish = Instant::now();
-        let mut late = 0usize;
+        let mut past_midnight = false;
         while let Some((hash, result)) = fetcher.next().await {
             let read_at = now + chrono::Duration::from_std(started.elapsed()).unwrap_or_default();
             if read_at.date_naive() != today {
                 // Answered after UTC midnight: upstream's 30 days have moved on
                 // (the oldest planned day may be missing), so this is no answer
                 // for `today`. The next run reads the new day.
-                if late == 0 {
+                if !past_midnight {
+                    past_midnight = true;
                     fetcher.stop();
                     info!("UTC midnight passed during the activity run; the keys left are read for the new day by the next run");
                 }
-                late += 1;
                 continue;
             }
             match result {
