@@ -23,13 +23,11 @@
 //!   later (yesterday's 6 h re-read). Steady state: 2 calls per key per day.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::Duration;
 
 use chrono::{DateTime, Duration as ChronoDuration, NaiveDate, Utc};
 use serde::Deserialize;
 
 use crate::money::Usd;
-use crate::upstream::{Client, UpstreamError};
 
 /// Completed days the API returns.
 pub const HISTORY_DAYS: i64 = 30;
@@ -198,7 +196,7 @@ impl KeyId {
 
 /// The keys an activity run reads, in listing order (40 bytes a key).
 #[derive(Debug, Default)]
-pub struct Plan(Vec<KeyId>);
+pub struct Plan(std::vec::IntoIter<KeyId>);
 
 impl Plan {
     pub fn len(&self) -> usize {
@@ -206,14 +204,29 @@ impl Plan {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.len() == 0
     }
 
     /// The planned keys' hashes (tests, tools).
     pub fn hashes(&self) -> Vec<String> {
-        self.0.iter().map(KeyId::hash).collect()
+        self.0.as_slice().iter().map(KeyId::hash).collect()
     }
 }
+
+/// The planned keys' hashes, in order, each made when its call starts.
+impl Iterator for Plan {
+    type Item = String;
+
+    fn next(&mut self) -> Option<String> {
+        self.0.next().map(|id| id.hash())
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
+    }
+}
+
+impl ExactSizeIterator for Plan {}
 
 /// What the cache holds for one key.
 #[derive(Debug, Clone, Default)]
@@ -416,7 +429,8 @@ impl ActivityCache {
                     Some(state) if !state.complete(today) => true,
                     Some(state) => now_s >= reread && i64::from(state.read_at) < reread,
                 })
-                .collect(),
+                .collect::<Vec<_>>()
+                .into_iter(),
         )
     }
 
@@ -562,78 +576,6 @@ pub fn top_models(models: BTreeMap<String, ModelTotals>, top: usize) -> Vec<(Str
     }
     ranked.push(("other".to_string(), other));
     ranked
-}
-
-/// One finished call.
-pub type Outcome = (String, Result<Vec<ActivityRow>, UpstreamError>);
-
-/// Runs planned calls with at most `concurrency` in flight and at most
-/// `calls_per_second` started per second, handing back each result as it
-/// arrives ([`Fetcher::next`]). Dropping it aborts the calls in flight.
-pub struct Fetcher {
-    client: Client,
-    plan: std::vec::IntoIter<KeyId>,
-    tasks: tokio::task::JoinSet<Outcome>,
-    concurrency: usize,
-    period: Duration,
-    next_start: tokio::time::Instant,
-}
-
-impl Fetcher {
-    pub fn new(client: Client, plan: Plan, concurrency: usize, calls_per_second: u32) -> Fetcher {
-        Fetcher {
-            client,
-            plan: plan.0.into_iter(),
-            tasks: tokio::task::JoinSet::new(),
-            concurrency: concurrency.max(1),
-            period: Duration::from_secs(1) / calls_per_second.max(1),
-            next_start: tokio::time::Instant::now(),
-        }
-    }
-
-    /// Calls not finished yet (not started, or in flight).
-    pub fn remaining(&self) -> usize {
-        self.plan.len() + self.tasks.len()
-    }
-
-    /// Starts nothing more; calls in flight still finish.
-    pub fn stop(&mut self) {
-        self.plan = Vec::new().into_iter();
-    }
-
-    /// The next finished call; `None` once all are done.
-    pub async fn next(&mut self) -> Option<Outcome> {
-        loop {
-            let can_start = self.plan.len() > 0 && self.tasks.len() < self.concurrency;
-            if !can_start && self.tasks.is_empty() {
-                return None;
-            }
-            let finished = tokio::select! {
-                biased;
-                Some(joined) = self.tasks.join_next(), if !self.tasks.is_empty() => Some(joined),
-                _ = tokio::time::sleep_until(self.next_start), if can_start => None,
-            };
-            match finished {
-                Some(Ok(outcome)) => return Some(outcome),
-                // A task only ends without an outcome if it panicked: skip it (the key stays pending).
-                Some(Err(_)) => continue,
-                None => self.start_one(),
-            }
-        }
-    }
-
-    fn start_one(&mut self) {
-        let Some(hash) = self.plan.next().map(|id| id.hash()) else {
-            return;
-        };
-        // Never faster than the rate, also after waiting for a free slot.
-        self.next_start = self.next_start.max(tokio::time::Instant::now()) + self.period;
-        let client = self.client.clone();
-        self.tasks.spawn(async move {
-            let rows = client.activity(&hash).await;
-            (hash, rows)
-        });
-    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use crate::sync::lock;
+
 /// Why a refresh (or one optional part of it) failed: the bounded `reason`
 /// label of `openrouter_refresh_failures_total`, one list for the counter, the
 /// logs and the README.
@@ -94,10 +96,6 @@ pub struct Telemetry {
     upstream_requests: Mutex<BTreeMap<(&'static str, String), u64>>,
     refresh_failures: Mutex<BTreeMap<FailureReason, u64>>,
     upstream_throttled: AtomicU64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Telemetry {

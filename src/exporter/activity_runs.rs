@@ -1,8 +1,25 @@
 //! The exporter's activity collection: incremental runs of `GET /activity`
 //! per listed key (see `crate::activity`), recorded as results arrive and
 //! published with the rest, and the loop that runs them.
+//!
+//! A run is three phases: [`Exporter::plan_activity`] picks the keys due,
+//! an [`ActivityRun`] takes each answer as it comes and records batches
+//! without waiting for a refresh, and [`Exporter::finish_activity`] records
+//! the rest and says whether every key was read.
 
-use super::*;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use super::activity_fetch::Fetcher;
+use super::Exporter;
+use crate::activity::{self, ActivityRow, Plan, Progress};
+use crate::sync::lock;
+use crate::telemetry::FailureReason;
+use crate::upstream::{Client, Endpoint, UpstreamError};
 
 /// How often a long activity run records what has arrived, and publishes it.
 const ACTIVITY_FLUSH_EVERY: Duration = Duration::from_secs(1);
@@ -17,6 +34,116 @@ enum ActivityResult {
     Failed(String),
 }
 
+/// The running tally of one activity run.
+struct ActivityRun {
+    /// The run's clock: its days are those completed before `today`.
+    now: DateTime<Utc>,
+    today: NaiveDate,
+    started: Instant,
+    calls: usize,
+    rate: u32,
+    batch: Vec<ActivityResult>,
+    first_error: Option<UpstreamError>,
+    failed: usize,
+    gone: usize,
+    unreadable: usize,
+    past_midnight: bool,
+    last_flush: Instant,
+    last_publish: Instant,
+}
+
+impl ActivityRun {
+    fn new(now: DateTime<Utc>, calls: usize, rate: u32) -> ActivityRun {
+        ActivityRun {
+            now,
+            today: now.date_naive(),
+            started: Instant::now(),
+            calls,
+            rate,
+            batch: Vec::new(),
+            first_error: None,
+            failed: 0,
+            gone: 0,
+            unreadable: 0,
+            past_midnight: false,
+            last_flush: Instant::now(),
+            last_publish: Instant::now(),
+        }
+    }
+
+    /// Takes one answer into the batch. An answer after UTC midnight is
+    /// dropped and stops the run: upstream's 30 days have moved on (the
+    /// oldest planned day may be missing), so it is no answer for `today`.
+    fn on_result(
+        &mut self,
+        fetcher: &mut Fetcher,
+        hash: String,
+        result: Result<Vec<ActivityRow>, UpstreamError>,
+    ) {
+        let read_at =
+            self.now + chrono::Duration::from_std(self.started.elapsed()).unwrap_or_default();
+        if read_at.date_naive() != self.today {
+            if !self.past_midnight {
+                self.past_midnight = true;
+                fetcher.stop();
+                info!("UTC midnight passed during the activity run; the keys left are read for the new day by the next run");
+            }
+            return;
+        }
+        let recorded = match result {
+            // Summarized at once: a batch waiting for the lock holds
+            // ~100 bytes a key, not the rows (~250 bytes each).
+            Ok(rows) => match activity::summarize(&rows, self.today) {
+                Ok(history) => ActivityResult::Read(hash, history, read_at),
+                Err(e) => ActivityResult::Unreadable(hash, e.rows),
+            },
+            Err(e) if e.status() == Some(404) => {
+                self.gone += 1;
+                debug!(key_hash = %hash, "activity: 404, the key is gone since the listing; skipped");
+                ActivityResult::Gone(hash, read_at)
+            }
+            Err(e) => {
+                self.failed += 1;
+                if self.failed <= 3 {
+                    warn!(key_hash = %hash, error = %e, "activity call failed; the key's figures stay unknown until the next run");
+                }
+                if matches!(e, UpstreamError::Unauthorized { .. }) {
+                    // Every other call would be refused too.
+                    fetcher.stop();
+                }
+                self.first_error.get_or_insert(e);
+                ActivityResult::Failed(hash)
+            }
+        };
+        self.batch.push(recorded);
+    }
+
+    fn ok(&self) -> bool {
+        self.failed == 0 && self.unreadable == 0
+    }
+
+    /// The run's result: the calls planned, or the first failure.
+    fn outcome(self, progress: Progress) -> Result<usize, UpstreamError> {
+        let seconds = self.started.elapsed().as_secs();
+        let (calls, gone, complete) = (self.calls, self.gone, progress.complete);
+        if self.ok() {
+            info!(calls, gone, complete, seconds, "activity run succeeded");
+            return Ok(calls);
+        }
+        let (failed, unreadable) = (self.failed, self.unreadable);
+        warn!(
+            calls, failed, unreadable, gone, complete, seconds,
+            "activity run incomplete; the other keys' results are kept, the failed keys are retried next run"
+        );
+        Err(self.first_error.unwrap_or_else(|| UpstreamError::Decode {
+            endpoint: Endpoint::Activity,
+            message: format!(
+                "{unreadable} key(s) answered rows without a readable date or usage; their figures stay unknown"
+            ),
+        }))
+    }
+}
+
 impl Exporter {
     /// One activity run: reads the history of each listed key not read for
     /// today or due for its re-read, at most `activity.calls_per_second`, keeping each key's
@@ -27,13 +154,6 @@ impl Exporter {
         self.refresh_activity_at(Utc::now()).await
     }
 
-    /// [`Exporter::refresh_activity`] as if the current UTC date were `today`
-    /// (at the current time of day).
-    pub async fn refresh_activity_on(&self, today: NaiveDate) -> Result<usize, UpstreamError> {
-        let at = today.and_time(Utc::now().time()).and_utc();
-        self.refresh_activity_at(at).await
-    }
-
     /// [`Exporter::refresh_activity`] as if it were `now`: the run's days are
     /// those completed before `now`'s UTC date, even if it crosses midnight.
     pub async fn refresh_activity_at(&self, now: DateTime<Utc>) -> Result<usize, UpstreamError> {
@@ -41,133 +161,95 @@ impl Exporter {
         if !config.activity.enabled || config.openrouter.management_key.is_none() {
             return Ok(0);
         }
-        let today = now.date_naive();
-        let started = Instant::now();
-        // Prune and plan against the latest listing; under the lock no
-        // snapshot build holds the cache, so it is updated in place, never copied.
-        // The run keeps no listing of its own: a refresh during a long fill
-        // replaces it, and two listings alive would double its memory.
-        let (client, plan) = {
-            let _serial = self.shared.refresh_lock.lock().await;
-            let mut guard = lock(&self.shared.state);
-            let state = &mut *guard;
-            // Nothing is listed before the first refresh.
-            let Some(listing) = state.listing.as_deref() else {
-                return Ok(0);
-            };
-            // Company by company (as last attributed), so that each company's
-            // totals, which wait for all its keys, appear as soon as they can
-            // rather than all at the end of a long fill or a new day's pass.
-            let mut order: Vec<(usize, &str)> = match &state.snapshot {
-                Some(snap) if std::ptr::eq(&*snap.data, listing) => snap
-                    .company_of_key
-                    .iter()
-                    .zip(&listing.keys)
-                    .map(|(company, key)| (*company, key.hash.as_ref()))
-                    .collect(),
-                _ => listing.keys.iter().map(|k| (0, k.hash.as_ref())).collect(),
-            };
-            order.sort_by_key(|(company, _)| *company);
-            let cache = Arc::make_mut(state.activity.get_or_insert_with(Default::default));
-            cache.prune(listing.keys.iter().map(|k| k.hash.as_ref()));
-            cache.reserve(listing.keys.len());
-            let plan = cache.plan(order.into_iter().map(|(_, hash)| hash), now);
-            (state.client.clone(), plan)
+        let Some((client, plan)) = self.plan_activity(now).await else {
+            return Ok(0);
         };
-        let calls = plan.len();
         let rate = config.activity.calls_per_second.max(1);
-        if calls > 0 {
+        let mut run = ActivityRun::new(now, plan.len(), rate);
+        if run.calls > 0 {
             info!(
-                calls,
+                calls = run.calls,
                 calls_per_second = rate,
-                eta_seconds = calls.div_ceil(rate as usize),
+                eta_seconds = run.calls.div_ceil(rate as usize),
                 "activity run started"
             );
         }
-        let mut fetcher = activity::Fetcher::new(client, plan, config.activity.concurrency, rate);
-        let mut batch: Vec<ActivityResult> = Vec::new();
-        let mut first_error: Option<UpstreamError> = None;
-        let (mut failed, mut gone, mut unreadable) = (0usize, 0usize, 0usize);
-        let mut last_flush = Instant::now();
-        let mut last_publish = Instant::now();
-        let mut past_midnight = false;
+        let mut fetcher = Fetcher::new(client, plan, config.activity.concurrency, rate);
         while let Some((hash, result)) = fetcher.next().await {
-            let read_at = now + chrono::Duration::from_std(started.elapsed()).unwrap_or_default();
-            if read_at.date_naive() != today {
-                // Answered after UTC midnight: upstream's 30 days have moved on
-                // (the oldest planned day may be missing), so this is no answer
-                // for `today`. The next run reads the new day.
-                if !past_midnight {
-                    past_midnight = true;
-                    fetcher.stop();
-                    info!("UTC midnight passed during the activity run; the keys left are read for the new day by the next run");
-                }
-                continue;
-            }
-            match result {
-                // Summarized at once: a batch waiting for the lock holds
-                // ~100 bytes a key, not the rows (~250 bytes each).
-                Ok(rows) => batch.push(match activity::summarize(&rows, today) {
-                    Ok(history) => ActivityResult::Read(hash, history, read_at),
-                    Err(e) => ActivityResult::Unreadable(hash, e.rows),
-                }),
-                Err(e) if e.status() == Some(404) => {
-                    gone += 1;
-                    debug!(key_hash = %hash, "activity: 404, the key is gone since the listing; skipped");
-                    batch.push(ActivityResult::Gone(hash, read_at));
-                }
-                Err(e) => {
-                    failed += 1;
-                    if failed <= 3 {
-                        warn!(key_hash = %hash, error = %e, "activity call failed; the key's figures stay unknown until the next run");
-                    }
-                    if matches!(e, UpstreamError::Unauthorized { .. }) {
-                        // Every other call would be refused too.
-                        fetcher.stop();
-                    }
-                    first_error.get_or_insert(e);
-                    batch.push(ActivityResult::Failed(hash));
-                }
-            }
-            let finished = fetcher.remaining() == 0;
-            if last_flush.elapsed() >= ACTIVITY_FLUSH_EVERY || finished {
-                // Never waits for a refresh in progress: the batch just grows.
-                if let Ok(_serial) = self.shared.refresh_lock.try_lock() {
-                    unreadable += self.apply_activity(&mut batch, today, None);
-                    last_flush = Instant::now();
-                    if last_publish.elapsed() >= ACTIVITY_PUBLISH_EVERY && !finished {
-                        self.rebuild_snapshot().await;
-                        self.publish().await;
-                        last_publish = Instant::now();
-                        let p = lock(&self.shared.state)
-                            .status
-                            .activity
-                            .and_then(|a| a.keys)
-                            .unwrap_or_default();
-                        info!(
-                            complete = p.complete,
-                            pending = p.pending,
-                            failed = p.failed,
-                            gone = p.gone,
-                            calls_left = fetcher.remaining(),
-                            eta_seconds = fetcher.remaining().div_ceil(rate as usize),
-                            "activity fill in progress"
-                        );
-                    }
-                }
-            }
+            run.on_result(&mut fetcher, hash, result);
+            self.maybe_flush(&mut run, &fetcher).await;
         }
+        self.finish_activity(run).await
+    }
+
+    /// Prunes the cache and plans against the latest listing. Under the lock
+    /// no snapshot build holds the cache, so it is updated in place, never
+    /// copied. The run keeps no listing of its own: a refresh during a long
+    /// fill replaces it, and two listings alive would double its memory.
+    /// `None` before the first listing.
+    async fn plan_activity(&self, now: DateTime<Utc>) -> Option<(Client, Plan)> {
         let _serial = self.shared.refresh_lock.lock().await;
-        let ok = failed == 0;
-        let mut last = None;
-        unreadable += self.apply_activity(&mut batch, today, Some(&mut last));
-        let ok = ok && unreadable == 0;
-        if let Some(status) = lock(&self.shared.state).status.activity.as_mut() {
-            status.up = ok;
-            if ok {
-                status.last_success = Some(Utc::now());
-            }
+        let mut guard = lock(&self.shared.state);
+        let state = &mut *guard;
+        let listing = Arc::clone(state.listing.as_ref()?);
+        // Company by company (as last attributed), so that each company's
+        // totals, which wait for all its keys, appear as soon as they can
+        // rather than all at the end of a long fill or a new day's pass.
+        let mut order: Vec<(usize, &str)> = match &state.snapshot {
+            Some(snap) if Arc::ptr_eq(&snap.data, &listing) => snap
+                .company_of_key
+                .iter()
+                .zip(&listing.keys)
+                .map(|(company, key)| (*company, key.hash.as_ref()))
+                .collect(),
+            _ => listing.keys.iter().map(|k| (0, k.hash.as_ref())).collect(),
+        };
+        order.sort_by_key(|(company, _)| *company);
+        let cache = state.activity_cache();
+        cache.prune(listing.keys.iter().map(|k| k.hash.as_ref()));
+        cache.reserve(listing.keys.len());
+        let plan = cache.plan(order.into_iter().map(|(_, hash)| hash), now);
+        Some((state.client.clone(), plan))
+    }
+
+    /// Every second, records the batch if no refresh holds the lock (the
+    /// batch just grows meanwhile); every 30 s, publishes too.
+    async fn maybe_flush(&self, run: &mut ActivityRun, fetcher: &Fetcher) {
+        let finished = fetcher.remaining() == 0;
+        if run.last_flush.elapsed() < ACTIVITY_FLUSH_EVERY && !finished {
+            return;
         }
+        let Ok(_serial) = self.shared.refresh_lock.try_lock() else {
+            return;
+        };
+        let (unreadable, p) = self.apply_activity(&mut run.batch, run.today);
+        run.unreadable += unreadable;
+        run.last_flush = Instant::now();
+        if run.last_publish.elapsed() < ACTIVITY_PUBLISH_EVERY || finished {
+            return;
+        }
+        self.rebuild_snapshot().await;
+        self.publish().await;
+        run.last_publish = Instant::now();
+        let left = fetcher.remaining();
+        info!(
+            complete = p.complete,
+            pending = p.pending,
+            failed = p.failed,
+            gone = p.gone,
+            calls_left = left,
+            eta_seconds = left.div_ceil(run.rate as usize),
+            "activity fill in progress"
+        );
+    }
+
+    /// Records what is left of the run, its health, and publishes.
+    async fn finish_activity(&self, mut run: ActivityRun) -> Result<usize, UpstreamError> {
+        let _serial = self.shared.refresh_lock.lock().await;
+        let (unreadable, progress) = self.apply_activity(&mut run.batch, run.today);
+        run.unreadable += unreadable;
+        let ok = run.ok();
+        lock(&self.shared.state).finish_activity_run(ok);
         if !ok {
             self.shared
                 .telemetry
@@ -175,47 +257,19 @@ impl Exporter {
         }
         self.rebuild_snapshot().await;
         self.publish().await;
-        let p = last.unwrap_or_default();
-        let seconds = started.elapsed().as_secs();
-        if ok {
-            info!(
-                calls,
-                gone,
-                complete = p.complete,
-                seconds,
-                "activity run succeeded"
-            );
-            Ok(calls)
-        } else {
-            warn!(
-                calls,
-                failed,
-                unreadable,
-                gone,
-                complete = p.complete,
-                seconds,
-                "activity run incomplete; the other keys' results are kept, the failed keys are retried next run"
-            );
-            Err(first_error.unwrap_or_else(|| UpstreamError::Decode {
-                endpoint: crate::upstream::Endpoint::Activity,
-                message: format!(
-                    "{unreadable} key(s) answered rows without a readable date or usage; their figures stay unknown"
-                ),
-            }))
-        }
+        run.outcome(progress)
     }
 
     /// Records finished activity calls in the cache and the progress in the
-    /// status. Caller holds `refresh_lock`. Returns the keys whose rows could not be read.
+    /// status. Caller holds `refresh_lock`. Returns the keys whose rows could
+    /// not be read, and the progress.
     fn apply_activity(
         &self,
         batch: &mut Vec<ActivityResult>,
         today: NaiveDate,
-        progress: Option<&mut Option<activity::Progress>>,
-    ) -> usize {
-        let mut guard = lock(&self.shared.state);
-        let state = &mut *guard;
-        let cache = Arc::make_mut(state.activity.get_or_insert_with(Default::default));
+    ) -> (usize, Progress) {
+        let mut state = lock(&self.shared.state);
+        let cache = state.activity_cache();
         let mut unreadable = 0;
         for result in batch.drain(..) {
             match result {
@@ -231,18 +285,7 @@ impl Exporter {
                 ActivityResult::Failed(hash) => cache.mark_failed(&hash),
             }
         }
-        // Progress of the latest listing (a refresh may have replaced the run's).
-        let listed = state.listing.iter().flat_map(|l| l.keys.iter());
-        let keys = cache.progress(listed.map(|k| k.hash.as_ref()), today);
-        let cached_keys = cache.keys();
-        if let Some(out) = progress {
-            *out = Some(keys);
-        }
-        if let Some(status) = state.status.activity.as_mut() {
-            status.cached_keys = cached_keys;
-            status.keys = Some(keys);
-        }
-        unreadable
+        (unreadable, state.record_activity_progress(today))
     }
 
     /// Runs activity collection every `activity.refresh_interval` and shortly

@@ -7,27 +7,32 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
-use crate::activity::{self, ActivityCache};
 use crate::body::{self, Published};
-use crate::config::{Config, ConfigError, SecretError, Selector};
+use crate::config::{Config, ConfigError, SecretError};
 use crate::direct::{self, DirectClient};
 use crate::exposition::{write_snapshot, write_status, ActivityStatus, Status};
-use crate::snapshot::{DirectKey, Extras, Listing, OrgList, Organization, Snapshot, Window};
+use crate::snapshot::Snapshot;
+use crate::sync::lock;
 use crate::telemetry::{FailureReason, Telemetry};
+use crate::upstream::{Client, DeadlineReport, RetryPolicy, UpstreamError};
+use organization::has_creator_selectors;
+use refresh::build_snapshot;
+use state::{KeyProvider, Shared, State};
+
+pub use state::Clock;
+
+mod activity_fetch;
 mod activity_runs;
 mod organization;
-
-use organization::has_creator_selectors;
-
-use crate::upstream::{Client, DeadlineReport, RetryPolicy, UpstreamError};
+mod refresh;
+mod state;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
@@ -71,53 +76,6 @@ impl RefreshError {
     }
 }
 
-/// Where the management key comes from: the config's source, or a fixed key (demo).
-#[derive(Clone)]
-enum KeyProvider {
-    FromConfig,
-    Fixed(SecretString),
-}
-
-struct State {
-    client: Client,
-    /// One client per direct key, authenticating with that key's own secret.
-    direct_clients: Arc<Vec<DirectClient>>,
-    /// The last complete listing, converted from the wire.
-    listing: Option<Arc<Listing>>,
-    /// When `listing` was fetched: the snapshot's clock for calendar windows.
-    taken_at: Option<DateTime<Utc>>,
-    direct: Arc<Vec<DirectKey>>,
-    activity: Option<Arc<ActivityCache>>,
-    /// What the published body shows; re-rendered with every status change.
-    snapshot: Option<Arc<Snapshot>>,
-    status: Status,
-    /// When a refresh last fully succeeded and its body was published (readiness).
-    last_success: Option<Instant>,
-    /// Workspaces, members and caps as last read (`organization_refresh_intervals`).
-    organization: Arc<Organization>,
-    /// Refreshes with a listing so far: the organization lists are read when
-    /// this is a multiple of `organization_refresh_intervals`.
-    listings: u64,
-}
-
-struct Shared {
-    state: Mutex<State>,
-    /// The one source of the config: every loop watches it.
-    config: watch::Sender<Arc<Config>>,
-    published: ArcSwap<Published>,
-    telemetry: Arc<Telemetry>,
-    keys: KeyProvider,
-    config_path: Option<PathBuf>,
-    retry: RetryPolicy,
-    /// Serialises refreshes, reloads and publishes so they never go out of order.
-    refresh_lock: tokio::sync::Mutex<()>,
-    /// The wall clock of refreshes (replaceable in tests, to cross a UTC boundary).
-    clock: Mutex<Clock>,
-}
-
-/// A source of the current UTC time.
-pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
-
 /// A cheap handle to the running exporter.
 #[derive(Clone)]
 pub struct Exporter {
@@ -128,10 +86,6 @@ impl std::fmt::Debug for Exporter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Exporter")
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Exporter {
@@ -176,19 +130,7 @@ impl Exporter {
         let (config, _) = watch::channel(Arc::new(config));
         let exporter = Exporter {
             shared: Arc::new(Shared {
-                state: Mutex::new(State {
-                    client,
-                    direct_clients,
-                    listing: None,
-                    taken_at: None,
-                    direct: Arc::new(Vec::new()),
-                    activity: None,
-                    snapshot: None,
-                    status,
-                    last_success: None,
-                    organization: Arc::new(Organization::default()),
-                    listings: 0,
-                }),
+                state: Mutex::new(State::new(client, direct_clients, status)),
                 config,
                 published: ArcSwap::from_pointee(Published::default()),
                 telemetry,
@@ -248,165 +190,6 @@ impl Exporter {
         last_success.is_some_and(|t| t.elapsed() <= max_age)
     }
 
-    /// One refresh attempt. On success the new snapshot is published; on
-    /// failure the previous snapshot stays exactly as it was and
-    /// `openrouter_up` drops to 0. A failing `/credits` or direct key is not a
-    /// failed listing: the new figures are published, and the failing part
-    /// shows in its own metric (and `openrouter_up 0` for a direct key).
-    pub async fn refresh(&self) -> Result<(), RefreshError> {
-        let _serial = self.shared.refresh_lock.lock().await;
-        let config = self.config();
-        let (client, direct_clients, previous_direct) = {
-            let state = lock(&self.shared.state);
-            (
-                state.client.clone(),
-                Arc::clone(&state.direct_clients),
-                Arc::clone(&state.direct),
-            )
-        };
-        let started = Instant::now();
-        // The whole refresh must end before the next one is due.
-        let budget = config
-            .refresh_interval
-            .mul_f64(0.9)
-            .max(Duration::from_millis(500));
-        let deadline = tokio::time::Instant::now() + budget;
-        let client = client.with_deadline(deadline);
-        if client.previous_refresh().is_none() && config.openrouter.management_key.is_some() {
-            info!(
-                max_concurrent_requests = client.limiter().limit(),
-                deadline_s = budget.as_secs(),
-                "first refresh: no estimate of its duration yet; each later one is estimated from the one before"
-            );
-        }
-        // The snapshot's clock starts with the fetch: no figure read before a
-        // UTC boundary is published under the window that boundary opened.
-        let fetch_started = self.now();
-        let work = async {
-            let data = match config.openrouter.management_key {
-                Some(_) => Some(client.fetch_all(&config.openrouter.workspaces).await?),
-                None => None,
-            };
-            let direct = direct::poll(&direct_clients, &previous_direct).await;
-            Ok::<_, UpstreamError>((data, direct))
-        };
-        let fetched = match tokio::time::timeout_at(deadline, work).await {
-            Ok(result) => result.map_err(RefreshError::from),
-            Err(_) => Err(RefreshError::Deadline(client.deadline_report(budget))),
-        };
-        let outcome = match fetched {
-            Ok((data, direct)) => {
-                let taken_at = self.now();
-                let direct = Arc::new(direct);
-                let mut account_up = None;
-                let mut listing = match data {
-                    Some(mut data) => {
-                        if let Some(e) = data.credits_error.take() {
-                            self.shared
-                                .telemetry
-                                .count_refresh_failure(FailureReason::Credits);
-                            warn!(error = %e, "GET /credits failed; publishing key and company figures without the account families");
-                            account_up = Some(false);
-                        } else {
-                            account_up = Some(true);
-                        }
-                        Listing::from_upstream(data)
-                    }
-                    None => Listing::default(),
-                };
-                let crossed = crossed_windows(fetch_started, taken_at);
-                if !crossed.is_empty() {
-                    warn!(windows = ?crossed, "a UTC boundary passed during the fetch; those windows are omitted until the next refresh");
-                    listing.omit_windows(&crossed);
-                }
-                let listing = Arc::new(listing);
-                let direct_up = direct.iter().all(|d| d.up);
-                let extras = {
-                    let mut state = lock(&self.shared.state);
-                    // The old snapshot goes before the new one is built, so
-                    // that for a large account the two listings are never both
-                    // alive (~50 MB each at 100k keys); the pages say
-                    // "rebuilding" meanwhile. Small accounts keep it on show.
-                    state.snapshot = None;
-                    if listing.keys.len() >= LARGE_LISTING {
-                        let current = self.published();
-                        self.shared.published.store(Arc::new(Published {
-                            snapshot: None,
-                            ..(*current).clone()
-                        }));
-                    }
-                    state.listing = Some(Arc::clone(&listing));
-                    state.taken_at = Some(taken_at);
-                    state.direct = Arc::clone(&direct);
-                    state.status.account_up = account_up;
-                    Extras {
-                        direct,
-                        activity: state.activity.clone(),
-                        organization: Arc::clone(&state.organization),
-                    }
-                };
-                match build_snapshot(Arc::clone(&config), listing, extras, taken_at).await {
-                    Ok(snapshot) => {
-                        let mut state = lock(&self.shared.state);
-                        state.snapshot = Some(snapshot);
-                        state.status.up = direct_up;
-                        if direct_up {
-                            state.status.last_success = Some(taken_at);
-                        }
-                        Ok(direct_up)
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-            Err(e) => Err(e),
-        };
-        let elapsed = started.elapsed().as_secs_f64();
-        {
-            let mut state = lock(&self.shared.state);
-            state.status.last_duration_seconds = Some(elapsed);
-            if outcome.is_err() {
-                state.status.up = false;
-            }
-        }
-        match &outcome {
-            Ok(direct_up) => {
-                let keys = lock(&self.shared.state)
-                    .listing
-                    .as_ref()
-                    .map_or(0, |l| l.keys.len());
-                let record = client.record_refresh(Duration::from_secs_f64(elapsed));
-                info!(
-                    keys,
-                    duration_ms = (elapsed * 1000.0) as u64,
-                    calls = record.stats.calls,
-                    peak_in_flight = record.stats.peak_in_flight,
-                    direct_keys_up = direct_up,
-                    "refresh succeeded"
-                );
-                // Half the deadline is the point to act, not the point of failure.
-                if record.duration * 2 > budget {
-                    warn!("{}; raise refresh_interval or openrouter.max_concurrent_requests (README: large accounts)", record.estimate(budget));
-                } else {
-                    info!("{}", record.estimate(budget));
-                }
-            }
-            Err(e) => {
-                self.shared.telemetry.count_refresh_failure(e.reason());
-                if matches!(e.upstream(), Some(UpstreamError::Unauthorized { .. })) {
-                    error!(error = %e, "refresh failed; keeping the previous data");
-                } else {
-                    warn!(error = %e, reason = %e.reason(), "refresh failed; keeping the previous data");
-                }
-            }
-        }
-        self.publish().await;
-        if matches!(outcome, Ok(true)) {
-            // Ready only once the new body is what scrapes get.
-            lock(&self.shared.state).last_success = Some(Instant::now());
-        }
-        outcome.map(|_| ())
-    }
-
     /// Applies a new, already validated config: rebuilds the client (to
     /// re-read the management key's source, or when the upstream settings
     /// changed), and re-attributes the last listing at once.
@@ -434,43 +217,16 @@ impl Exporter {
         let (client, direct_clients) = match clients {
             Ok(pair) => pair,
             Err(e) => {
-                lock(&self.shared.state).status.reload_successful = false;
+                lock(&self.shared.state).reload_failed();
                 self.publish().await;
                 return Err(e);
             }
         };
         let config = Arc::new(config);
-        {
-            let mut state = lock(&self.shared.state);
-            state.client = client;
-            state.direct_clients = Arc::new(direct_clients);
-            // Direct keys keep their last figures only while they stay in the config.
-            let kept: Vec<DirectKey> = state
-                .direct
-                .iter()
-                .filter_map(|d| {
-                    let (company, _, _) =
-                        config.direct_keys().find(|(_, name, _)| *name == d.name)?;
-                    Some(DirectKey {
-                        company,
-                        ..d.clone()
-                    })
-                })
-                .collect();
-            state.direct = Arc::new(kept);
-            state.status.reload_successful = true;
-            state.status.activity = match (config.activity.enabled, state.status.activity) {
-                (true, Some(a)) => Some(a),
-                (true, None) => Some(ActivityStatus::default()),
-                (false, _) => None,
-            };
-            if !config.activity.enabled {
-                state.activity = None;
-            }
-        }
+        lock(&self.shared.state).apply_config(&config, client, direct_clients);
         if has_creator_selectors(&config) && !has_creator_selectors(&old) {
             // Creator selectors need the member list: read it with the next refresh.
-            lock(&self.shared.state).listings = 0;
+            lock(&self.shared.state).read_organization_next();
         }
         self.shared.config.send_replace(Arc::clone(&config));
         self.rebuild_snapshot().await;
@@ -488,15 +244,14 @@ impl Exporter {
             let Some(listing) = state.listing.clone() else {
                 return;
             };
-            let extras = Extras {
-                direct: Arc::clone(&state.direct),
-                activity: state.activity.clone(),
-                organization: Arc::clone(&state.organization),
-            };
-            (listing, state.taken_at.unwrap_or_else(Utc::now), extras)
+            (
+                listing,
+                state.taken_at.unwrap_or_else(Utc::now),
+                state.extras(),
+            )
         };
         match build_snapshot(config, listing, extras, taken_at).await {
-            Ok(snapshot) => lock(&self.shared.state).snapshot = Some(snapshot),
+            Ok(snapshot) => lock(&self.shared.state).replace_snapshot(snapshot),
             Err(e) => {
                 warn!(error = %e, "rebuilding the snapshot failed; keeping the previous one")
             }
@@ -512,7 +267,7 @@ impl Exporter {
             Ok(config) => self.apply_config(config).await,
             Err(e) => {
                 let _serial = self.shared.refresh_lock.lock().await;
-                lock(&self.shared.state).status.reload_successful = false;
+                lock(&self.shared.state).reload_failed();
                 self.publish().await;
                 Err(e.into())
             }
@@ -576,13 +331,8 @@ impl Exporter {
         self.check_management_key().await;
         loop {
             let started = tokio::time::Instant::now();
-            let due = {
-                let mut state = lock(&self.shared.state);
-                let every = u64::from(self.config().organization_refresh_intervals.max(1));
-                let due = state.listings % every == 0;
-                state.listings += 1;
-                due
-            };
+            let every = self.config().organization_refresh_intervals;
+            let due = lock(&self.shared.state).organization_due(every);
             if due {
                 self.read_organization().await;
             }
@@ -602,18 +352,6 @@ impl Exporter {
             }
         }
     }
-}
-
-/// Listings of at least this many keys let their old snapshot go before the
-/// new one is built (memory over a brief "rebuilding" on the pages).
-const LARGE_LISTING: usize = 20_000;
-
-/// The calendar windows whose UTC boundary passed between `from` and `to`.
-fn crossed_windows(from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Window> {
-    Window::ALL
-        .into_iter()
-        .filter(|w| w.end(from).is_some_and(|end| end <= to))
-        .collect()
 }
 
 fn make_direct_clients(config: &Config, base: &Client) -> Result<Vec<DirectClient>, ReloadError> {
@@ -644,24 +382,10 @@ fn make_client(
     .with_max_concurrent_requests(config.openrouter.max_concurrent_requests))
 }
 
-/// Builds a snapshot off the async threads: at 100k keys it is real CPU work.
-async fn build_snapshot(
-    config: Arc<Config>,
-    listing: Arc<Listing>,
-    extras: Extras,
-    taken_at: DateTime<Utc>,
-) -> Result<Arc<Snapshot>, RefreshError> {
-    let job = move || Arc::new(Snapshot::build(&config, listing, &extras, taken_at));
-    tokio::task::spawn_blocking(job)
-        .await
-        .map_err(|e| RefreshError::Render(std::io::Error::other(e)))
-}
-
 #[cfg(test)]
 mod tests {
     use std::io::Read;
-
-    use chrono::TimeZone;
+    use std::time::Duration;
 
     use super::*;
     use crate::sim::{Fault, FaultResponse, SimKey, SimServer, SimState};
@@ -746,25 +470,5 @@ mod tests {
         let text = String::from_utf8_lossy(&failed.plain);
         assert!(text.contains("\nopenrouter_up 0\n"));
         assert!(text.contains("openrouter_refresh_failures_total{reason=\"server_error\"} 1\n"));
-    }
-
-    #[test]
-    fn crossed_windows_are_the_boundaries_inside_the_fetch() {
-        let at = |h, m, s| Utc.with_ymd_and_hms(2026, 11, 29, h, m, s).unwrap();
-        // Sunday 23:59:59 → Monday 00:00:01 (not a month end): day and week.
-        let monday = Utc.with_ymd_and_hms(2026, 11, 30, 0, 0, 1).unwrap();
-        assert_eq!(
-            crossed_windows(at(23, 59, 59), monday),
-            vec![Window::Daily, Window::Weekly]
-        );
-        assert!(crossed_windows(at(12, 0, 0), at(12, 0, 5)).is_empty());
-        let december = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 1).unwrap();
-        assert_eq!(
-            crossed_windows(
-                Utc.with_ymd_and_hms(2026, 11, 30, 23, 59, 59).unwrap(),
-                december
-            ),
-            vec![Window::Daily, Window::Monthly]
-        );
     }
 }

@@ -2,7 +2,16 @@
 //! guardrails, workspace budgets) and the start-up management-key check.
 //! A failure here never fails a key refresh: last good values are kept.
 
-use super::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{debug, error, warn};
+
+use super::Exporter;
+use crate::config::{Config, Selector};
+use crate::snapshot::{OrgList, Organization};
+use crate::sync::lock;
+use crate::upstream::{Client, Endpoint, UpstreamError};
 
 impl Exporter {
     /// Reads workspaces, members (when a company has a `creator` selector),
@@ -56,7 +65,7 @@ impl Exporter {
                 org.mark(list, false);
             }
         }
-        lock(&self.shared.state).organization = Arc::new(org);
+        lock(&self.shared.state).set_organization(org);
     }
 
     /// At start: says plainly when the management key is not one (`GET /key`
@@ -118,7 +127,7 @@ async fn read_lists(
                 OrgList::WorkspaceBudgets => {
                     let Some(slugs) = org.workspace_slugs.as_ref() else {
                         return Err(UpstreamError::Transport {
-                            endpoint: crate::upstream::Endpoint::WorkspaceBudgets,
+                            endpoint: Endpoint::WorkspaceBudgets,
                             message: "the workspace list was never read, so which workspaces to ask is unknown".into(),
                         });
                     };

@@ -1,0 +1,245 @@
+//! The exporter's shared state and every write to it. The other files of
+//! `exporter/` read `State` under its lock and change it only through the
+//! methods here, so its invariants live in one place:
+//! - the old snapshot goes before a new listing's snapshot is built;
+//! - direct keys keep their figures only while they stay in the config;
+//! - activity figures exist only while activity is enabled.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use chrono::{DateTime, NaiveDate, Utc};
+use secrecy::SecretString;
+use tokio::sync::watch;
+
+use crate::activity::ActivityCache;
+use crate::body::Published;
+use crate::config::Config;
+use crate::direct::DirectClient;
+use crate::exposition::{ActivityStatus, Status};
+use crate::snapshot::{DirectKey, Extras, Listing, Organization, Snapshot};
+use crate::telemetry::Telemetry;
+use crate::upstream::{Client, RetryPolicy};
+
+/// Where the management key comes from: the config's source, or a fixed key (demo).
+#[derive(Clone)]
+pub(super) enum KeyProvider {
+    FromConfig,
+    Fixed(SecretString),
+}
+
+/// A source of the current UTC time.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+pub(super) struct State {
+    pub(super) client: Client,
+    /// One client per direct key, authenticating with that key's own secret.
+    pub(super) direct_clients: Arc<Vec<DirectClient>>,
+    /// The last complete listing, converted from the wire.
+    pub(super) listing: Option<Arc<Listing>>,
+    /// When `listing` was fetched: the snapshot's clock for calendar windows.
+    pub(super) taken_at: Option<DateTime<Utc>>,
+    pub(super) direct: Arc<Vec<DirectKey>>,
+    pub(super) activity: Option<Arc<ActivityCache>>,
+    /// What the published body shows; re-rendered with every status change.
+    pub(super) snapshot: Option<Arc<Snapshot>>,
+    pub(super) status: Status,
+    /// When a refresh last fully succeeded and its body was published (readiness).
+    pub(super) last_success: Option<Instant>,
+    /// Workspaces, members and caps as last read (`organization_refresh_intervals`).
+    pub(super) organization: Arc<Organization>,
+    /// Refreshes with a listing so far: the organization lists are read when
+    /// this is a multiple of `organization_refresh_intervals`.
+    pub(super) listings: u64,
+}
+
+pub(super) struct Shared {
+    pub(super) state: Mutex<State>,
+    /// The one source of the config: every loop watches it.
+    pub(super) config: watch::Sender<Arc<Config>>,
+    pub(super) published: ArcSwap<Published>,
+    pub(super) telemetry: Arc<Telemetry>,
+    pub(super) keys: KeyProvider,
+    pub(super) config_path: Option<PathBuf>,
+    pub(super) retry: RetryPolicy,
+    /// Serialises refreshes, reloads and publishes so they never go out of order.
+    pub(super) refresh_lock: tokio::sync::Mutex<()>,
+    /// The wall clock of refreshes (replaceable in tests, to cross a UTC boundary).
+    pub(super) clock: Mutex<Clock>,
+}
+
+/// What a refresh installs: a new listing and what came with it.
+pub(super) struct Fetched {
+    pub(super) listing: Arc<Listing>,
+    pub(super) taken_at: DateTime<Utc>,
+    pub(super) direct: Arc<Vec<DirectKey>>,
+    pub(super) account_up: Option<bool>,
+}
+
+impl State {
+    pub(super) fn new(
+        client: Client,
+        direct_clients: Arc<Vec<DirectClient>>,
+        status: Status,
+    ) -> State {
+        State {
+            client,
+            direct_clients,
+            listing: None,
+            taken_at: None,
+            direct: Arc::new(Vec::new()),
+            activity: None,
+            snapshot: None,
+            status,
+            last_success: None,
+            organization: Arc::new(Organization::default()),
+            listings: 0,
+        }
+    }
+
+    /// What a snapshot is built from besides the listing.
+    pub(super) fn extras(&self) -> Extras {
+        Extras {
+            direct: Arc::clone(&self.direct),
+            activity: self.activity.clone(),
+            organization: Arc::clone(&self.organization),
+        }
+    }
+
+    /// Installs a new listing. The old snapshot goes first, so that its
+    /// listing is never alive beside the new one while the new snapshot is built.
+    pub(super) fn install_listing(&mut self, fetched: Fetched) -> Extras {
+        self.snapshot = None;
+        self.listing = Some(fetched.listing);
+        self.taken_at = Some(fetched.taken_at);
+        self.direct = fetched.direct;
+        self.status.account_up = fetched.account_up;
+        self.extras()
+    }
+
+    /// A snapshot built from the installed listing is what the pages and
+    /// `/metrics` show; `up` only when every direct key answered too.
+    pub(super) fn install_snapshot(
+        &mut self,
+        snapshot: Arc<Snapshot>,
+        up: bool,
+        taken_at: DateTime<Utc>,
+    ) {
+        self.snapshot = Some(snapshot);
+        self.status.up = up;
+        if up {
+            self.status.last_success = Some(taken_at);
+        }
+    }
+
+    /// The end of every refresh attempt, successful or not.
+    pub(super) fn finish_refresh(&mut self, seconds: f64, failed: bool) {
+        self.status.last_duration_seconds = Some(seconds);
+        if failed {
+            self.status.up = false;
+        }
+    }
+
+    /// A new config: new clients; direct keys keep their last figures only
+    /// while they stay in it; activity figures go when activity is disabled.
+    pub(super) fn apply_config(
+        &mut self,
+        config: &Config,
+        client: Client,
+        direct_clients: Vec<DirectClient>,
+    ) {
+        self.client = client;
+        self.direct_clients = Arc::new(direct_clients);
+        self.retain_direct(config);
+        self.status.reload_successful = true;
+        self.set_activity_enabled(config.activity.enabled);
+    }
+
+    /// A reload that could not be applied: everything else stays as it was.
+    pub(super) fn reload_failed(&mut self) {
+        self.status.reload_successful = false;
+    }
+
+    /// A snapshot rebuilt from the installed listing (reload, activity, lists).
+    pub(super) fn replace_snapshot(&mut self, snapshot: Arc<Snapshot>) {
+        self.snapshot = Some(snapshot);
+    }
+
+    /// The organization lists as just read (each failed list keeps its last value).
+    pub(super) fn set_organization(&mut self, organization: Organization) {
+        self.organization = Arc::new(organization);
+    }
+
+    fn retain_direct(&mut self, config: &Config) {
+        let kept: Vec<DirectKey> = self
+            .direct
+            .iter()
+            .filter_map(|d| {
+                let (company, _, _) = config.direct_keys().find(|(_, name, _)| *name == d.name)?;
+                Some(DirectKey {
+                    company,
+                    ..d.clone()
+                })
+            })
+            .collect();
+        self.direct = Arc::new(kept);
+    }
+
+    fn set_activity_enabled(&mut self, enabled: bool) {
+        self.status.activity = match (enabled, self.status.activity) {
+            (true, Some(a)) => Some(a),
+            (true, None) => Some(ActivityStatus::default()),
+            (false, _) => None,
+        };
+        if !enabled {
+            self.activity = None;
+        }
+    }
+
+    /// The activity cache, created on first use. Copied only if a snapshot
+    /// build still holds it, which the callers' `refresh_lock` rules out.
+    pub(super) fn activity_cache(&mut self) -> &mut ActivityCache {
+        Arc::make_mut(self.activity.get_or_insert_with(Default::default))
+    }
+
+    /// Records the progress of activity collection of the latest listing
+    /// (a refresh may have replaced the run's) and returns it.
+    pub(super) fn record_activity_progress(
+        &mut self,
+        today: NaiveDate,
+    ) -> crate::activity::Progress {
+        let cache = self.activity.get_or_insert_with(Default::default);
+        let listed = self.listing.iter().flat_map(|l| l.keys.iter());
+        let keys = cache.progress(listed.map(|k| k.hash.as_ref()), today);
+        let cached_keys = cache.keys();
+        if let Some(status) = self.status.activity.as_mut() {
+            status.cached_keys = cached_keys;
+            status.keys = Some(keys);
+        }
+        keys
+    }
+
+    /// The end of an activity run.
+    pub(super) fn finish_activity_run(&mut self, ok: bool) {
+        if let Some(status) = self.status.activity.as_mut() {
+            status.up = ok;
+            if ok {
+                status.last_success = Some(Utc::now());
+            }
+        }
+    }
+
+    /// Whether the organization lists are due with this refresh (and counts it).
+    pub(super) fn organization_due(&mut self, every: u32) -> bool {
+        let due = self.listings % u64::from(every.max(1)) == 0;
+        self.listings += 1;
+        due
+    }
+
+    /// The next refresh reads the organization lists first.
+    pub(super) fn read_organization_next(&mut self) {
+        self.listings = 0;
+    }
+}
