@@ -26,15 +26,31 @@ pub fn escape_html(s: &str) -> String {
 }
 
 /// A CSV text field: always quoted (quotes doubled), and a value a
-/// spreadsheet would run as a formula (starting with `=`, `+`, `-`, `@`,
-/// tab or carriage return) gets a leading `'` so it stays text.
+/// spreadsheet could run as a formula gets a leading `'` so it stays text
+/// (see [`looks_like_formula`]).
 pub fn csv_text(s: &str) -> String {
-    let neutral = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+    let neutral = if looks_like_formula(s) {
         format!("'{s}")
     } else {
         s.to_string()
     };
     format!("\"{}\"", neutral.replace('"', "\"\""))
+}
+
+/// What a spreadsheet may skip before it looks for a formula: spaces (ASCII,
+/// no-break, ideographic) and quotes.
+const FORMULA_LEAD: [char; 5] = [' ', '\u{a0}', '\u{3000}', '"', '\''];
+/// What starts a formula or a DDE payload: `=`, `+`, `-`, `@`, tab, carriage
+/// return, and the full-width `＝`, `＋`, `－`, `＠`, in case a spreadsheet
+/// folds them to ASCII.
+const FORMULA_START: [char; 10] = [
+    '=', '+', '-', '@', '\t', '\r', '\u{ff1d}', '\u{ff0b}', '\u{ff0d}', '\u{ff20}',
+];
+
+/// Whether `s`, after any leading [`FORMULA_LEAD`] characters, starts like a formula.
+fn looks_like_formula(s: &str) -> bool {
+    s.trim_start_matches(FORMULA_LEAD)
+        .starts_with(FORMULA_START)
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters: safe in
@@ -144,6 +160,57 @@ mod tests {
         assert_eq!(csv_text("a \"b\", c"), "\"a \"\"b\"\", c\"");
         assert_eq!(csv_text("-x"), "\"'-x\"");
         assert_eq!(csv_text("plain"), "\"plain\"");
+    }
+
+    #[test]
+    fn csv_neutralises_every_formula_start() {
+        for start in ["=", "+", "-", "@", "\t", "\r"] {
+            let value = format!("{start}1+1");
+            assert_eq!(csv_text(&value), format!("\"'{value}\""), "{value:?}");
+        }
+    }
+
+    #[test]
+    fn csv_neutralises_a_formula_after_leading_spaces() {
+        assert_eq!(csv_text(" =1+1"), "\"' =1+1\"");
+        assert_eq!(csv_text("   @SUM(A1)"), "\"'   @SUM(A1)\"");
+        assert_eq!(csv_text(" \t-x"), "\"' \t-x\"");
+    }
+
+    #[test]
+    fn csv_neutralises_a_formula_after_a_no_break_space() {
+        assert_eq!(csv_text("\u{a0}=1+1"), "\"'\u{a0}=1+1\"");
+        assert_eq!(csv_text(" \u{a0} +1"), "\"' \u{a0} +1\"");
+        assert_eq!(csv_text("\u{3000}=1"), "\"'\u{3000}=1\"");
+    }
+
+    #[test]
+    fn csv_neutralises_a_formula_after_a_quote() {
+        // The `"` is doubled inside the quoted field.
+        assert_eq!(csv_text("\"=1+1"), "\"'\"\"=1+1\"");
+        assert_eq!(csv_text("\" @x"), "\"'\"\" @x\"");
+        assert_eq!(csv_text("'=1+1"), "\"''=1+1\"");
+    }
+
+    #[test]
+    fn csv_neutralises_full_width_formula_starts() {
+        for start in ["\u{ff1d}", "\u{ff0b}", "\u{ff0d}", "\u{ff20}"] {
+            let value = format!("{start}1+1");
+            assert_eq!(csv_text(&value), format!("\"'{value}\""), "{value:?}");
+            let spaced = format!(" {start}1");
+            assert_eq!(csv_text(&spaced), format!("\"'{spaced}\""), "{spaced:?}");
+        }
+        assert_eq!(csv_text("＝SUM(A1)"), "\"'＝SUM(A1)\"");
+    }
+
+    #[test]
+    fn csv_leaves_other_text_as_it_is() {
+        assert_eq!(csv_text("  acme"), "\"  acme\"");
+        assert_eq!(csv_text("a=b"), "\"a=b\"");
+        assert_eq!(csv_text("\"quoted\" name"), "\"\"\"quoted\"\" name\"");
+        assert_eq!(csv_text("openai/gpt-4.1"), "\"openai/gpt-4.1\"");
+        assert_eq!(csv_text(""), "\"\"");
+        assert_eq!(csv_text("   "), "\"   \"");
     }
 
     #[test]
