@@ -13,7 +13,7 @@ use super::{dollars, Links, Page, MONTHLY};
 use crate::body::Published;
 use crate::config::Config;
 use crate::money::Usd;
-use crate::snapshot::{CompanyTotals, Key, Organization, Snapshot};
+use crate::snapshot::{CompanyTotals, Key, Organization, Snapshot, COMPLETED_30D};
 
 /// A company page lists at most this many keys (the biggest spenders this
 /// month); the rest are counted, and `/metrics` has them all.
@@ -330,7 +330,8 @@ fn model_mix(out: &mut String, company: &CompanyTotals) {
                     "<tr class=\"model-row\"><th scope=\"row\" class=\"model\">{}</th>",
                     escape_html(model)
                 );
-                money_cell(out, Some(m.usage), "rolling_30d");
+                // Today excluded: not the companies table's rolling_30d.
+                money_cell(out, Some(m.usage), COMPLETED_30D);
                 let _ = writeln!(
                     out,
                     "<td class=\"num\" data-label=\"Share\">{share}</td><td class=\"num\" data-label=\"Requests\">{}</td>\
@@ -344,7 +345,7 @@ fn model_mix(out: &mut String, company: &CompanyTotals) {
             }
             out.push_str("</tbody></table></div>\n");
         }
-        Some(_) => out.push_str("<p class=\"muted\">No activity in the last 30 days.</p>\n"),
+        Some(_) => out.push_str("<p class=\"muted\">No activity in the last 30 completed days.</p>\n"),
         None => out.push_str(
             "<p class=\"muted\">Not known: activity collection is off (<code>activity.enabled</code>), \
              has not completed yet, or covers direct keys, which have no activity.</p>\n",

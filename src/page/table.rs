@@ -8,7 +8,9 @@ use super::format::{escape_html, format_count, format_f64_usd, format_usd, perce
 use super::{ratio, BudgetState, MONTHLY, WEEKLY};
 use crate::config::Budget;
 use crate::money::Usd;
-use crate::snapshot::{CompanyTotals, Snapshot, Window, WindowAmounts, DAILY, ROLLING};
+use crate::snapshot::{
+    CompanyTotals, Snapshot, Window, WindowAmounts, COMPLETED_30D, DAILY, ROLLING,
+};
 
 /// One row of the companies table (a company, the unassigned keys, or the total).
 pub(super) struct Row {
@@ -136,7 +138,8 @@ pub(super) fn money_cell(out: &mut String, value: Option<Usd>, window: &str) {
     }
 }
 
-/// The column heading of a window (`daily`, …, `rolling_30d`).
+/// The column heading of a window (`daily`, …, `rolling_30d`, and the
+/// model mix's `completed_30d`).
 fn window_label(window: &str) -> &'static str {
     match window {
         "daily" => "Today",
@@ -145,6 +148,7 @@ fn window_label(window: &str) -> &'static str {
         "lifetime" => "Lifetime",
         "rolling_7d" => "Last 7 days",
         "rolling_30d" => "Last 30 days",
+        COMPLETED_30D => "30 completed days",
         _ => "",
     }
 }
