@@ -495,6 +495,22 @@ async fn a_company_page_shows_its_keys_limits_states_and_model_mix() {
         models.contains("66.7 %") && models.contains("33.3 %"),
         "{models}"
     );
+    // Its amounts are the last 30 completed days (today excluded), not the
+    // rolling 30 days of the tables above, and say so on narrow screens too.
+    let models = &models[..models.find("</table>").expect("models table end")];
+    assert_eq!(
+        models.matches("<tr class=\"model-row\"").count(),
+        models
+            .matches("data-label=\"30 completed days\" data-window=\"completed_30d\"")
+            .count(),
+        "{models}"
+    );
+    assert!(
+        models.contains("data-label=\"30 completed days\""),
+        "{models}"
+    );
+    assert!(!models.contains("rolling_30d"), "{models}");
+    assert!(!models.contains("Last 30 days"), "{models}");
 
     // The Grafana link appears only when configured; an unknown company is a 404.
     assert!(!html.contains("Grafana"));
