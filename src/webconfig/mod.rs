@@ -29,7 +29,7 @@ use rustls::ServerConfig;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use crate::config::UniqueMap;
+use crate::config::yaml::UniqueMap;
 
 mod basic_auth;
 mod tls;
