@@ -17,6 +17,7 @@ mod raw;
 mod secret;
 mod selector;
 mod validate;
+mod warnings;
 mod workspace;
 pub(crate) mod yaml;
 
@@ -25,6 +26,7 @@ pub use raw::{
     DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_ORGANIZATION_REFRESH_INTERVALS,
     DEFAULT_REQUEST_TIMEOUT, DEFAULT_UNASSIGNED, MAX_CONCURRENT_REQUESTS_LIMIT,
 };
+pub(crate) use secret::redact_keys;
 pub use secret::{SecretError, SecretSource};
 pub use selector::Selector;
 pub use workspace::{is_uuid, WorkspaceRef, Workspaces};
@@ -33,12 +35,11 @@ use raw::{
     RawConfig, DEFAULT_ACTIVITY_CONCURRENCY, DEFAULT_ACTIVITY_REFRESH_INTERVAL, DEFAULT_TOP_MODELS,
 };
 use validate::validate;
-use yaml::redact_keys;
 
 /// Everything that can be wrong with a config file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {error}")]
+    #[error("cannot read config file {}: {error}", redact_keys(&path.display().to_string()))]
     Read {
         path: PathBuf,
         error: std::io::Error,
@@ -393,5 +394,56 @@ mod tests {
         let mut cfg = cfg;
         cfg.refresh_interval = Duration::MAX;
         assert_eq!(cfg.stale_after(), Duration::MAX);
+    }
+
+    #[test]
+    fn a_key_in_the_wrong_field_never_reaches_the_error() {
+        let key = "sk-or-v1-0f1e2d3c4b5a6978";
+        let leaks = |text: &str| text.to_ascii_lowercase().contains("0f1e2d");
+        // Where a variable name belongs: refused as a key, in any spelling.
+        for yaml in [
+            format!("openrouter:\n  management_key_env: \"Bearer {key}\"\n"),
+            format!("openrouter:\n  management_key_env: \" {key}\"\n"),
+            format!(
+                "openrouter:\n  management_key_env: {}\n",
+                key.to_uppercase()
+            ),
+            format!("companies:\n  a:\n    keys: [{{name: a, secret_env: \"Bearer {key}\"}}]\n"),
+        ] {
+            let err = parse(&yaml).unwrap_err().to_string();
+            assert!(err.contains("looks like a key"), "{err}");
+            assert!(!leaks(&err), "{err}");
+        }
+        // Where a file path belongs: a file may be called anything, so only
+        // loading fails, and its error does not echo the path.
+        for yaml in [
+            format!("openrouter:\n  management_key_file: {key}\n"),
+            format!(
+                "openrouter:\n  use_management_key: false\n\
+                 companies:\n  a:\n    keys: [{{name: a, secret_file: /run/{key}}}]\n"
+            ),
+        ] {
+            let cfg = parse(&yaml).unwrap();
+            let source = match cfg.direct_keys().next() {
+                Some((_, _, direct)) => direct.clone(),
+                None => cfg.openrouter.management_key.clone().unwrap(),
+            };
+            let err = source.load().unwrap_err().to_string();
+            assert!(err.contains("[REDACTED]") && !leaks(&err), "{err}");
+            assert!(!leaks(&format!("{cfg:?}")), "Debug of the config");
+        }
+        // Echoed values in syntax errors and problems, upper case or JSON-escaped.
+        for yaml in [
+            format!("refresh_interval: {}\n", key.to_uppercase()),
+            format!("openrouter:\n  workspaces: [\"{key} x\"]\n"),
+            "openrouter:\n  base_url: \"sk\\\\u002dor\\\\u002dv1\\\\u002d0f1e2d\"\n".to_string(),
+        ] {
+            let err = parse(&yaml).unwrap_err().to_string();
+            assert!(err.contains("[REDACTED]") && !leaks(&err), "{yaml}: {err}");
+        }
+        let err = Config::load(Path::new(&format!("/nonexistent/{key}")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[REDACTED]") && !leaks(&err), "{err}");
     }
 }

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use super::secret::SecretSource;
+use super::secret::{looks_like_key, SecretSource};
 use super::workspace::WorkspaceRef;
 
 /// How a company claims a key. Precedence when matching: hash, then exact
@@ -134,7 +134,7 @@ fn parse_direct_key(map: &serde_yaml::Mapping) -> Result<Selector, String> {
         match (k.as_str(), value) {
             (Some("name"), Some(n)) => name = Some(n.to_string()),
             (Some("secret_env"), Some(var)) if secret.is_none() => {
-                if var.starts_with("sk-or-") {
+                if looks_like_key(var) {
                     return Err("secret_env looks like a key, not a variable name: put the key \
                                 in the environment and name the variable here"
                         .to_string());

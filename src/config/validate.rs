@@ -10,7 +10,7 @@ use super::raw::{
     RawActivity, RawCompany, RawConfig, RawOpenRouter, RawWorkspaces, DEFAULT_KEY_ENV,
     DEFAULT_REQUEST_TIMEOUT, MAX_CONCURRENT_REQUESTS_LIMIT,
 };
-use super::secret::SecretSource;
+use super::secret::{looks_like_key, SecretSource};
 use super::selector::{parse_selector, Selector};
 use super::workspace::{WorkspaceRef, Workspaces};
 use super::yaml::UniqueMap;
@@ -158,7 +158,7 @@ fn management_key(
                     "openrouter.management_key_env",
                     format!("not a valid environment variable name: {var:?}"),
                 );
-            } else if var.starts_with("sk-or-") {
+            } else if looks_like_key(&var) {
                 // Someone pasted the key itself. Say so without echoing it.
                 problems.push(
                     "openrouter.management_key_env",

@@ -1,6 +1,5 @@
 //! YAML helpers shared by both config files (the exporter's and the web
-//! config): mappings whose keys must be unique, locating a key's lines, and
-//! keeping keys pasted into a file out of error text.
+//! config): mappings whose keys must be unique, and locating a key's lines.
 
 use std::fmt;
 
@@ -143,23 +142,6 @@ pub(crate) fn block_key_lines(text: &str, parents: &[&str], key: &str) -> Vec<us
         .filter(|&i| indent(lines[i]) == child_indent && is_key(lines[i], key))
         .map(|i| i + 1)
         .collect()
-}
-
-/// Replaces anything that looks like an OpenRouter key (`sk-or-…`) with `[REDACTED]`.
-pub(crate) fn redact_keys(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find("sk-or-") {
-        out.push_str(&rest[..start]);
-        out.push_str("[REDACTED]");
-        let tail = &rest[start..];
-        let end = tail
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
-            .unwrap_or(tail.len());
-        rest = &tail[end..];
-    }
-    out.push_str(rest);
-    out
 }
 
 #[cfg(test)]
