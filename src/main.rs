@@ -156,10 +156,12 @@ fn run_async(future: impl std::future::Future<Output = anyhow::Result<()>>) -> a
 }
 
 fn check_config(path: &Path, web_config: Option<&Path>) -> anyhow::Result<()> {
+    let mut warnings = Vec::new();
     if let Some(web) = web_config {
-        WebConfig::load(web)?;
+        warnings.extend_from_slice(WebConfig::load(web)?.warnings());
     }
     let config = Config::load(path)?;
+    warnings.extend(config.warnings());
     if let Some(source) = &config.openrouter.management_key {
         source.load().context("management key")?;
     }
@@ -180,6 +182,10 @@ fn check_config(path: &Path, web_config: Option<&Path>) -> anyhow::Result<()> {
             None => "direct-key mode, no management key".to_string(),
         }
     );
+    // Valid but risky: said, never refused.
+    for warning in &warnings {
+        eprintln!("warning: {warning}");
+    }
     Ok(())
 }
 
@@ -207,6 +213,9 @@ fn server_options(cli: &Cli) -> anyhow::Result<ServerOptions> {
         Some(path) => WebConfig::load(path)?,
         None => WebConfig::default(),
     };
+    for warning in web.warnings() {
+        warn!("{warning}");
+    }
     let grafana_url = match &cli.grafana_url {
         Some(url) => {
             let url = url.trim();
@@ -256,6 +265,9 @@ fn shutdown_on_signals() -> anyhow::Result<watch::Receiver<bool>> {
 async fn run_exporter(cli: &Cli) -> anyhow::Result<()> {
     let path = cli.config_file.clone();
     let config = Config::load(&path)?;
+    for warning in config.warnings() {
+        warn!("{warning}");
+    }
     if config.refresh_interval < Duration::from_secs(60) {
         warn!(
             refresh_interval = %humantime::format_duration(config.refresh_interval),

@@ -553,3 +553,88 @@ fn healthcheck_subcommand_reports_failure_for_a_closed_port() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
 }
+
+/// Issue 24: a key put where its variable name or file path belongs is not
+/// echoed by `--config.check` (nor, through the same errors, by a reload).
+#[test]
+fn a_key_in_the_wrong_field_is_not_echoed() {
+    let key = "sk-or-v1-0f1e2d3c4b5a69788796a5b4c3d2e1f0";
+    for yaml in [
+        format!("openrouter:\n  management_key_file: {key}\n"),
+        format!("openrouter:\n  management_key_env: \"Bearer {key}\"\n"),
+        format!("openrouter:\n  management_key_env: \" {key}\"\n"),
+        format!(
+            "openrouter:\n  use_management_key: false\ncompanies:\n  a:\n    keys: [{{name: a, secret_file: {key}}}]\n"
+        ),
+        format!(
+            "openrouter:\n  use_management_key: false\ncompanies:\n  a:\n    keys: [{{name: a, secret_env: \"Bearer {key}\"}}]\n"
+        ),
+    ] {
+        let (ok, out) = check(&yaml, KEY_ENV);
+        assert!(!ok, "{yaml}: {out}");
+        assert!(out.contains("[REDACTED]") || out.contains("looks like a key"), "{out}");
+        assert!(!out.to_ascii_lowercase().contains("0f1e2d"), "{yaml}: {out}");
+    }
+}
+
+/// Issue 24: risky but valid settings are said by `--config.check`, which
+/// still succeeds; a careful setup gets no warning.
+#[test]
+fn config_check_warns_about_risky_settings() {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("management-key");
+    std::fs::write(&secret, "sk-or-v1-from-file\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // Judged by the file it points to, as Kubernetes mounts secrets.
+    let link = dir.path().join("link");
+    symlink(&secret, &link).unwrap();
+    let web = dir.path().join("web.yml");
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    std::fs::write(&web, format!("basic_auth_users:\n  prometheus: {hash}\n")).unwrap();
+    let config = dir.path().join("config.yaml");
+    let run = |base_url: &str, web_config: bool| {
+        std::fs::write(
+            &config,
+            format!(
+                "openrouter:\n  base_url: {base_url}\n  management_key_file: {}\n",
+                link.display()
+            ),
+        )
+        .unwrap();
+        let mut cmd = Command::new(binary());
+        cmd.args(["--config.check", "--config.file"]).arg(&config);
+        if web_config {
+            cmd.arg("--web.config.file").arg(&web);
+        }
+        let out = cmd.output().expect("run --config.check");
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        );
+        assert!(out.status.success(), "{stdout}{stderr}");
+        assert!(stdout.contains("valid"), "{stdout}");
+        assert!(!stderr.contains("sk-or-v1-from-file") && !stderr.contains(&hash));
+        stderr
+    };
+
+    let stderr = run("http://192.0.2.10/api/v1", true);
+    for want in [
+        "warning: openrouter.base_url: plain http:// to 192.0.2.10".to_string(),
+        format!(
+            "warning: openrouter.management_key_file {}: readable by every user (mode 0644)",
+            link.display()
+        ),
+        format!(
+            "warning: web config file {}: basic_auth_users without tls_server_config",
+            web.display()
+        ),
+    ] {
+        assert!(stderr.contains(&want), "expected {want:?} in:\n{stderr}");
+    }
+    assert_eq!(stderr.matches("warning:").count(), 3, "{stderr}");
+
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o400)).unwrap();
+    let stderr = run("https://openrouter.ai/api/v1", false);
+    assert!(!stderr.contains("warning"), "{stderr}");
+}

@@ -29,7 +29,7 @@ use rustls::ServerConfig;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use crate::config::UniqueMap;
+use crate::config::yaml::UniqueMap;
 
 mod basic_auth;
 mod tls;
@@ -65,6 +65,8 @@ pub struct WebConfig {
     /// Paths served without basic auth (exact match), e.g. `/healthz` for probes.
     auth_excluded_paths: Arc<Vec<String>>,
     headers: Arc<Vec<(HeaderName, HeaderValue)>>,
+    /// Risky but valid settings, said at start and by `--config.check`.
+    warnings: Arc<Vec<String>>,
 }
 
 impl fmt::Debug for WebConfig {
@@ -118,6 +120,7 @@ impl WebConfig {
                 .map_err(|e| error(e.to_string()))?
                 .unwrap_or_default()
         };
+        let users_written = users_written(raw.basic_auth_users.as_ref(), text);
         let dir = path.parent().unwrap_or(Path::new(""));
         let (tls, client_auth) = match raw.tls_server_config {
             Some(t) => match build_tls(t, dir).map_err(error)? {
@@ -169,13 +172,24 @@ impl WebConfig {
                 "auth_excluded_paths: {bad:?} is not a path (it must start with '/')"
             )));
         }
+        let warnings = risks(tls.is_some(), client_auth, users_written)
+            .into_iter()
+            .map(|w| format!("web config file {}: {w}", path.display()))
+            .collect();
         Ok(WebConfig {
             tls,
             client_auth,
             auth,
             auth_excluded_paths: Arc::new(excluded),
             headers: Arc::new(headers),
+            warnings: Arc::new(warnings),
         })
+    }
+
+    /// Risky settings of the file, one sentence each, naming the file: said
+    /// at start and by `--config.check`, never refused.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// The rustls config, when TLS is on.
@@ -207,6 +221,60 @@ impl WebConfig {
     /// Headers from `http_server_config.headers`, added to every response.
     pub fn headers(&self) -> &[(HeaderName, HeaderValue)] {
         &self.headers
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Warnings
+
+/// Valid settings that protect less than they seem to. `users` is the number
+/// of `basic_auth_users`, `None` when the field is not written at all. A file
+/// with TLS and no authentication is not warned about: encryption alone is a
+/// common, deliberate choice.
+fn risks(tls: bool, client_auth: ClientAuth, users: Option<usize>) -> Vec<String> {
+    let mut risks = Vec::new();
+    let has_users = users.is_some_and(|n| n > 0);
+    if has_users && !tls {
+        risks.push(
+            "basic_auth_users without tls_server_config: passwords cross the network in clear \
+             (basic auth is only Base64); add TLS, or keep the exporter on a trusted network"
+                .to_string(),
+        );
+    }
+    if users == Some(0) {
+        risks.push(
+            "basic_auth_users is empty: basic auth is off, and every request is served \
+             without a password"
+                .to_string(),
+        );
+    }
+    if client_auth == ClientAuth::VerifyClientCertIfGiven && !has_users {
+        risks.push(
+            "client_auth_type VerifyClientCertIfGiven without basic_auth_users: a client \
+             without a certificate gets in, so nobody has to authenticate; use \
+             RequireAndVerifyClientCert or add basic_auth_users"
+                .to_string(),
+        );
+    }
+    if !tls && users.is_none() {
+        risks.push(
+            "neither tls_server_config nor basic_auth_users is set: everything is served over \
+             plain HTTP without authentication, as without --web.config.file"
+                .to_string(),
+        );
+    }
+    risks
+}
+
+/// How many `basic_auth_users` the file lists; `None` when it does not write
+/// the field. serde reads `basic_auth_users:` with no value as no field at
+/// all, so the text tells those two apart: an empty list is worth a warning.
+fn users_written(users: Option<&UniqueMap<SecretString>>, text: &str) -> Option<usize> {
+    match users {
+        Some(users) => Some(users.entries.len()),
+        None => serde_yaml::from_str::<serde_yaml::Value>(text)
+            .is_ok_and(|v| v.get("basic_auth_users").is_some())
+            .then_some(0),
     }
 }
 
@@ -467,5 +535,73 @@ mod tests {
         assert!(!auth.check(Some(&header("bob", "s3cret"))).await);
         assert!(!auth.check(None).await);
         assert_eq!(auth.cache_lock().len(), 1, "failures are not cached");
+    }
+
+    #[test]
+    fn settings_that_protect_less_than_they_seem_are_warned_about() {
+        use ClientAuth::*;
+        let says = |tls, client_auth, users| {
+            risks(tls, client_auth, users)
+                .iter()
+                .map(|w| w.split(':').next().unwrap_or_default().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            says(false, NoClientCert, Some(1)),
+            ["basic_auth_users without tls_server_config"]
+        );
+        assert_eq!(
+            says(false, NoClientCert, Some(0)),
+            ["basic_auth_users is empty"]
+        );
+        assert_eq!(
+            says(true, VerifyClientCertIfGiven, None),
+            ["client_auth_type VerifyClientCertIfGiven without basic_auth_users"]
+        );
+        assert_eq!(
+            says(true, VerifyClientCertIfGiven, Some(0)).len(),
+            2,
+            "empty users, and optional certificates"
+        );
+        assert_eq!(
+            says(false, NoClientCert, None),
+            ["neither tls_server_config nor basic_auth_users is set"]
+        );
+        // What does protect: TLS with users, required client certificates,
+        // optional certificates backed by users; and TLS alone, by choice.
+        assert!(says(true, NoClientCert, Some(1)).is_empty());
+        assert!(says(true, RequireAndVerifyClientCert, None).is_empty());
+        assert!(says(true, VerifyClientCertIfGiven, Some(2)).is_empty());
+        assert!(says(true, NoClientCert, None).is_empty());
+    }
+
+    #[test]
+    fn warnings_name_the_file_and_see_an_empty_user_list() {
+        let hash = bcrypt::hash("s3cret", 4).unwrap();
+        let c = parse(&format!("basic_auth_users:\n  alice: {hash}\n")).unwrap();
+        assert_eq!(c.warnings().len(), 1, "{:?}", c.warnings());
+        assert!(c.warnings()[0].starts_with(
+            "web config file /etc/exporter/web.yml: basic_auth_users without tls_server_config"
+        ));
+        assert!(!c.warnings()[0].contains(&hash));
+        for empty in [
+            "basic_auth_users:\n",
+            "basic_auth_users: {}\n",
+            "basic_auth_users: ~\n",
+        ] {
+            let c = parse(empty).unwrap();
+            assert!(
+                c.warnings()
+                    .iter()
+                    .any(|w| w.contains("basic_auth_users is empty")),
+                "{empty:?}: {:?}",
+                c.warnings()
+            );
+        }
+        assert_eq!(parse("").unwrap().warnings().len(), 1);
+        assert!(
+            WebConfig::default().warnings().is_empty(),
+            "no file, nothing to say"
+        );
     }
 }
