@@ -25,9 +25,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Duration as ChronoDuration, NaiveDate, Utc};
-use serde::Deserialize;
 
 use crate::money::Usd;
+pub use crate::upstream::ActivityRow;
 
 /// Completed days the API returns.
 pub const HISTORY_DAYS: i64 = 30;
@@ -36,56 +36,6 @@ pub const HISTORY_DAYS: i64 = 30;
 /// key: rolling_7d and rolling_30d add today to 6 and 29 of them; the model
 /// mix and `completed_30d` cover all 30.
 pub const SPANS: [i64; 3] = [6, 29, HISTORY_DAYS];
-
-/// One row of `GET /activity`. Counts that real accounts have sent as `null`
-/// (or as floats) read as their value or 0; a missing or `null` `usage`
-/// leaves the row unreadable, and with it the call.
-#[derive(Debug, Clone, Deserialize)]
-pub struct ActivityRow {
-    pub date: String,
-    pub model: String,
-    #[serde(default, deserialize_with = "lenient_number")]
-    pub usage: Option<f64>,
-    #[serde(default, deserialize_with = "lenient_amount")]
-    pub byok_usage_inference: f64,
-    #[serde(default, deserialize_with = "lenient_count")]
-    pub requests: u64,
-    #[serde(default, deserialize_with = "lenient_count")]
-    pub prompt_tokens: u64,
-    #[serde(default, deserialize_with = "lenient_count")]
-    pub completion_tokens: u64,
-    #[serde(default, deserialize_with = "lenient_count")]
-    pub reasoning_tokens: u64,
-}
-
-impl ActivityRow {
-    /// The UTC day of the row: `date` may be `YYYY-MM-DD` or carry a time
-    /// part (`2025-08-24 00:00:00`), so its first 10 characters are read.
-    pub fn day(&self) -> Option<NaiveDate> {
-        let date = self.date.trim();
-        NaiveDate::parse_from_str(date.get(..10)?, "%Y-%m-%d").ok()
-    }
-}
-
-/// A number as JSON sends it: a number, a numeric string (as OpenRouter's
-/// analytics API sends counts), or `null`/anything else (`None`).
-fn lenient_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
-    Ok(match serde_json::Value::deserialize(d)? {
-        serde_json::Value::Number(n) => n.as_f64(),
-        serde_json::Value::String(s) => s.trim().parse::<f64>().ok(),
-        _ => None,
-    }
-    .filter(|v| v.is_finite()))
-}
-
-fn lenient_amount<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    Ok(lenient_number(d)?.unwrap_or(0.0))
-}
-
-fn lenient_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    let value = lenient_number(d)?.unwrap_or(0.0);
-    Ok(if value > 0.0 { value.round() as u64 } else { 0 })
-}
 
 /// A key's history is read again this many hours after UTC midnight, so that
 /// yesterday's late corrections (restatement) are picked up the same day.
@@ -734,21 +684,6 @@ mod tests {
         );
         let later = now + ChronoDuration::hours(GONE_RETRY_HOURS);
         assert_eq!(cache.plan(["gone"], later).hashes(), ["gone"]);
-    }
-
-    #[test]
-    fn lenient_numbers_decode() {
-        let rows: Vec<ActivityRow> = serde_json::from_str(
-            r#"[{"date":"2026-11-25 00:00:00","model":"m","usage":"0.25","requests":2.0,
-                 "prompt_tokens":"7","completion_tokens":null,"reasoning_tokens":null,
-                 "byok_usage_inference":null}]"#,
-        )
-        .unwrap();
-        assert_eq!(rows[0].usage, Some(0.25));
-        assert_eq!(rows[0].requests, 2);
-        assert_eq!(rows[0].prompt_tokens, 7);
-        assert_eq!(rows[0].completion_tokens, 0);
-        assert_eq!(rows[0].day(), Some(day("2026-11-25")));
     }
 
     #[test]

@@ -1,0 +1,170 @@
+//! How one call is made: one GET with a place in the shared budget, retries
+//! with back-off, and the checks on its answer (status, content type, size).
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use tokio::time::Instant;
+use tracing::warn;
+
+use super::error::{
+    redact, status_error, transport_error, Endpoint, UpstreamError, MAX_BODY_BYTES,
+};
+use super::Client;
+
+impl Client {
+    /// GET `path` with `query`, with retries; the raw body of the first success.
+    /// Each attempt takes a place in the shared budget; a 429 or 503 shrinks
+    /// the window and, when its back-off fits the deadline, holds every call.
+    pub(super) async fn get<Q: serde::Serialize + ?Sized>(
+        &self,
+        endpoint: Endpoint,
+        path: &str,
+        query: &Q,
+    ) -> Result<Vec<u8>, UpstreamError> {
+        let mut retry = 0;
+        loop {
+            let (permit, in_flight) = self.limiter.acquire(endpoint, self.deadline).await?;
+            if self
+                .cancel
+                .as_ref()
+                .is_some_and(|c| c.load(Ordering::Relaxed))
+            {
+                return Err(UpstreamError::Transport {
+                    endpoint,
+                    message: "no longer needed".into(),
+                });
+            }
+            self.stats
+                .peak_in_flight
+                .fetch_max(in_flight, Ordering::Relaxed);
+            let result = self.get_once(endpoint, path, query).await;
+            self.stats.calls.fetch_add(1, Ordering::Relaxed);
+            let took = permit.sent.elapsed();
+            self.stats.latency_micros.fetch_add(
+                u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
+            match result {
+                Ok(body) => {
+                    self.limiter.succeeded();
+                    return Ok(body);
+                }
+                Err((error, retry_after)) => {
+                    retry += 1;
+                    let delay = self.retry.delay(retry, retry_after);
+                    let fits = self
+                        .deadline
+                        .map_or(true, |deadline| Instant::now() + delay <= deadline);
+                    if matches!(error.status(), Some(429 | 503)) {
+                        self.telemetry.count_throttled();
+                        self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+                        // Everyone waits out a back-off the refresh can afford.
+                        self.limiter.throttled(permit.sent, fits.then_some(delay));
+                    }
+                    drop(permit);
+                    if !error.retryable() || retry >= self.retry.attempts {
+                        return Err(error);
+                    }
+                    if let (false, Some(after)) = (fits, retry_after) {
+                        return Err(UpstreamError::RetryAfterPastDeadline {
+                            endpoint,
+                            retry_after: after,
+                        });
+                    }
+                    warn!(%error, retry, delay_ms = delay.as_millis() as u64, "retrying OpenRouter call");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    /// One HTTP call; on failure also returns the server's `Retry-After`.
+    async fn get_once<Q: serde::Serialize + ?Sized>(
+        &self,
+        endpoint: Endpoint,
+        path: &str,
+        query: &Q,
+    ) -> Result<Vec<u8>, (UpstreamError, Option<Duration>)> {
+        let url = format!("{}{}", self.base_url, path);
+        let sent = self
+            .http
+            .get(&url)
+            .query(query)
+            .bearer_auth(self.bearer.expose_secret())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await;
+        let mut response = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                let code = if e.is_timeout() { "timeout" } else { "error" };
+                self.telemetry.count_request(endpoint.as_str(), code);
+                return Err((transport_error(endpoint, e), None));
+            }
+        };
+        let status = response.status().as_u16();
+        self.telemetry
+            .count_request(endpoint.as_str(), &status.to_string());
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_ascii_lowercase);
+
+        let mut body = Vec::new();
+        read_capped(endpoint, &mut response, &mut body)
+            .await
+            .map_err(|e| (e, retry_after))?;
+        let secret = self.bearer.expose_secret();
+        if !(200..300).contains(&status) {
+            return Err((status_error(endpoint, status, &body, secret), retry_after));
+        }
+        if let Some(ct) = content_type {
+            if !ct.contains("json") {
+                let message = redact(&format!("expected JSON, got content type {ct:?}"), secret);
+                return Err((UpstreamError::Decode { endpoint, message }, None));
+            }
+        }
+        Ok(body)
+    }
+}
+
+/// Reads the body into `body` (cleared first), refusing more than
+/// `MAX_BODY_BYTES`. Each chunk is copied and dropped at once, so that the
+/// connection's read buffer is free to be reused for the next response
+/// (holding on to it made every page a fresh 64 KiB mapping); `body` is sized
+/// once from `Content-Length`.
+async fn read_capped(
+    endpoint: Endpoint,
+    response: &mut reqwest::Response,
+    body: &mut Vec<u8>,
+) -> Result<(), UpstreamError> {
+    body.clear();
+    let declared = response.content_length();
+    if let Some(len) = declared {
+        if len > MAX_BODY_BYTES as u64 {
+            return Err(UpstreamError::TooLarge { endpoint });
+        }
+        body.reserve(len as usize);
+    }
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_BODY_BYTES {
+                    return Err(UpstreamError::TooLarge { endpoint });
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(transport_error(endpoint, e)),
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! How calls are budgeted: the retry back-off ([`RetryPolicy`]) and the one
+//! budget of calls in flight that every clone of a client shares ([`Limiter`]).
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::error::{Endpoint, UpstreamError};
+
+/// Bounded exponential backoff with jitter.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts per call, the first included.
+    pub attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 4,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Delay before retry number `retry` (1-based): exponential, capped at
+    /// `max_delay`, with 50–100% jitter. A server's `Retry-After` wins when it
+    /// is longer, uncapped: the caller checks it against the refresh deadline.
+    pub fn delay(&self, retry: u32, retry_after: Option<Duration>) -> Duration {
+        let exp = self
+            .base_delay
+            .saturating_mul(2u32.saturating_pow(retry.saturating_sub(1)))
+            .min(self.max_delay);
+        let jittered = exp.mul_f64(0.5 + fastrand::f64() * 0.5);
+        match retry_after {
+            Some(after) => after.max(jittered),
+            None => jittered,
+        }
+    }
+}
+
+/// The one budget of calls in flight that every clone of a
+/// [`Client`](super::Client) shares (listing, `/credits`, direct keys,
+/// activity), and the shared back-off.
+///
+/// Additive increase, multiplicative decrease: the window starts at the limit;
+/// a 429 or 503 halves it (once per back-off: answers to calls sent before the
+/// last decrease do not shrink it again) and pauses every call for the
+/// back-off; each successful call then adds `1 / window`, so the window grows
+/// back by about one call per round trip.
+#[derive(Debug)]
+pub struct Limiter {
+    limit: usize,
+    state: Mutex<LimiterState>,
+    released: tokio::sync::Notify,
+}
+
+#[derive(Debug)]
+struct LimiterState {
+    in_flight: usize,
+    window: f64,
+    paused_until: Option<Instant>,
+    last_decrease: Option<Instant>,
+}
+
+/// One call's place in the budget; dropping it frees the place.
+pub(super) struct Permit {
+    limiter: Arc<Limiter>,
+    /// When the place was given: the call's send time.
+    pub(super) sent: Instant,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        lock(&self.limiter.state).in_flight -= 1;
+        self.limiter.released.notify_waiters();
+    }
+}
+
+/// A poisoned lock holds only counters and times: carry on with them.
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Limiter {
+    pub fn new(limit: usize) -> Limiter {
+        let limit = limit.max(1);
+        Limiter {
+            limit,
+            state: Mutex::new(LimiterState {
+                in_flight: 0,
+                window: limit as f64,
+                paused_until: None,
+                last_decrease: None,
+            }),
+            released: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// The configured most calls in flight.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// The calls allowed in flight now (the limit, or fewer after throttling).
+    pub fn window(&self) -> usize {
+        lock(&self.state).window as usize
+    }
+
+    /// Waits for a place, and out any shared back-off. A back-off that ends
+    /// past `deadline` fails at once, as the call that started it did.
+    pub(super) async fn acquire(
+        self: &Arc<Self>,
+        endpoint: Endpoint,
+        deadline: Option<Instant>,
+    ) -> Result<(Permit, usize), UpstreamError> {
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            let pause = {
+                let mut st = lock(&self.state);
+                let now = Instant::now();
+                match st.paused_until {
+                    Some(until) if until > now => Some(until),
+                    _ => {
+                        if st.in_flight < (st.window as usize).max(1) {
+                            st.in_flight += 1;
+                            let permit = Permit {
+                                limiter: Arc::clone(self),
+                                sent: now,
+                            };
+                            return Ok((permit, st.in_flight));
+                        }
+                        None
+                    }
+                }
+            };
+            match pause {
+                Some(until) => {
+                    if let Some(deadline) = deadline {
+                        if until > deadline {
+                            return Err(UpstreamError::RetryAfterPastDeadline {
+                                endpoint,
+                                retry_after: until - Instant::now(),
+                            });
+                        }
+                    }
+                    tokio::time::sleep_until(until).await;
+                }
+                None => released.await,
+            }
+        }
+    }
+
+    /// A call answered: the window grows back by `1 / window`.
+    pub(super) fn succeeded(&self) {
+        let mut st = lock(&self.state);
+        if st.window < self.limit as f64 {
+            let grown = st.window + 1.0 / st.window.max(1.0);
+            st.window = grown.min(self.limit as f64);
+            drop(st);
+            self.released.notify_waiters();
+        }
+    }
+
+    /// A call sent at `sent` was answered 429 or 503: halve the window (once
+    /// per back-off) and, when `pause` is given, hold every call until it ends.
+    pub(super) fn throttled(&self, sent: Instant, pause: Option<Duration>) {
+        let mut st = lock(&self.state);
+        let now = Instant::now();
+        if st.last_decrease.map_or(true, |t| sent >= t) {
+            st.window = (st.window / 2.0).max(1.0);
+            st.last_decrease = Some(now);
+        }
+        if let Some(pause) = pause {
+            let until = now + pause;
+            if st.paused_until.map_or(true, |t| t < until) {
+                st.paused_until = Some(until);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::FailureReason;
+
+    #[test]
+    fn the_window_halves_once_per_back_off_and_grows_back_by_one_per_window() {
+        let limiter = Limiter::new(8);
+        assert_eq!((limiter.limit(), limiter.window()), (8, 8));
+        let before = Instant::now();
+        limiter.throttled(before, None);
+        assert_eq!(limiter.window(), 4);
+        // Another answer to a call sent before that decrease: the same congestion.
+        limiter.throttled(before, None);
+        assert_eq!(limiter.window(), 4);
+        let later = lock(&limiter.state).last_decrease.unwrap_or(before);
+        limiter.throttled(later, Some(Duration::from_millis(50)));
+        assert_eq!(limiter.window(), 2);
+        assert!(lock(&limiter.state).paused_until.is_some());
+        for _ in 0..3 {
+            limiter.throttled(Instant::now() + Duration::from_secs(1), None);
+        }
+        assert_eq!(limiter.window(), 1, "never below one call");
+        // About one more call per window of answers: 1 → 2 after one answer,
+        // 2 → 3 after three more (2.5, 2.9, 3.24).
+        limiter.succeeded();
+        assert_eq!(limiter.window(), 2);
+        limiter.succeeded();
+        limiter.succeeded();
+        assert_eq!(limiter.window(), 2);
+        limiter.succeeded();
+        assert_eq!(limiter.window(), 3);
+        for _ in 0..100 {
+            limiter.succeeded();
+        }
+        assert_eq!(limiter.window(), 8, "never above the limit");
+    }
+
+    #[tokio::test]
+    async fn a_back_off_past_the_deadline_fails_at_once() {
+        let limiter = Arc::new(Limiter::new(2));
+        limiter.throttled(Instant::now(), Some(Duration::from_secs(3600)));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let Err(e) = limiter.acquire(Endpoint::Keys, Some(deadline)).await else {
+            panic!("a place was given during the back-off");
+        };
+        assert_eq!(e.reason(), FailureReason::RateLimited);
+    }
+
+    #[test]
+    fn backoff_is_bounded_and_honours_retry_after() {
+        let policy = RetryPolicy {
+            attempts: 5,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(2),
+        };
+        for retry in 1..10 {
+            let d = policy.delay(retry, None);
+            assert!(d <= Duration::from_secs(2), "{d:?}");
+            assert!(d >= Duration::from_millis(50));
+        }
+        assert!(policy.delay(1, Some(Duration::from_secs(1))) >= Duration::from_secs(1));
+        // Retry-After is not capped here: the caller holds it against the deadline.
+        assert_eq!(
+            policy.delay(1, Some(Duration::from_secs(3600))),
+            Duration::from_secs(3600)
+        );
+    }
+}
