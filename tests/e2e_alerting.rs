@@ -9,7 +9,10 @@
 //!   may arrive.
 //! * Every PromQL expression of every dashboard panel (and every templating
 //!   query) is evaluated through Prometheus's HTTP API with the dashboard
-//!   variables substituted; each must be valid and return data.
+//!   variables substituted; each must be valid and return data. Every
+//!   time-series target also runs as the range query Grafana sends (the
+//!   panel's range and step, start and end floored to the step): the UTC-day
+//!   bars must show completed days only, not today's partial one.
 //! * Two demo exporters run behind the one scrape job, as two replicas of the
 //!   exporter would: every panel must show one exporter's figures, not their
 //!   sum, and a panel that keeps one series per replica must name its
@@ -43,21 +46,26 @@ mod common;
 use common::tools::{free_port, require_tool, root};
 
 const BIN: &str = env!("CARGO_BIN_EXE_openrouter-cost-exporter");
-/// Company over its monthly budget in the demo / company far under all budgets.
+/// Company over its monthly budget in the demo / company far under all budgets
+/// so far.
 const OVER: &str = "acme";
 const UNDER: &str = "globex";
 const BUDGET_EXCEEDED: &str = "OpenRouterCompanyBudgetExceeded";
-/// Alerts about a company's budget: none may arrive for UNDER.
-const BUDGET_ALERTS: [&str; 3] = [
+/// Alerts about the budget a company has used so far: none may arrive for
+/// UNDER.
+const BUDGET_ALERTS: [&str; 2] = [
     "OpenRouterCompanyBudgetExceeded",
     "OpenRouterCompanyBudgetNearlyExhausted",
-    "OpenRouterCompanyBudgetBurnRate",
 ];
+/// Alerts about the recent pace: whether they must fire or stay quiet follows
+/// from the pace the exporter's own figures show over the test.
+const BURN_RATE: &str = "OpenRouterCompanyBudgetBurnRate";
+const CREDITS_LOW: &str = "OpenRouterAccountCreditsLow";
 /// Fires when openrouter.thresholds.yml is not loaded.
 const THRESHOLDS_MISSING: &str = "OpenRouterAlertThresholdsMissing";
 /// Share of dashboard queries that must return data against the demo (the
-/// rest may be empty: e.g. the UTC-day bars, whose `offset -1d` looks past
-/// "now" for today).
+/// rest may be empty: e.g. the UTC-day bars, which show completed days only
+/// and are empty "now").
 const MIN_WITH_DATA: f64 = 0.95;
 /// Families the dashboards may use although the demo does not export them:
 /// direct-key mode only. Each must be written by src/exposition.rs.
@@ -367,6 +375,67 @@ fn panel_targets(dashboard: &Json) -> Vec<(String, String, String)> {
     out
 }
 
+/// A time-series panel target, which Grafana runs as a range query.
+struct RangeTarget {
+    title: String,
+    expr: String,
+    /// The panel's minimum interval (`interval`, e.g. "1d"), if any.
+    interval: Option<String>,
+    /// The panel's relative time override (`timeFrom`, e.g. "30d"), if any.
+    time_from: Option<String>,
+}
+
+/// Every target of a time-series panel that is not an instant query.
+fn range_targets(dashboard: &Json) -> Vec<RangeTarget> {
+    fn walk(panels: &Json, out: &mut Vec<RangeTarget>) {
+        for p in panels.as_array().into_iter().flatten() {
+            if p["type"] == "timeseries" {
+                for t in p["targets"].as_array().into_iter().flatten() {
+                    if let (Some(expr), false) = (t["expr"].as_str(), t["instant"] == true) {
+                        out.push(RangeTarget {
+                            title: p["title"].as_str().unwrap_or("?").to_string(),
+                            expr: expr.to_string(),
+                            interval: p["interval"].as_str().map(str::to_string),
+                            time_from: p["timeFrom"].as_str().map(str::to_string),
+                        });
+                    }
+                }
+            }
+            walk(&p["panels"], out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(&dashboard["panels"], &mut out);
+    out
+}
+
+/// Seconds of a Grafana/Prometheus duration such as "30d", "1h" or "15s".
+fn duration_seconds(d: &str) -> f64 {
+    let split = d.find(|c: char| !c.is_ascii_digit()).unwrap_or(d.len());
+    let n: f64 = d[..split]
+        .parse()
+        .unwrap_or_else(|_| panic!("bad duration {d:?}"));
+    n * match &d[split..] {
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86400.0,
+        "w" => 7.0 * 86400.0,
+        other => panic!("bad duration unit {other:?} in {d:?}"),
+    }
+}
+
+/// The range query Grafana's Prometheus data source sends for a panel at
+/// `now` (Unix seconds; dashboard timezone UTC): the panel's `timeFrom` (or
+/// the last 15 minutes), a step of the panel's minimum `interval` (or 15 s),
+/// and start and end floored to a multiple of the step.
+fn grafana_range(target: &RangeTarget, now: f64) -> (f64, f64, f64) {
+    let step = target.interval.as_deref().map_or(15.0, duration_seconds);
+    let span = target.time_from.as_deref().map_or(900.0, duration_seconds);
+    let floor = |t: f64| (t / step).floor() * step;
+    (floor(now - span), floor(now), step)
+}
+
 fn variable_query(var: &Json) -> Option<String> {
     match &var["query"] {
         Json::String(s) => Some(s.clone()),
@@ -410,6 +479,28 @@ fn substitute(expr: &str, vars: &BTreeMap<String, String>) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// The value of the sample `name{labels}` in an exposition, where `labels` is
+/// exactly the text between the braces (empty: a sample without labels).
+fn exposition_value(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let head = if labels.is_empty() {
+        format!("{name} ")
+    } else {
+        format!("{name}{{{labels}}} ")
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix(&head))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The value of the first sample of an instant query's result.
+fn first_value(result: &[Json]) -> Option<f64> {
+    result
+        .first()
+        .and_then(|s| s["value"][1].as_str())
+        .and_then(|v| v.parse().ok())
 }
 
 /// Metric names (no `:`) starting with `openrouter_` in a PromQL / template text.
@@ -513,6 +604,45 @@ async fn query_at(
         other if !other.is_null() => Ok(vec![other.clone()]),
         _ => Ok(Vec::new()),
     }
+}
+
+/// Range query; the matrix result, or Err(message) when Prometheus rejects it.
+async fn query_range(
+    client: &reqwest::Client,
+    prom: &str,
+    q: &str,
+    (start, end, step): (f64, f64, f64),
+) -> Result<Vec<Json>, String> {
+    let params = [
+        ("query", q.to_string()),
+        ("start", format!("{start:.3}")),
+        ("end", format!("{end:.3}")),
+        ("step", format!("{step}")),
+    ];
+    let resp = client
+        .get(format!("{prom}/api/v1/query_range"))
+        .query(&params)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let text = resp.text().await.map_err(|e| e.to_string())?;
+    let json: Json = serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))?;
+    if json["status"] != "success" {
+        return Err(format!("{} {}", json["errorType"], json["error"]));
+    }
+    Ok(json["data"]["result"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default())
+}
+
+/// The timestamps of every point of a range query's result.
+fn point_times(result: &[Json]) -> Vec<f64> {
+    result
+        .iter()
+        .flat_map(|s| s["values"].as_array().cloned().unwrap_or_default())
+        .filter_map(|p| p[0].as_f64())
+        .collect()
 }
 
 /// Polls `check` every 250 ms until it returns Some, or panics after `limit`.
@@ -885,7 +1015,9 @@ async fn alerts_reach_alertmanager_and_dashboards_query_real_data() {
         "no notification for {OVER} was recorded"
     );
 
-    // --- the far-under-budget company: nothing, for a while after acme's came
+    // --- the company far under its budgets so far: no budget alert, for a
+    // while after acme's came (its burn rate is checked below, against the
+    // pace the exporter shows)
     tokio::time::sleep(Duration::from_secs(5)).await;
     children.assert_running();
     let firing_for_under = query(&client, &prom, &format!("ALERTS{{company=\"{UNDER}\"}}"))
@@ -965,6 +1097,8 @@ async fn alerts_reach_alertmanager_and_dashboards_query_real_data() {
     let mut no_data = Vec::new();
     // (file, title, expr, legend, variables) of every query that returned data
     let mut with_data = Vec::new();
+    // (file, target, variables) of every time-series target
+    let mut ranged = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     for (file, d) in &dashboards {
         let mut vars: BTreeMap<String, String> = [
@@ -1032,6 +1166,9 @@ async fn alerts_reach_alertmanager_and_dashboards_query_real_data() {
         assert!(d["templating"]["list"].as_array().is_some_and(|l| l
             .iter()
             .any(|v| v["name"] == "datasource" && v["type"] == "datasource")));
+        for t in range_targets(d) {
+            ranged.push((file.clone(), t, vars.clone()));
+        }
         for (title, expr, legend) in panel_targets(d) {
             let q = substitute(&expr, &vars);
             checked += 1;
@@ -1086,6 +1223,212 @@ async fn alerts_reach_alertmanager_and_dashboards_query_real_data() {
             no_data.join("\n")
         );
     }
+
+    // --- time-series panels the way Grafana runs them: a range query over
+    // the panel's range with its step, start and end floored to the step.
+    // The UTC-day bars (step 1d) end at today's midnight, whose bar would
+    // hold the whole hours of today so far: it must be left out, while the
+    // gate that does so keeps the completed days.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let mut range_failures = Vec::new();
+    let mut day_bars = 0;
+    for (file, t, vars) in &ranged {
+        let q = substitute(&t.expr, vars);
+        let range = grafana_range(t, now);
+        let result = match query_range(&client, &prom, &q, range).await {
+            Ok(result) => result,
+            Err(e) => {
+                range_failures.push(format!(
+                    "{file}: \"{}\": invalid as a range query: {q}: {e}",
+                    t.title
+                ));
+                continue;
+            }
+        };
+        if t.interval.as_deref() != Some("1d") {
+            continue;
+        }
+        day_bars += 1;
+        let (start, end, step) = range;
+        assert!(
+            step == 86400.0 && end % 86400.0 == 0.0 && end <= now && now - end < 86400.0,
+            "{file}: \"{}\": Grafana's range should end at today's UTC midnight: {range:?}",
+            t.title
+        );
+        let times = point_times(&result);
+        assert!(
+            times.iter().all(|&p| p >= start && p < end && p % 86400.0 == 0.0),
+            "{file}: \"{}\" has a point that is not a completed UTC day (today is {end}): {q}\n{result:?}",
+            t.title
+        );
+        let (_, gate) = t.expr.split_once(" and on () ").unwrap_or_else(|| {
+            panic!(
+                "{file}: \"{}\" should leave today out with `... and on () <present only for completed days>`: {}",
+                t.title, t.expr
+            )
+        });
+        let gate_q = substitute(gate, vars);
+        let gate_times = point_times(
+            &query_range(&client, &prom, &gate_q, range)
+                .await
+                .unwrap_or_else(|e| panic!("{file}: {gate_q}: {e}")),
+        );
+        assert!(
+            gate_times.contains(&(end - 86400.0)) && !gate_times.contains(&end),
+            "{file}: \"{}\": its gate {gate_q} should keep yesterday ({}) and drop today ({end}): {gate_times:?}",
+            t.title,
+            end - 86400.0
+        );
+    }
+    assert!(
+        range_failures.is_empty(),
+        "time-series panel queries Prometheus rejects as range queries:\n{}",
+        range_failures.join("\n")
+    );
+    assert!(
+        ranged.len() >= 5 && day_bars >= 1,
+        "expected time-series panels, the UTC-day bars (interval 1d) among them: {} targets, {day_bars} day bars",
+        ranged.len()
+    );
+
+    // --- partial history: Prometheus has seen the exporter for well under an
+    // hour. The paces must be those of the time it has seen: the exporter's
+    // own figures give them, (value now - value at the test's start) /
+    // (refresh time now - refresh time then). Spread over a nominal day, as
+    // the rules used to, the pace reads about 1/1000 of that and a runway of
+    // hours reads years.
+    let (_, later_metrics) = get_text(&client, &format!("{exporter}/metrics"))
+        .await
+        .expect("the demo's /metrics");
+    let at_both = |name: &str, labels: &str| {
+        let then = exposition_value(&metrics, name, labels);
+        let now = exposition_value(&later_metrics, name, labels);
+        match (then, now) {
+            (Some(a), Some(b)) => (a, b),
+            _ => panic!("the demo's /metrics lacks {name}{{{labels}}}"),
+        }
+    };
+    let (ts0, ts1) = at_both("openrouter_last_refresh_success_timestamp_seconds", "");
+    let span = ts1 - ts0;
+    assert!(span >= 10.0, "the exporter's data spans only {span} s");
+    let (usage0, usage1) = at_both("openrouter_account_usage_usd", "");
+    let (_, credits) = at_both("openrouter_account_credits_usd", "");
+    let account_pace = (usage1 - usage0) / span;
+    assert!(account_pace > 0.0, "the demo account spends nothing");
+    let observed_runway = (credits - usage1) / (account_pace * 86400.0);
+    let runway = first_value(
+        &query(
+            &client,
+            &prom,
+            &format!(
+                "account:openrouter_account_credits_usd:runway_days{{instance=\"{}\"}}",
+                replicas[0]
+            ),
+        )
+        .await
+        .expect("runway query"),
+    )
+    .expect("no account:openrouter_account_credits_usd:runway_days for the demo");
+    assert!(
+        runway / observed_runway > 1.0 / 3.0 && runway / observed_runway < 3.0,
+        "the runway is {runway} days, but at the pace the exporter shows ({account_pace} $/s) the credits \
+         last {observed_runway} days: the pace is not that of the time Prometheus has seen"
+    );
+    let threshold = |name: &str| {
+        let client = client.clone();
+        let q = format!("max(openrouter:threshold:{name})");
+        let prom = prom.clone();
+        async move {
+            first_value(&query(&client, &prom, &q).await.expect("threshold query"))
+                .unwrap_or_else(|| panic!("no {q}"))
+        }
+    };
+    let runway_min = threshold("account_runway_min_days").await;
+    let credits_low_for_demo = |received: &Received| {
+        received_alerts(received).into_iter().any(|(_, a)| {
+            label(&a, "alertname") == CREDITS_LOW && label(&a, "instance") == replicas[0]
+        })
+    };
+    if observed_runway < runway_min / 2.0 {
+        wait_for(
+            &format!(
+                "{CREDITS_LOW} for {} (its credits last {observed_runway:.2} days at its pace)",
+                replicas[0]
+            ),
+            Duration::from_secs(30),
+            &mut children,
+            || {
+                let hit = credits_low_for_demo(&received);
+                async move { hit.then_some(()) }
+            },
+        )
+        .await;
+    } else if observed_runway > runway_min * 2.0 {
+        assert!(
+            !credits_low_for_demo(&received),
+            "{CREDITS_LOW} arrived although the credits last {observed_runway} days"
+        );
+    }
+    // UNDER's burn rate per window: the forecast at the pace the exporter
+    // shows decides whether the alert must arrive (over 3 times the budget)
+    // or must not (under half of it); in between the demo's random spend
+    // could go either way.
+    let (life0, life1) = at_both(
+        "openrouter_company_usage_usd",
+        &format!("company=\"{UNDER}\",window=\"lifetime\""),
+    );
+    let company_pace = (life1 - life0) / span;
+    let forecast_ratio = threshold("forecast_budget_ratio").await;
+    let mut burn_checked = 0;
+    for window in ["daily", "weekly", "monthly"] {
+        let labels = format!("company=\"{UNDER}\",window=\"{window}\"");
+        let Some(budget) =
+            exposition_value(&later_metrics, "openrouter_company_budget_usd", &labels)
+                .filter(|b| *b > 0.0)
+        else {
+            continue;
+        };
+        let (_, current) = at_both("openrouter_company_usage_usd", &labels);
+        let (_, end) = at_both(
+            "openrouter_window_end_timestamp_seconds",
+            &format!("window=\"{window}\""),
+        );
+        let expected = current + company_pace * (end - ts1);
+        let limit = budget * forecast_ratio;
+        let burn_for = |received: &Received| {
+            received_alerts(received).into_iter().any(|(_, a)| {
+                label(&a, "alertname") == BURN_RATE
+                    && label(&a, "company") == UNDER
+                    && label(&a, "window") == window
+            })
+        };
+        if expected > 3.0 * limit {
+            burn_checked += 1;
+            wait_for(
+                &format!("{BURN_RATE} for {UNDER}/{window}: ${expected:.2} at its pace, budget ${budget:.2}"),
+                Duration::from_secs(30),
+                &mut children,
+                || {
+                    let hit = burn_for(&received);
+                    async move { hit.then_some(()) }
+                },
+            )
+            .await;
+        } else if expected < 0.5 * limit {
+            burn_checked += 1;
+            assert!(
+                !burn_for(&received),
+                "{BURN_RATE} arrived for {UNDER}/{window}, whose forecast at the pace the exporter shows \
+                 is ${expected:.2} against a budget of ${budget:.2}"
+            );
+        }
+    }
+    eprintln!(
+        "e2e: runway {runway:.3} days (observed {observed_runway:.3}); {UNDER}: {burn_checked} burn-rate windows checked"
+    );
 
     // --- two replicas: each query, at one instant, with both replicas and
     // restricted to each one. Counters are summed on purpose (every replica
@@ -1407,9 +1750,19 @@ fn shipped_rules_and_dashboards_follow_the_conventions() {
         !test_files.is_empty(),
         "no promtool tests in prometheus/tests/"
     );
+    let mut promtool_exprs = BTreeSet::new();
     for f in &test_files {
         let t: Yaml = serde_yaml::from_str(&fs::read_to_string(f).unwrap()).unwrap();
         for group in t["tests"].as_sequence().into_iter().flatten() {
+            for case in group["promql_expr_test"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+            {
+                if let Some(expr) = case["expr"].as_str() {
+                    promtool_exprs.insert(expr.trim().to_string());
+                }
+            }
             for case in group["alert_rule_test"].as_sequence().into_iter().flatten() {
                 let name = case["alertname"].as_str().unwrap_or("").to_string();
                 let firing = case["exp_alerts"]
@@ -1434,8 +1787,39 @@ fn shipped_rules_and_dashboards_follow_the_conventions() {
         }
     }
 
+    // Dashboard queries that promtool tests evaluate themselves (scrapes off
+    // the minute: exact hours and UTC days) are still the dashboards' queries,
+    // with $job = .+ and $company = .+ (overview) or acme (drill-down).
+    let dashboards = dashboards();
+    for (file, title, company) in [
+        (
+            "openrouter-overview.json",
+            "Daily spend per company (UTC days, last 30 days)",
+            ".+",
+        ),
+        ("openrouter-company.json", "Spend per hour by key", "acme"),
+    ] {
+        let (_, d) = dashboards
+            .iter()
+            .find(|(f, _)| f == file)
+            .unwrap_or_else(|| panic!("no {file}"));
+        let (_, expr, _) = panel_targets(d)
+            .into_iter()
+            .find(|(t, _, _)| t == title)
+            .unwrap_or_else(|| panic!("{file} has no panel {title:?}"));
+        let vars: BTreeMap<String, String> = [("job", ".+"), ("company", company)]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let q = substitute(&expr, &vars);
+        assert!(
+            promtool_exprs.contains(&q),
+            "{file}: {title:?}: its query is not the one prometheus/tests/ checks; update the promtool test:\n{q}"
+        );
+    }
+
     let mut uids = BTreeSet::new();
-    for (file, d) in dashboards() {
+    for (file, d) in dashboards {
         let uid = d["uid"].as_str().unwrap_or("");
         assert!(
             !uid.is_empty() && uids.insert(uid.to_string()),
