@@ -2,7 +2,7 @@
 //! windows and the per-company model mix.
 //!
 //! The activity API returns one row per (UTC date, model, provider endpoint)
-//! for the last 30 *completed* UTC days and never today. The cache keeps, per
+//! for the last 30 *completed* UTC days. The cache keeps, per
 //! key, only what is published from those rows: the spend of each span in
 //! [`SPANS`] and a per-model total over all 30 days, both for the UTC day the
 //! history was read on. That is ~200 bytes a key, where every (day, model) row
@@ -10,17 +10,38 @@
 //!
 //! - **Incremental.** Results are kept per key as they arrive; one failing
 //!   key leaves only its own figures unknown. A 404 is "key gone" (deleted
-//!   since the listing): skipped, not a failure.
+//!   since the listing): skipped, unless a later listing still lists the key
+//!   ([`ActivityCache::fail_relisted`]): then it is a failure.
 //! - **Never a fake zero.** A key's figures exist only for the day its history
 //!   was read on, and only when every row of that call was readable (a date in
 //!   its first 10 characters, a finite `usage`). After UTC midnight they are
 //!   unknown until the key's history is read again.
 //! - **Self-correcting.** Every read is the whole history (one undated call),
 //!   and replaces the key's figures: restated days win and nothing is counted
-//!   twice (a restart refills from nothing, equally). Each key is read once
-//!   after UTC midnight (the new day, and every earlier day again: the 24 h
-//!   re-read of the day before included) and once more [`REREAD_AFTER_HOURS`]
-//!   later (yesterday's 6 h re-read). Steady state: 2 calls per key per day.
+//!   twice (a restart refills from nothing, equally). Each key holding an
+//!   earlier day's figures is read again from [`FIRST_READ_MINUTES`] past UTC
+//!   midnight (OpenRouter's own advice: a day still grows for minutes after
+//!   it ends; the new day, and every earlier day again: the 24 h re-read of
+//!   the day before included) and once more [`REREAD_AFTER_HOURS`] later
+//!   (yesterday's 6 h re-read). Steady state: 2 calls per key per day. A key
+//!   with no figures at all (a first fill, a new key) is read at once, and
+//!   once more at 00:30 if that read came earlier.
+//! - **Guarded.** A key's 30 completed days can never have cost more than its
+//!   lifetime usage in a listing taken since they ended ([`spend_bound`]): an
+//!   answer over it (an upstream that ignores `api_key_hash` sends the whole
+//!   account's rows for every key) fails the key, loudly.
+//! - **Not a day short.** Upstream's window rolls over some time after
+//!   midnight; an answer read before that covers the 30 days ending the day
+//!   before yesterday. Its tell: rows dated before `today − 30` (a 31st day
+//!   back) and none for yesterday or today. But a rolled-over answer may carry
+//!   a 31st day back too (a live undated call returned 31 dates), so a key idle
+//!   yesterday looks the same. The rule ([`ActivityCache::take`]): such an
+//!   answer leaves the key pending (retried by the next run) unless some
+//!   answer read for the same day has shown a row for yesterday or today
+//!   (upstream has rolled over: the key was idle), or it was read at or after
+//!   the [`REREAD_AFTER_HOURS`] re-read (six hours late is no lag: an idle
+//!   key). A lagging answer with no 31st day back cannot be told apart from a
+//!   key idle yesterday; the 06:00 re-read corrects it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -44,6 +65,19 @@ pub const REREAD_AFTER_HOURS: i64 = 6;
 /// A key answered 404 ("gone") is not asked again for this long (while a stale
 /// listing may still name it).
 pub const GONE_RETRY_HOURS: i64 = 6;
+
+/// The new day is first read this many minutes after UTC midnight: a day
+/// can still grow for minutes after it ends (requests are counted on the day
+/// they started).
+pub const FIRST_READ_MINUTES: i64 = 30;
+
+/// The most a key's 30 completed days can have cost when a listing taken
+/// since they ended says it has cost `lifetime` in all: that, plus 1 % and a
+/// cent for rounding and for how the two figures are counted.
+pub fn spend_bound(lifetime: Usd) -> Usd {
+    let slack = (lifetime.nanos() / 100).max(Usd::from_nanos(10_000_000).nanos());
+    Usd::from_nanos(lifetime.nanos().saturating_add(slack))
+}
 
 /// One model's figures for one key (provider endpoints and days merged).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -144,9 +178,19 @@ impl KeyId {
     }
 }
 
-/// The keys an activity run reads, in listing order (40 bytes a key).
+/// The keys an activity run reads, in listing order, each with the most its
+/// 30 completed days can have cost (nano-dollars; `i64::MAX` when no listing
+/// says): 48 bytes a key.
 #[derive(Debug, Default)]
-pub struct Plan(std::vec::IntoIter<KeyId>);
+pub struct Plan(std::vec::IntoIter<(KeyId, i64)>);
+
+/// One planned key, made when its call starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    pub hash: String,
+    /// The most its 30 completed days can have cost ([`spend_bound`]).
+    pub max_spend: Option<Usd>,
+}
 
 impl Plan {
     pub fn len(&self) -> usize {
@@ -159,16 +203,19 @@ impl Plan {
 
     /// The planned keys' hashes (tests, tools).
     pub fn hashes(&self) -> Vec<String> {
-        self.0.as_slice().iter().map(KeyId::hash).collect()
+        self.0.as_slice().iter().map(|(id, _)| id.hash()).collect()
     }
 }
 
-/// The planned keys' hashes, in order, each made when its call starts.
+/// The planned keys, in order.
 impl Iterator for Plan {
-    type Item = String;
+    type Item = Planned;
 
-    fn next(&mut self) -> Option<String> {
-        self.0.next().map(|id| id.hash())
+    fn next(&mut self) -> Option<Planned> {
+        self.0.next().map(|(id, max)| Planned {
+            hash: id.hash(),
+            max_spend: (max != i64::MAX).then(|| Usd::from_nanos(max.into())),
+        })
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -222,6 +269,22 @@ pub struct ActivityCache {
     /// Model names, interned: rows carry an index.
     models: Vec<Box<str>>,
     model_ids: HashMap<Box<str>, u32>,
+    /// The latest day an answer read for it showed a row for yesterday or
+    /// today: upstream had rolled over to that day.
+    rolled_over: Option<NaiveDate>,
+}
+
+/// What became of one answer ([`ActivityCache::take`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// Recorded: the key's history is read for its day.
+    Complete,
+    /// From a window that has not rolled over yet: nothing recorded, the key
+    /// stays pending and is read again.
+    Behind,
+    /// More 30-day spend than its lifetime usage allows: nothing recorded,
+    /// the key failed.
+    OverLifetime { spend: Usd, max: Usd },
 }
 
 /// The completed days the API covers when today is `today`: oldest first.
@@ -251,12 +314,39 @@ pub struct History {
     read_for: NaiveDate,
     spend: [i64; SPANS.len()],
     models: Vec<(Box<str>, ModelRow)>,
+    /// The newest day any row was dated (today's partial rows included).
+    newest: Option<NaiveDate>,
+    /// Some row was dated before the 30 days (a 31st day back).
+    before_window: bool,
+}
+
+impl History {
+    /// Spend of all 30 completed days.
+    pub fn completed(&self) -> Usd {
+        Usd::from_nanos(self.spend[SPANS.len() - 1].into())
+    }
+
+    /// A row dated yesterday or today: upstream's window has rolled over to
+    /// the day this answer was read for.
+    pub fn shows_rollover(&self) -> bool {
+        self.newest
+            .zip(self.read_for.pred_opt())
+            .is_some_and(|(newest, yesterday)| newest >= yesterday)
+    }
+
+    /// The shape of an answer from a window that has not rolled over (a
+    /// 31st day back, nothing for yesterday or today), or of a key idle
+    /// yesterday: the module doc says how the two are told apart.
+    pub fn looks_behind(&self) -> bool {
+        self.before_window && !self.shows_rollover()
+    }
 }
 
 /// The figures of one key's rows read on `today`: exactly those of the rows
-/// for the 30 days before `today`. Rows for other days (today, or a 31st day
-/// back while upstream rolls over) are not ours. A row without a readable day
-/// or a finite usage (or sums that overflow) makes the whole call unreadable.
+/// for the 30 days before `today`. Rows for other days (a partial today, or a
+/// 31st day back) are not counted, only noted ([`History::looks_behind`]). A
+/// row without a readable day or a finite usage (or sums that overflow) makes
+/// the whole call unreadable.
 pub fn summarize(rows: &[ActivityRow], today: NaiveDate) -> Result<History, Unreadable> {
     let first = today
         .checked_sub_signed(ChronoDuration::days(HISTORY_DAYS))
@@ -265,6 +355,7 @@ pub fn summarize(rows: &[ActivityRow], today: NaiveDate) -> Result<History, Unre
     let mut spend = [0i64; SPANS.len()];
     let mut models: Vec<(Box<str>, ModelRow)> = Vec::new();
     let mut unreadable = 0;
+    let (mut newest, mut before_window) = (None, false);
     for row in rows {
         let usage = row
             .usage
@@ -276,6 +367,8 @@ pub fn summarize(rows: &[ActivityRow], today: NaiveDate) -> Result<History, Unre
             unreadable += 1;
             continue;
         };
+        newest = newest.max(Some(day));
+        before_window |= day < first;
         if day < first || day >= today {
             continue;
         }
@@ -316,6 +409,8 @@ pub fn summarize(rows: &[ActivityRow], today: NaiveDate) -> Result<History, Unre
         read_for: today,
         spend,
         models,
+        newest,
+        before_window,
     })
 }
 
@@ -355,33 +450,100 @@ impl ActivityCache {
         p
     }
 
-    /// The keys whose history a run at `now` reads: those not read for
-    /// today, and those read for today before its [`REREAD_AFTER_HOURS`]
-    /// re-read when that time has come. Keys answered 404 lately are skipped.
+    /// [`ActivityCache::plan_bounded`] with no lifetime bounds (tests, tools).
     pub fn plan<'a>(&self, hashes: impl IntoIterator<Item = &'a str>, now: DateTime<Utc>) -> Plan {
+        self.plan_bounded(hashes.into_iter().map(|hash| (hash, None)), now)
+    }
+
+    /// The keys whose history a run at `now` reads, each given with its
+    /// lifetime usage in a listing taken since today began (`None`: no bound):
+    /// - a key never read: at once;
+    /// - a key holding an earlier day's figures: from [`FIRST_READ_MINUTES`]
+    ///   past midnight;
+    /// - a key read for today: again at that time if read before it, and at
+    ///   the [`REREAD_AFTER_HOURS`] re-read if read before that.
+    ///
+    /// Keys answered 404 lately are skipped.
+    pub fn plan_bounded<'a>(
+        &self,
+        keys: impl IntoIterator<Item = (&'a str, Option<Usd>)>,
+        now: DateTime<Utc>,
+    ) -> Plan {
         let today = now.date_naive();
         let now_s = now.timestamp();
-        let reread = today.and_hms_opt(0, 0, 0).map_or(i64::MAX, |t| {
-            t.and_utc().timestamp() + REREAD_AFTER_HOURS * 3600
-        });
+        let midnight = today
+            .and_hms_opt(0, 0, 0)
+            .map_or(i64::MAX, |t| t.and_utc().timestamp());
+        let first_read = midnight.saturating_add(FIRST_READ_MINUTES * 60);
+        let reread = midnight.saturating_add(REREAD_AFTER_HOURS * 3600);
+        let read_again = |at: i64| now_s >= at;
+        let due = |state: &KeyState| match state {
+            KeyState { gone_at, .. }
+                if *gone_at != 0 && now_s - i64::from(*gone_at) < GONE_RETRY_HOURS * 3600 =>
+            {
+                false
+            }
+            KeyState { read_for: None, .. } => true,
+            state if !state.complete(today) => read_again(first_read),
+            state => {
+                let read_at = i64::from(state.read_at);
+                (read_again(first_read) && read_at < first_read)
+                    || (read_again(reread) && read_at < reread)
+            }
+        };
+        let bound = |lifetime: Option<Usd>| {
+            lifetime
+                .and_then(|l| i64::try_from(spend_bound(l).nanos()).ok())
+                .unwrap_or(i64::MAX)
+        };
         Plan(
-            hashes
-                .into_iter()
-                .map(KeyId::new)
-                .filter(|id| match self.keys.get(id) {
-                    None => true,
-                    Some(state)
-                        if state.gone_at != 0
-                            && now_s - i64::from(state.gone_at) < GONE_RETRY_HOURS * 3600 =>
-                    {
-                        false
-                    }
-                    Some(state) if !state.complete(today) => true,
-                    Some(state) => now_s >= reread && i64::from(state.read_at) < reread,
-                })
+            keys.into_iter()
+                .map(|(hash, lifetime)| (KeyId::new(hash), lifetime))
+                .filter(|(id, _)| self.keys.get(id).map_or(true, due))
+                .map(|(id, lifetime)| (id, bound(lifetime)))
                 .collect::<Vec<_>>()
                 .into_iter(),
         )
+    }
+
+    /// Takes one answer read at `read_at` for `hash`, planned with
+    /// `max_spend` ([`spend_bound`]): records it, or leaves the key pending
+    /// (a window not rolled over yet, by the module doc's rule), or fails the
+    /// key (over its lifetime usage).
+    pub fn take(
+        &mut self,
+        hash: &str,
+        history: History,
+        read_at: DateTime<Utc>,
+        max_spend: Option<Usd>,
+    ) -> Taken {
+        let spend = history.completed();
+        if let Some(max) = max_spend.filter(|max| spend > *max) {
+            self.mark_failed(hash);
+            return Taken::OverLifetime { spend, max };
+        }
+        self.note_rollover(&history);
+        let reread = history
+            .read_for
+            .and_hms_opt(REREAD_AFTER_HOURS as u32, 0, 0)
+            .map(|t| t.and_utc());
+        let before_reread = reread.is_some_and(|t| read_at < t);
+        if history.looks_behind() && before_reread && self.rolled_over != Some(history.read_for) {
+            let state = self.keys.entry(KeyId::new(hash)).or_default();
+            state.failed = false;
+            state.gone_at = 0;
+            return Taken::Behind;
+        }
+        self.record(hash, history, read_at);
+        Taken::Complete
+    }
+
+    /// Notes that upstream has rolled over when `history` shows it (answers
+    /// taken in one batch are all noted first: arrival order is no proof).
+    pub fn note_rollover(&mut self, history: &History) {
+        if history.shows_rollover() {
+            self.rolled_over = self.rolled_over.max(Some(history.read_for));
+        }
     }
 
     /// [`ActivityCache::apply_at`] read at the start of `today` (tests, tools).
@@ -446,6 +608,29 @@ impl ActivityCache {
     /// once their day has passed).
     pub fn mark_failed(&mut self, hash: &str) {
         self.keys.entry(KeyId::new(hash)).or_default().failed = true;
+    }
+
+    /// Keys answered 404 that a listing taken at `listed_at`, at least
+    /// `margin` later (so fetched wholly after the 404), still lists: not
+    /// deleted, so the 404 was a failure. Call right after
+    /// [`ActivityCache::prune`] with that listing. Marks them failed (read
+    /// again by the next run) and returns how many.
+    pub fn fail_relisted(
+        &mut self,
+        listed_at: DateTime<Utc>,
+        margin: std::time::Duration,
+    ) -> usize {
+        let margin = i64::try_from(margin.as_secs()).unwrap_or(i64::MAX);
+        let before = listed_at.timestamp().saturating_sub(margin);
+        let mut relisted = 0;
+        for state in self.keys.values_mut() {
+            if state.gone_at != 0 && i64::from(state.gone_at) <= before {
+                state.gone_at = 0;
+                state.failed = true;
+                relisted += 1;
+            }
+        }
+        relisted
     }
 
     /// `hash` answered 404: deleted since the listing. Skipped for
@@ -574,9 +759,11 @@ mod tests {
         apply(&mut cache, &[row("2026-11-25", "m", 1.0, 1)], noon);
         // Read 12 h after yesterday closed: past the 6 h re-read already.
         assert!(cache.plan(["h"], at("2026-11-26T23:59:00Z")).is_empty());
-        // After midnight: the new day, and every earlier day again (the 24 h
-        // re-read of the day before among them).
-        let after_midnight = "2026-11-27T00:10:00Z";
+        // Not before 00:30: the day that just ended may still grow.
+        assert!(cache.plan(["h"], at("2026-11-27T00:29:00Z")).is_empty());
+        // Then the new day, and every earlier day again (the 24 h re-read of
+        // the day before among them).
+        let after_midnight = "2026-11-27T00:30:00Z";
         assert_eq!(cache.plan(["h"], at(after_midnight)).hashes(), ["h"]);
         apply(&mut cache, &[], after_midnight);
         assert!(cache.plan(["h"], at("2026-11-27T05:59:00Z")).is_empty());
@@ -585,6 +772,128 @@ mod tests {
         assert_eq!(cache.plan(["h"], at(six)).hashes(), ["h"]);
         apply(&mut cache, &[], six);
         assert!(cache.plan(["h"], at("2026-11-27T23:00:00Z")).is_empty());
+    }
+
+    #[test]
+    fn a_key_never_read_is_read_at_once_and_again_at_half_past_midnight() {
+        let mut cache = ActivityCache::default();
+        let early = "2026-11-27T00:05:00Z";
+        assert_eq!(cache.plan(["h"], at(early)).hashes(), ["h"]);
+        apply(&mut cache, &[], early);
+        assert!(cache.plan(["h"], at("2026-11-27T00:20:00Z")).is_empty());
+        let half_past = "2026-11-27T00:30:00Z";
+        assert_eq!(cache.plan(["h"], at(half_past)).hashes(), ["h"]);
+        apply(&mut cache, &[], half_past);
+        assert!(cache.plan(["h"], at("2026-11-27T05:00:00Z")).is_empty());
+    }
+
+    fn take(cache: &mut ActivityCache, rows: &[ActivityRow], now: &str, max: Option<f64>) -> Taken {
+        let now = at(now);
+        let history = summarize(rows, now.date_naive()).unwrap();
+        cache.take("h", history, now, max.and_then(Usd::from_f64))
+    }
+
+    #[test]
+    fn thirty_days_over_the_lifetime_usage_fail_the_key() {
+        let mut cache = ActivityCache::default();
+        let rows = [
+            row("2026-11-20", "m", 5.0, 1),
+            row("2026-11-25", "m", 6.0, 1),
+        ];
+        let noon = "2026-11-26T12:00:00Z";
+        let max = spend_bound(Usd::from_f64(10.0).unwrap());
+        assert_eq!(max, Usd::from_f64(10.1).unwrap(), "1 % of slack");
+        assert_eq!(
+            spend_bound(Usd::ZERO),
+            Usd::from_f64(0.01).unwrap(),
+            "or a cent"
+        );
+        let taken = take(&mut cache, &rows, noon, Some(10.1));
+        assert_eq!(
+            taken,
+            Taken::OverLifetime {
+                spend: Usd::from_f64(11.0).unwrap(),
+                max: Usd::from_f64(10.1).unwrap()
+            }
+        );
+        let today = at(noon).date_naive();
+        assert_eq!(cache.progress(["h"], today).failed, 1);
+        assert_eq!(cache.completed_usage("h", today, 30), None);
+        // Within the bound (or with none): recorded.
+        assert_eq!(take(&mut cache, &rows, noon, Some(11.0)), Taken::Complete);
+        assert_eq!(take(&mut cache, &rows, noon, None), Taken::Complete);
+        assert_eq!(cache.completed_usage("h", today, 30), Usd::from_f64(11.0));
+        // The plan carries the bound of each key's lifetime.
+        let mut plan = ActivityCache::default().plan_bounded(
+            [("a", Some(Usd::from_f64(10.0).unwrap())), ("b", None)],
+            at(noon),
+        );
+        assert_eq!(plan.next().unwrap().max_spend, Some(max));
+        assert_eq!(plan.next().unwrap().max_spend, None);
+    }
+
+    /// Today is 2026-11-27: the 30 days are 10-28 ..= 11-26.
+    #[test]
+    fn an_answer_from_a_window_not_rolled_over_leaves_the_key_pending() {
+        let now = "2026-11-27T00:40:00Z";
+        let today = at(now).date_naive();
+        // Upstream still serves 10-27 ..= 11-25: a 31st day back, no yesterday.
+        let behind = [
+            row("2026-10-27", "m", 1.0, 1),
+            row("2026-11-25", "m", 1.0, 1),
+        ];
+        let mut cache = ActivityCache::default();
+        assert_eq!(take(&mut cache, &behind, now, None), Taken::Behind);
+        assert_eq!(cache.progress(["h"], today).pending, 1);
+        assert_eq!(cache.completed_usage("h", today, 30), None);
+        assert_eq!(cache.plan(["h"], at(now)).hashes(), ["h"], "read again");
+        // A rolled-over answer of 31 dates (10-27 ..= 11-26) and a partial
+        // today: complete, counting only the 30 days.
+        let rolled = [
+            row("2026-10-27", "m", 1.0, 1),
+            row("2026-11-26", "m", 2.0, 1),
+            row("2026-11-27", "m", 4.0, 1),
+        ];
+        assert_eq!(take(&mut cache, &rolled, now, None), Taken::Complete);
+        assert_eq!(cache.completed_usage("h", today, 30), Usd::from_f64(2.0));
+        // Once an answer showed yesterday, the same shape is a key idle
+        // yesterday, not a lag: complete.
+        assert_eq!(take(&mut cache, &behind, now, None), Taken::Complete);
+        assert_eq!(cache.completed_usage("h", today, 30), Usd::from_f64(1.0));
+        // Without that proof, it is taken as idle from the 06:00 re-read on.
+        let mut fresh = ActivityCache::default();
+        assert_eq!(
+            take(&mut fresh, &behind, "2026-11-27T05:59:00Z", None),
+            Taken::Behind
+        );
+        assert_eq!(
+            take(&mut fresh, &behind, "2026-11-27T06:00:00Z", None),
+            Taken::Complete
+        );
+        // No 31st day back: nothing tells a lag from an idle yesterday.
+        let mut quiet = ActivityCache::default();
+        let no_tell = [row("2026-11-20", "m", 1.0, 1)];
+        assert_eq!(take(&mut quiet, &no_tell, now, None), Taken::Complete);
+    }
+
+    #[test]
+    fn a_404_for_a_key_a_later_listing_still_lists_is_a_failure() {
+        let mut cache = ActivityCache::default();
+        let t = at("2026-11-26T12:00:00Z");
+        cache.mark_gone("h", t);
+        let margin = std::time::Duration::from_secs(30);
+        // A listing that may have been fetched before the 404: still gone.
+        assert_eq!(
+            cache.fail_relisted(t + ChronoDuration::seconds(29), margin),
+            0
+        );
+        assert_eq!(cache.progress(["h"], t.date_naive()).gone, 1);
+        assert_eq!(
+            cache.fail_relisted(t + ChronoDuration::seconds(30), margin),
+            1
+        );
+        assert_eq!(cache.progress(["h"], t.date_naive()).failed, 1);
+        assert_eq!(cache.plan(["h"], t).hashes(), ["h"], "read again");
     }
 
     #[test]

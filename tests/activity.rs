@@ -316,11 +316,19 @@ async fn steady_state_is_one_call_per_key_per_new_day_plus_one_restatement_and_n
         3
     );
     sim.state().requests.clear();
-    // Ten minutes after midnight: the day that just completed, and the 24 h
-    // re-read of the day before, in one undated call per key.
+    // Ten minutes after midnight: nothing yet, the day just ended may still grow.
     assert_eq!(
         exporter
             .refresh_activity_at(at(today(), 0, 10))
+            .await
+            .unwrap(),
+        0
+    );
+    // Thirty minutes after midnight: the day that just completed, and the
+    // 24 h re-read of the day before, in one undated call per key.
+    assert_eq!(
+        exporter
+            .refresh_activity_at(at(today(), 0, 30))
             .await
             .unwrap(),
         3
@@ -1104,4 +1112,364 @@ async fn answers_after_midnight_are_left_to_the_next_run() {
         let got = key_rolling(&samples, n, "rolling_7d").unwrap();
         assert!((got - want_7d(&state, n)).abs() < 1e-9);
     }
+}
+
+// ------------------------------------------------------------ issue 22
+
+/// The exporter's clock stands still at `t` (its listings are taken then).
+fn set_time(exporter: &openrouter_cost_exporter::exporter::Exporter, t: DateTime<Utc>) {
+    exporter.set_clock(std::sync::Arc::new(move || t));
+}
+
+/// Every `/activity` call (`times` of them) answers these rows.
+fn answer_rows(rows: Vec<Value>, times: u32) -> Fault {
+    let body = json!({ "data": rows }).to_string();
+    Fault::new("/activity", FaultResponse::Reply { status: 200, body }).times(times)
+}
+
+/// One row of `usage` for each of `days` (days back from `today`).
+fn rows_back(today: NaiveDate, days: impl IntoIterator<Item = i64>, usage: f64) -> Vec<Value> {
+    days.into_iter()
+        .map(|back| row(today - ChronoDuration::days(back), MODELS[0], usage, 1))
+        .collect()
+}
+
+fn failures(samples: &[Sample]) -> f64 {
+    value(
+        samples,
+        "openrouter_refresh_failures_total",
+        &[("reason", "activity")],
+    )
+}
+
+/// Until upstream's window rolls over after midnight, its answer covers the
+/// 30 days ending the day before yesterday: a 31st day back and nothing for
+/// yesterday. Such keys stay pending (not failed) and are read again; once
+/// any answer shows yesterday, the same shape is a key idle yesterday. The
+/// simulator serves the days before its own (real) today, so to an exporter
+/// whose clock says tomorrow it is a window one day behind.
+#[tokio::test]
+async fn a_window_not_rolled_over_leaves_keys_pending_until_it_has() {
+    let sim = start_sim(account()).await;
+    let yaml = activity_yaml(
+        &sim.base_url(),
+        "  concurrency: 1\n",
+        "  acme:\n    keys: [{name_glob: 'acme-*'}]\n  globex:\n    keys: [globex-a]\n",
+    );
+    let exporter = exporter(Config::parse(&yaml, "t").unwrap());
+    let tomorrow = today() + ChronoDuration::days(1);
+    set_time(&exporter, at(tomorrow, 0, 40));
+    exporter.refresh().await.unwrap();
+    let calls = exporter
+        .refresh_activity_at(at(tomorrow, 0, 40))
+        .await
+        .expect("a lagging window is no failure");
+    assert_eq!(calls, 3);
+    let samples = parse(&body(&exporter));
+    assert_eq!(keys_state(&samples, "pending"), 3.0);
+    assert_eq!(keys_state(&samples, "complete"), 0.0);
+    assert_eq!(value(&samples, "openrouter_activity_up", &[]), 1.0);
+    assert_eq!(failures(&samples), 0.0);
+    assert_eq!(
+        key_rolling(&samples, 0, "rolling_7d"),
+        None,
+        "never a day short"
+    );
+    assert_eq!(company_rolling(&samples, "acme", "completed_30d"), None);
+
+    // Upstream has rolled over: the first answer has 31 dates (a 31st day
+    // back) and a partial today; the two others show keys idle yesterday
+    // with a 31st day back, which are complete now too.
+    let rolled = rows_back(tomorrow, 0..=31, 1.0);
+    let mut idle = rows_back(tomorrow, [31], 1.0);
+    idle.extend(rows_back(tomorrow, [5], 2.0));
+    sim.state().faults.push(answer_rows(rolled, 1));
+    sim.state().faults.push(answer_rows(idle, 2));
+    set_time(&exporter, at(tomorrow, 0, 50));
+    exporter.refresh().await.unwrap();
+    assert_eq!(
+        exporter
+            .refresh_activity_at(at(tomorrow, 0, 50))
+            .await
+            .unwrap(),
+        3,
+        "the pending keys are read again"
+    );
+    let samples = parse(&body(&exporter));
+    assert_eq!(keys_state(&samples, "complete"), 3.0);
+    let state = sim.state().clone();
+    let mut completed_7d: Vec<f64> = (0..3)
+        .map(|n| {
+            let daily = state.keys[n].num("usage_daily").unwrap();
+            let got = key_rolling(&samples, n, "rolling_7d").unwrap() - daily;
+            (got * 1e6).round() / 1e6
+        })
+        .collect();
+    completed_7d.sort_by(f64::total_cmp);
+    assert_eq!(completed_7d, [2.0, 2.0, 6.0], "the 6 completed days only");
+
+    // Six hours on, that shape is no lag but a key idle yesterday, even with
+    // no answer to show yesterday.
+    let later = common::exporter(Config::parse(&yaml, "t").unwrap());
+    set_time(&later, at(tomorrow, 6, 10));
+    later.refresh().await.unwrap();
+    later
+        .refresh_activity_at(at(tomorrow, 6, 10))
+        .await
+        .unwrap();
+    assert_eq!(keys_state(&parse(&body(&later)), "complete"), 3.0);
+}
+
+/// An upstream that ignores `api_key_hash` would give every key the whole
+/// account's rows: 30 days that cost more than the key ever did.
+#[tokio::test]
+async fn thirty_days_costing_more_than_the_lifetime_usage_fail_the_key_loudly() {
+    let mut state = account();
+    state
+        .activity
+        .insert(hash(2), rows_back(today(), 1..=30, 10.0));
+    let sim = start_sim(state).await;
+    let exporter = exporter(activity_config(&sim.base_url(), 10));
+    set_time(&exporter, at(today(), 12, 0));
+    exporter.refresh().await.unwrap();
+    let err = exporter
+        .refresh_activity_at(at(today(), 12, 0))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("lifetime usage"), "{err}");
+    let samples = parse(&body(&exporter));
+    assert_eq!(value(&samples, "openrouter_activity_up", &[]), 0.0);
+    assert_eq!(failures(&samples), 1.0);
+    assert_eq!(keys_state(&samples, "failed"), 1.0);
+    assert_eq!(keys_state(&samples, "complete"), 2.0);
+    assert_eq!(key_rolling(&samples, 2, "rolling_7d"), None);
+    assert_eq!(company_rolling(&samples, "globex", "rolling_7d"), None);
+    assert!(company_rolling(&samples, "acme", "rolling_7d").is_some());
+}
+
+#[tokio::test]
+async fn a_healthy_first_fill_is_up_and_a_failing_one_is_down_at_once() {
+    let mut state = account();
+    let names: Vec<String> = (3..12).map(|n| format!("acme-{n}")).collect();
+    add_keys_with_one_row(&mut state, 3, &names, 3);
+    let sim = start_sim(state).await;
+    let yaml = activity_yaml(
+        &sim.base_url(),
+        "  calls_per_second: 4\n  concurrency: 8\n",
+        "  acme:\n    keys: [{name_glob: 'acme-*'}]\n  globex:\n    keys: [globex-a]\n",
+    );
+    let exporter = exporter(Config::parse(&yaml, "t").unwrap());
+    exporter.refresh().await.unwrap();
+    assert_eq!(
+        value(&parse(&body(&exporter)), "openrouter_activity_up", &[]),
+        0.0,
+        "no run yet"
+    );
+    let fill = tokio::spawn({
+        let exporter = exporter.clone();
+        async move { exporter.refresh_activity().await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    exporter.refresh().await.unwrap();
+    let samples = parse(&body(&exporter));
+    assert!(keys_state(&samples, "pending") > 0.0);
+    assert_eq!(value(&samples, "openrouter_activity_up", &[]), 1.0);
+    assert_eq!(fill.await.unwrap().unwrap(), 12);
+
+    // A new fill (a restart) whose calls fail: down as soon as one has.
+    sim.state()
+        .activity_failures
+        .extend((0..12).map(|n| (hash(n), 500)));
+    let restarted = common::exporter(Config::parse(&yaml, "t").unwrap());
+    restarted.refresh().await.unwrap();
+    let fill = tokio::spawn({
+        let exporter = restarted.clone();
+        async move { exporter.refresh_activity().await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(1600)).await;
+    restarted.refresh().await.unwrap();
+    let samples = parse(&body(&restarted));
+    assert!(keys_state(&samples, "pending") > 0.0, "still filling");
+    assert_eq!(value(&samples, "openrouter_activity_up", &[]), 0.0);
+    assert!(fill.await.unwrap().is_err());
+}
+
+#[tokio::test]
+async fn activity_answering_404_for_every_key_is_a_failure() {
+    let sim = start_sim(account()).await;
+    sim.state()
+        .activity_failures
+        .extend((0..3).map(|n| (hash(n), 404)));
+    let exporter = exporter(activity_config(&sim.base_url(), 10));
+    exporter.refresh().await.unwrap();
+    assert!(exporter.refresh_activity().await.is_err());
+    let samples = parse(&body(&exporter));
+    assert_eq!(value(&samples, "openrouter_activity_up", &[]), 0.0);
+    assert_eq!(failures(&samples), 1.0);
+    assert_eq!(keys_state(&samples, "gone"), 3.0);
+}
+
+/// A 404 for a key that a listing fetched after it still lists is no
+/// deletion: a failure, and the key is asked again.
+#[tokio::test]
+async fn a_404_for_a_key_the_newest_listing_still_lists_is_a_failure() {
+    let sim = start_sim(account()).await;
+    sim.state().activity_failures.insert(hash(1), 404);
+    let exporter = exporter(activity_config(&sim.base_url(), 10));
+    set_time(&exporter, at(today(), 12, 0));
+    exporter.refresh().await.unwrap();
+    exporter
+        .refresh_activity_at(at(today(), 12, 0))
+        .await
+        .expect("one key gone since the listing: no failure");
+    let samples = parse(&body(&exporter));
+    assert_eq!(keys_state(&samples, "gone"), 1.0);
+    assert_eq!(value(&samples, "openrouter_activity_up", &[]), 1.0);
+
+    set_time(&exporter, at(today(), 12, 5));
+    exporter.refresh().await.unwrap();
+    sim.state().requests.clear();
+    assert!(exporter
+        .refresh_activity_at(at(today(), 12, 5))
+        .await
+        .is_err());
+    let requests = activity_requests(&sim);
+    assert!(
+        requests.len() == 1 && requests[0].contains(&hash(1)),
+        "{requests:?}"
+    );
+    let samples = parse(&body(&exporter));
+    assert_eq!(value(&samples, "openrouter_activity_up", &[]), 0.0);
+    assert_eq!(failures(&samples), 1.0);
+    // Deleted for real: the next listing drops it, and all is well again.
+    sim.state().keys.retain(|k| k.hash() != hash(1));
+    set_time(&exporter, at(today(), 12, 10));
+    exporter.refresh().await.unwrap();
+    assert_eq!(
+        exporter
+            .refresh_activity_at(at(today(), 12, 10))
+            .await
+            .unwrap(),
+        0
+    );
+    let samples = parse(&body(&exporter));
+    assert_eq!(value(&samples, "openrouter_activity_up", &[]), 1.0);
+    assert_eq!(keys_state(&samples, "complete"), 2.0);
+}
+
+/// `complete` counts keys read for the current UTC day: after midnight it
+/// drops to 0 with the first publish, and the new day is not read before 00:30.
+#[tokio::test]
+async fn complete_means_read_for_today_after_midnight_too() {
+    let sim = start_sim(account()).await;
+    let exporter = exporter(activity_config(&sim.base_url(), 10));
+    let yesterday = today() - ChronoDuration::days(1);
+    set_time(&exporter, at(yesterday, 12, 0));
+    exporter.refresh().await.unwrap();
+    exporter
+        .refresh_activity_at(at(yesterday, 12, 0))
+        .await
+        .unwrap();
+    assert_eq!(keys_state(&parse(&body(&exporter)), "complete"), 3.0);
+
+    set_time(&exporter, at(today(), 0, 5));
+    exporter.refresh().await.unwrap();
+    let samples = parse(&body(&exporter));
+    assert_eq!(keys_state(&samples, "complete"), 0.0);
+    assert_eq!(keys_state(&samples, "pending"), 3.0);
+    assert_eq!(key_rolling(&samples, 0, "rolling_7d"), None);
+    assert_eq!(value(&samples, "openrouter_activity_up", &[]), 1.0);
+    sim.state().requests.clear();
+    assert_eq!(
+        exporter
+            .refresh_activity_at(at(today(), 0, 25))
+            .await
+            .unwrap(),
+        0,
+        "not before 00:30"
+    );
+    assert!(activity_requests(&sim).is_empty());
+    set_time(&exporter, at(today(), 0, 30));
+    assert_eq!(
+        exporter
+            .refresh_activity_at(at(today(), 0, 30))
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(keys_state(&parse(&body(&exporter)), "complete"), 3.0);
+}
+
+#[tokio::test]
+async fn disabling_activity_during_a_run_stops_its_figures_at_once() {
+    let mut state = account();
+    let names: Vec<String> = (3..12).map(|n| format!("acme-{n}")).collect();
+    add_keys_with_one_row(&mut state, 3, &names, 3);
+    let sim = start_sim(state).await;
+    let companies = "  acme:\n    keys: [{name_glob: 'acme-*'}]\n  globex:\n    keys: [globex-a]\n";
+    let on = activity_yaml(&sim.base_url(), "  calls_per_second: 4\n", companies);
+    let exporter = exporter(Config::parse(&on, "t").unwrap());
+    exporter.refresh().await.unwrap();
+    let fill = tokio::spawn({
+        let exporter = exporter.clone();
+        async move { exporter.refresh_activity().await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    let off = activity_yaml(&sim.base_url(), "  enabled: false\n", companies);
+    exporter
+        .apply_config(Config::parse(&off, "t").unwrap())
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    fill.await.unwrap().unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "stopped"
+    );
+    assert!(activity_requests(&sim).len() < 12);
+    let text = body(&exporter);
+    for family in [
+        "openrouter_activity_up",
+        "openrouter_activity_keys",
+        "openrouter_company_model_usage_usd",
+    ] {
+        assert!(!text.contains(family), "{family} still published");
+    }
+    for window in ["rolling_7d", "rolling_30d", "completed_30d"] {
+        let label = format!("window=\"{window}\"");
+        assert!(!text.contains(&label), "{window} still published");
+    }
+}
+
+/// A long `Retry-After` on an activity call holds the activity run, not
+/// the key listing.
+#[tokio::test]
+async fn a_long_retry_after_on_activity_never_stops_the_listing() {
+    let sim = start_sim(account()).await;
+    sim.state().faults.push(
+        Fault::new(
+            "/activity",
+            FaultResponse::Error {
+                status: 429,
+                retry_after: Some(6),
+            },
+        )
+        .times(1),
+    );
+    let exporter = exporter(activity_config(&sim.base_url(), 10));
+    exporter.refresh().await.unwrap();
+    let started = std::time::Instant::now();
+    let fill = tokio::spawn({
+        let exporter = exporter.clone();
+        async move { exporter.refresh_activity().await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let listed = std::time::Instant::now();
+    exporter.refresh().await.expect("the listing goes on");
+    assert!(listed.elapsed() < std::time::Duration::from_secs(2));
+    assert_eq!(value(&parse(&body(&exporter)), "openrouter_up", &[]), 1.0);
+    // The activity run waited as told, then read every key.
+    assert_eq!(fill.await.unwrap().unwrap(), 3);
+    assert!(started.elapsed() >= std::time::Duration::from_secs(6));
+    assert_eq!(keys_state(&parse(&body(&exporter)), "complete"), 3.0);
 }

@@ -6,6 +6,12 @@
 //! an [`ActivityRun`] takes each answer as it comes and records batches
 //! without waiting for a refresh, and [`Exporter::finish_activity`] records
 //! the rest and says whether every key was read.
+//!
+//! A run fails (`openrouter_activity_up 0`, `reason="activity"`) when a call
+//! fails, when rows cannot be read, when a key's 30 days cost more than its
+//! lifetime usage, when every answer is a 404, or when a listing taken after
+//! a 404 still lists the key. Keys whose answer came from a window not
+//! rolled over yet stay pending, and the next run comes sooner.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,7 +22,9 @@ use tracing::{debug, info, warn};
 
 use super::activity_fetch::Fetcher;
 use super::Exporter;
-use crate::activity::{self, ActivityRow, Plan, Progress};
+use crate::activity::{self, ActivityRow, Plan, Planned, Progress, Taken, FIRST_READ_MINUTES};
+use crate::money::Usd;
+use crate::snapshot::LIFETIME;
 use crate::sync::lock;
 use crate::telemetry::FailureReason;
 use crate::upstream::{Client, Endpoint, UpstreamError};
@@ -24,14 +32,26 @@ use crate::upstream::{Client, Endpoint, UpstreamError};
 /// How often a long activity run records what has arrived, and publishes it.
 const ACTIVITY_FLUSH_EVERY: Duration = Duration::from_secs(1);
 const ACTIVITY_PUBLISH_EVERY: Duration = Duration::from_secs(30);
+/// The next run comes at most this long after one that met a window not
+/// rolled over yet.
+const BEHIND_RETRY: Duration = Duration::from_secs(10 * 60);
 
 /// One finished activity call, waiting to be recorded.
 enum ActivityResult {
-    Read(String, activity::History, DateTime<Utc>),
+    /// The history, when it was read, and the most it can have cost.
+    Read(String, activity::History, DateTime<Utc>, Option<Usd>),
     /// Answered with rows that could not be read (how many).
     Unreadable(String, usize),
     Gone(String, DateTime<Utc>),
     Failed(String),
+}
+
+/// What one batch of results did to the cache.
+#[derive(Debug, Default)]
+struct Applied {
+    unreadable: usize,
+    over_lifetime: usize,
+    behind: usize,
 }
 
 /// The running tally of one activity run.
@@ -44,10 +64,16 @@ struct ActivityRun {
     rate: u32,
     batch: Vec<ActivityResult>,
     first_error: Option<UpstreamError>,
+    /// Answers taken for `today` (any status).
+    answered: usize,
     failed: usize,
     gone: usize,
-    unreadable: usize,
+    /// Keys answered 404 that a later listing still lists.
+    relisted: usize,
+    applied: Applied,
     past_midnight: bool,
+    /// Activity was disabled by a reload during the run.
+    disabled: bool,
     last_flush: Instant,
     last_publish: Instant,
 }
@@ -62,10 +88,13 @@ impl ActivityRun {
             rate,
             batch: Vec::new(),
             first_error: None,
+            answered: 0,
             failed: 0,
             gone: 0,
-            unreadable: 0,
+            relisted: 0,
+            applied: Applied::default(),
             past_midnight: false,
+            disabled: false,
             last_flush: Instant::now(),
             last_publish: Instant::now(),
         }
@@ -77,7 +106,7 @@ impl ActivityRun {
     fn on_result(
         &mut self,
         fetcher: &mut Fetcher,
-        hash: String,
+        planned: Planned,
         result: Result<Vec<ActivityRow>, UpstreamError>,
     ) {
         let read_at =
@@ -90,11 +119,13 @@ impl ActivityRun {
             }
             return;
         }
+        self.answered += 1;
+        let Planned { hash, max_spend } = planned;
         let recorded = match result {
             // Summarized at once: a batch waiting for the lock holds
             // ~100 bytes a key, not the rows (~250 bytes each).
             Ok(rows) => match activity::summarize(&rows, self.today) {
-                Ok(history) => ActivityResult::Read(hash, history, read_at),
+                Ok(history) => ActivityResult::Read(hash, history, read_at, max_spend),
                 Err(e) => ActivityResult::Unreadable(hash, e.rows),
             },
             Err(e) if e.status() == Some(404) => {
@@ -118,29 +149,74 @@ impl ActivityRun {
         self.batch.push(recorded);
     }
 
+    /// Every answer was a 404: an upstream that knows none of the listed
+    /// keys, not keys deleted since the listing.
+    fn all_gone(&self) -> bool {
+        self.answered > 0 && self.gone == self.answered
+    }
+
+    /// A key of this run failed already (whatever the rest brings).
+    fn failing(&self) -> bool {
+        let a = &self.applied;
+        self.failed > 0 || a.unreadable > 0 || a.over_lifetime > 0 || self.relisted > 0
+    }
+
     fn ok(&self) -> bool {
-        self.failed == 0 && self.unreadable == 0
+        !self.failing() && !self.all_gone()
     }
 
     /// The run's result: the calls planned, or the first failure.
     fn outcome(self, progress: Progress) -> Result<usize, UpstreamError> {
         let seconds = self.started.elapsed().as_secs();
-        let (calls, gone, complete) = (self.calls, self.gone, progress.complete);
-        if self.ok() {
-            info!(calls, gone, complete, seconds, "activity run succeeded");
+        let (calls, answered, gone, behind) =
+            (self.calls, self.answered, self.gone, self.applied.behind);
+        let complete = progress.complete;
+        if self.disabled {
+            info!(
+                calls,
+                answered, "activity was disabled during the run; its results are dropped"
+            );
             return Ok(calls);
         }
-        let (failed, unreadable) = (self.failed, self.unreadable);
+        if self.ok() {
+            info!(
+                calls,
+                answered, gone, behind, complete, seconds, "activity run succeeded"
+            );
+            return Ok(calls);
+        }
+        let (failed, relisted) = (self.failed, self.relisted);
+        let Applied {
+            unreadable,
+            over_lifetime,
+            ..
+        } = self.applied;
         warn!(
-            calls, failed, unreadable, gone, complete, seconds,
+            calls, answered, failed, unreadable, over_lifetime, gone, relisted, complete, seconds,
             "activity run incomplete; the other keys' results are kept, the failed keys are retried next run"
         );
-        Err(self.first_error.unwrap_or_else(|| UpstreamError::Decode {
+        let decode = |message: String| UpstreamError::Decode {
             endpoint: Endpoint::Activity,
-            message: format!(
-                "{unreadable} key(s) answered rows without a readable date or usage; their figures stay unknown"
-            ),
-        }))
+            message,
+        };
+        let not_found = |message: String| UpstreamError::Status {
+            endpoint: Endpoint::Activity,
+            status: 404,
+            message,
+        };
+        Err(if let Some(e) = self.first_error {
+            e
+        } else if unreadable > 0 {
+            decode(format!("{unreadable} key(s) answered rows without a readable date or usage; their figures stay unknown"))
+        } else if over_lifetime > 0 {
+            decode(format!("{over_lifetime} key(s) answered more 30-day spend than their lifetime usage (is api_key_hash ignored?); their figures stay unknown"))
+        } else if relisted > 0 {
+            not_found(format!(
+                "{relisted} key(s) answered 404 but are still listed"
+            ))
+        } else {
+            not_found(format!("every one of {gone} call(s) answered 404"))
+        })
     }
 }
 
@@ -148,8 +224,8 @@ impl Exporter {
     /// One activity run: reads the history of each listed key not read for
     /// today or due for its re-read, at most `activity.calls_per_second`, keeping each key's
     /// result as it arrives. Returns the calls planned; `Err` (the first
-    /// failure) when any key's call failed: the other keys' results are kept,
-    /// and `openrouter_activity_up` is 0 until a run succeeds for every key.
+    /// failure) when the run failed (module doc): the other keys' results are
+    /// kept, and `openrouter_activity_up` is 0 until a run succeeds.
     pub async fn refresh_activity(&self) -> Result<usize, UpstreamError> {
         self.refresh_activity_at(Utc::now()).await
     }
@@ -157,15 +233,22 @@ impl Exporter {
     /// [`Exporter::refresh_activity`] as if it were `now`: the run's days are
     /// those completed before `now`'s UTC date, even if it crosses midnight.
     pub async fn refresh_activity_at(&self, now: DateTime<Utc>) -> Result<usize, UpstreamError> {
+        self.activity_run(now).await.0
+    }
+
+    /// One run, and whether some key's answer came from a window not rolled
+    /// over yet (the next run should come soon).
+    async fn activity_run(&self, now: DateTime<Utc>) -> (Result<usize, UpstreamError>, bool) {
         let config = self.config();
         if !config.activity.enabled || config.openrouter.management_key.is_none() {
-            return Ok(0);
+            return (Ok(0), false);
         }
-        let Some((client, plan)) = self.plan_activity(now).await else {
-            return Ok(0);
+        let Some((client, plan, relisted)) = self.plan_activity(now).await else {
+            return (Ok(0), false);
         };
         let rate = config.activity.calls_per_second.max(1);
         let mut run = ActivityRun::new(now, plan.len(), rate);
+        run.relisted = relisted;
         if run.calls > 0 {
             info!(
                 calls = run.calls,
@@ -175,46 +258,63 @@ impl Exporter {
             );
         }
         let mut fetcher = Fetcher::new(client, plan, config.activity.concurrency, rate);
-        while let Some((hash, result)) = fetcher.next().await {
-            run.on_result(&mut fetcher, hash, result);
-            self.maybe_flush(&mut run, &fetcher).await;
+        while let Some((planned, result)) = fetcher.next().await {
+            run.on_result(&mut fetcher, planned, result);
+            self.maybe_flush(&mut run, &mut fetcher).await;
         }
-        self.finish_activity(run).await
+        let behind = run.applied.behind > 0;
+        (self.finish_activity(run).await, behind)
     }
 
     /// Prunes the cache and plans against the latest listing. Under the lock
     /// no snapshot build holds the cache, so it is updated in place, never
     /// copied. The run keeps no listing of its own: a refresh during a long
     /// fill replaces it, and two listings alive would double its memory.
-    /// `None` before the first listing.
-    async fn plan_activity(&self, now: DateTime<Utc>) -> Option<(Client, Plan)> {
+    /// `None` before the first listing (or while activity is disabled);
+    /// else the client, the plan, and the keys answered 404 that this
+    /// listing still lists.
+    async fn plan_activity(&self, now: DateTime<Utc>) -> Option<(Client, Plan, usize)> {
+        let margin = self.config().refresh_interval;
         let _serial = self.shared.refresh_lock.lock().await;
         let mut guard = lock(&self.shared.state);
         let state = &mut *guard;
         let listing = Arc::clone(state.listing.as_ref()?);
+        // A lifetime bounds the completed days only if read after they ended.
+        let bounded = state
+            .taken_at
+            .is_some_and(|t| t.date_naive() >= now.date_naive());
+        let listed_at = state.taken_at;
         // Company by company (as last attributed), so that each company's
         // totals, which wait for all its keys, appear as soon as they can
         // rather than all at the end of a long fill or a new day's pass.
-        let mut order: Vec<(usize, &str)> = match &state.snapshot {
+        let mut order: Vec<(usize, usize)> = match &state.snapshot {
             Some(snap) if Arc::ptr_eq(&snap.data, &listing) => snap
                 .company_of_key
                 .iter()
-                .zip(&listing.keys)
-                .map(|(company, key)| (*company, key.hash.as_ref()))
+                .copied()
+                .enumerate()
+                .map(|(i, c)| (c, i))
                 .collect(),
-            _ => listing.keys.iter().map(|k| (0, k.hash.as_ref())).collect(),
+            _ => (0..listing.keys.len()).map(|i| (0, i)).collect(),
         };
         order.sort_by_key(|(company, _)| *company);
-        let cache = state.activity_cache();
+        let client = state.client.clone();
+        let cache = state.start_activity_run()?;
         cache.prune(listing.keys.iter().map(|k| k.hash.as_ref()));
+        let relisted = listed_at.map_or(0, |at| cache.fail_relisted(at, margin));
         cache.reserve(listing.keys.len());
-        let plan = cache.plan(order.into_iter().map(|(_, hash)| hash), now);
-        Some((state.client.clone(), plan))
+        let keys = order.into_iter().map(|(_, i)| {
+            let key = &listing.keys[i];
+            let lifetime = key.usage[LIFETIME].and_then(Usd::from_f64);
+            (key.hash.as_ref(), lifetime.filter(|_| bounded))
+        });
+        let plan = cache.plan_bounded(keys, now);
+        Some((client, plan, relisted))
     }
 
     /// Every second, records the batch if no refresh holds the lock (the
     /// batch just grows meanwhile); every 30 s, publishes too.
-    async fn maybe_flush(&self, run: &mut ActivityRun, fetcher: &Fetcher) {
+    async fn maybe_flush(&self, run: &mut ActivityRun, fetcher: &mut Fetcher) {
         let finished = fetcher.remaining() == 0;
         if run.last_flush.elapsed() < ACTIVITY_FLUSH_EVERY && !finished {
             return;
@@ -222,9 +322,12 @@ impl Exporter {
         let Ok(_serial) = self.shared.refresh_lock.try_lock() else {
             return;
         };
-        let (unreadable, p) = self.apply_activity(&mut run.batch, run.today);
-        run.unreadable += unreadable;
+        let progress = self.apply_activity(run);
         run.last_flush = Instant::now();
+        let Some(p) = progress else {
+            fetcher.stop();
+            return;
+        };
         if run.last_publish.elapsed() < ACTIVITY_PUBLISH_EVERY || finished {
             return;
         }
@@ -243,55 +346,85 @@ impl Exporter {
         );
     }
 
-    /// Records what is left of the run, its health, and publishes.
+    /// Records what is left of the run, holds the keys answered 404 against
+    /// the newest listing, sets the run's health, and publishes.
     async fn finish_activity(&self, mut run: ActivityRun) -> Result<usize, UpstreamError> {
+        let margin = self.config().refresh_interval;
         let _serial = self.shared.refresh_lock.lock().await;
-        let (unreadable, progress) = self.apply_activity(&mut run.batch, run.today);
-        run.unreadable += unreadable;
+        let progress = self.apply_activity(&mut run).unwrap_or_default();
+        {
+            let mut guard = lock(&self.shared.state);
+            let state = &mut *guard;
+            if let (Some(listing), Some(at)) = (state.listing.clone(), state.taken_at) {
+                if let Some(cache) = state.activity_cache() {
+                    cache.prune(listing.keys.iter().map(|k| k.hash.as_ref()));
+                    run.relisted += cache.fail_relisted(at, margin);
+                }
+            }
+        }
         let ok = run.ok();
-        lock(&self.shared.state).finish_activity_run(ok);
-        if !ok {
-            self.shared
-                .telemetry
-                .count_refresh_failure(FailureReason::Activity);
+        if !run.disabled {
+            lock(&self.shared.state).finish_activity_run(ok);
+            if !ok {
+                self.shared
+                    .telemetry
+                    .count_refresh_failure(FailureReason::Activity);
+            }
         }
         self.rebuild_snapshot().await;
         self.publish().await;
         run.outcome(progress)
     }
 
-    /// Records finished activity calls in the cache and the progress in the
-    /// status. Caller holds `refresh_lock`. Returns the keys whose rows could
-    /// not be read, and the progress.
-    fn apply_activity(
-        &self,
-        batch: &mut Vec<ActivityResult>,
-        today: NaiveDate,
-    ) -> (usize, Progress) {
+    /// Records the run's finished calls in the cache, and returns the
+    /// progress of the latest listing for the run's day. Caller holds
+    /// `refresh_lock`. `None` (the batch dropped) once a reload has disabled
+    /// activity. A run that has failed so far turns `openrouter_activity_up` 0.
+    fn apply_activity(&self, run: &mut ActivityRun) -> Option<Progress> {
         let mut state = lock(&self.shared.state);
-        let cache = state.activity_cache();
-        let mut unreadable = 0;
-        for result in batch.drain(..) {
+        let Some(cache) = state.activity_cache() else {
+            run.batch.clear();
+            run.disabled = true;
+            return None;
+        };
+        for result in &run.batch {
+            if let ActivityResult::Read(_, history, _, _) = result {
+                cache.note_rollover(history);
+            }
+        }
+        let applied = &mut run.applied;
+        for result in run.batch.drain(..) {
             match result {
-                ActivityResult::Read(hash, history, read_at) => {
-                    cache.record(&hash, history, read_at)
+                ActivityResult::Read(hash, history, read_at, max_spend) => {
+                    match cache.take(&hash, history, read_at, max_spend) {
+                        Taken::Complete => {}
+                        Taken::Behind => applied.behind += 1,
+                        Taken::OverLifetime { spend, max } => {
+                            applied.over_lifetime += 1;
+                            warn!(key_hash = %hash, spend = %spend, most = %max, "activity: the key's 30 completed days cost more than its lifetime usage allows (is api_key_hash ignored?); its figures stay unknown");
+                        }
+                    }
                 }
                 ActivityResult::Unreadable(hash, rows) => {
                     warn!(key_hash = %hash, rows, "activity rows without a readable date or usage; the key's figures stay unknown");
                     cache.mark_failed(&hash);
-                    unreadable += 1;
+                    applied.unreadable += 1;
                 }
                 ActivityResult::Gone(hash, at) => cache.mark_gone(&hash, at),
                 ActivityResult::Failed(hash) => cache.mark_failed(&hash),
             }
         }
-        (unreadable, state.record_activity_progress(today))
+        if run.failing() {
+            state.activity_failing();
+        }
+        state.activity_progress(run.today)
     }
 
     /// Runs activity collection every `activity.refresh_interval` and shortly
-    /// after each UTC midnight (when a day completes), until `shutdown`. A
-    /// long first fill runs in the background of the refresh loop; shutdown
-    /// stops it at once, keeping what has arrived.
+    /// after each UTC midnight (when a day completes), sooner while upstream
+    /// has not rolled over, until `shutdown`. A long first fill runs in the
+    /// background of the refresh loop; shutdown stops it at once, keeping
+    /// what has arrived.
     pub async fn run_activity(&self, mut shutdown: watch::Receiver<bool>) {
         let mut config_changed = self.watch_config();
         loop {
@@ -301,17 +434,21 @@ impl Exporter {
                 // Activity is per listed key: wait for the first listing.
                 Duration::from_millis(250)
             } else if config.activity.enabled {
+                let mut behind = false;
                 tokio::select! {
-                    _ = self.refresh_activity() => {}
+                    (_, b) = self.activity_run(Utc::now()) => behind = b,
                     _ = shutdown.changed() => {}
                 }
                 if *shutdown.borrow() {
                     return;
                 }
-                config
-                    .activity
-                    .refresh_interval
-                    .min(until_after_midnight(Utc::now()))
+                let interval = config.activity.refresh_interval;
+                let interval = if behind {
+                    interval.min(BEHIND_RETRY)
+                } else {
+                    interval
+                };
+                interval.min(until_after_midnight(Utc::now()))
             } else {
                 Duration::from_secs(3600)
             };
@@ -327,12 +464,12 @@ impl Exporter {
     }
 }
 
-/// How long until 10 minutes past the next UTC midnight (or past the last
-/// one, if that is still ahead): when a completed day is first read.
+/// How long until [`FIRST_READ_MINUTES`] past the next UTC midnight (or past
+/// the last one, if that is still ahead): when a completed day is first read.
 fn until_after_midnight(now: DateTime<Utc>) -> Duration {
     let after = |day: NaiveDate| {
-        day.and_hms_opt(0, 10, 0)
-            .map(|t| t.and_utc() - now)
+        day.and_hms_opt(0, 0, 0)
+            .map(|t| t.and_utc() + chrono::Duration::minutes(FIRST_READ_MINUTES) - now)
             .and_then(|d| d.to_std().ok())
             .filter(|d| !d.is_zero())
     };
@@ -351,11 +488,12 @@ mod tests {
     }
 
     #[test]
-    fn the_new_day_is_read_ten_minutes_after_midnight() {
+    fn the_new_day_is_read_thirty_minutes_after_midnight() {
         let minutes = |s: &str| until_after_midnight(at(s)).as_secs() / 60;
-        assert_eq!(minutes("2026-11-30T23:00:00Z"), 70);
-        // A run that ended just after midnight: the new day in 10 minutes, not an hour.
-        assert_eq!(minutes("2026-12-01T00:00:05Z"), 9);
-        assert_eq!(minutes("2026-12-01T00:10:00Z"), 24 * 60);
+        assert_eq!(minutes("2026-11-30T23:00:00Z"), 90);
+        // A run that ended just after midnight: the new day at 00:30, not an hour later.
+        assert_eq!(minutes("2026-12-01T00:00:05Z"), 29);
+        assert_eq!(minutes("2026-12-01T00:10:00Z"), 20);
+        assert_eq!(minutes("2026-12-01T00:30:00Z"), 24 * 60);
     }
 }

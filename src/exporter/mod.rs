@@ -279,7 +279,7 @@ impl Exporter {
     async fn publish(&self) {
         let (snapshot, mut status) = {
             let state = lock(&self.shared.state);
-            (state.snapshot.clone(), state.status)
+            (state.snapshot.clone(), state.status_at(self.now()))
         };
         status.refresh_interval_seconds = self.config().refresh_interval.as_secs_f64();
         let exporter = self.clone();

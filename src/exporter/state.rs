@@ -14,7 +14,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use secrecy::SecretString;
 use tokio::sync::watch;
 
-use crate::activity::ActivityCache;
+use crate::activity::{ActivityCache, Progress};
 use crate::body::Published;
 use crate::config::Config;
 use crate::direct::DirectClient;
@@ -53,6 +53,9 @@ pub(super) struct State {
     /// Refreshes with a listing so far: the organization lists are read when
     /// this is a multiple of `organization_refresh_intervals`.
     pub(super) listings: u64,
+    /// An activity run has ended since activity was enabled: until then a
+    /// run in progress without failures reads as up.
+    pub(super) activity_run_ended: bool,
 }
 
 pub(super) struct Shared {
@@ -96,6 +99,7 @@ impl State {
             last_success: None,
             organization: Arc::new(Organization::default()),
             listings: 0,
+            activity_run_ended: false,
         }
     }
 
@@ -195,35 +199,68 @@ impl State {
         };
         if !enabled {
             self.activity = None;
+            self.activity_run_ended = false;
         }
     }
 
-    /// The activity cache, created on first use. Copied only if a snapshot
-    /// build still holds it, which the callers' `refresh_lock` rules out.
-    pub(super) fn activity_cache(&mut self) -> &mut ActivityCache {
-        Arc::make_mut(self.activity.get_or_insert_with(Default::default))
+    /// The start of an activity run: the cache, created on first use; `None`
+    /// while activity is disabled. Before the first run has ended, a run in
+    /// progress reads as up until a call fails.
+    pub(super) fn start_activity_run(&mut self) -> Option<&mut ActivityCache> {
+        let status = self.status.activity.as_mut()?;
+        if !self.activity_run_ended {
+            status.up = true;
+        }
+        Some(Arc::make_mut(
+            self.activity.get_or_insert_with(Default::default),
+        ))
     }
 
-    /// Records the progress of activity collection of the latest listing
-    /// (a refresh may have replaced the run's) and returns it.
-    pub(super) fn record_activity_progress(
-        &mut self,
-        today: NaiveDate,
-    ) -> crate::activity::Progress {
-        let cache = self.activity.get_or_insert_with(Default::default);
+    /// The activity cache, if a run created it and activity is still
+    /// enabled: a run's results after a reload disabled activity are
+    /// dropped, never a cache re-created. Copied only if a snapshot build
+    /// still holds it, which the callers' `refresh_lock` rules out.
+    pub(super) fn activity_cache(&mut self) -> Option<&mut ActivityCache> {
+        let enabled = self.status.activity.is_some();
+        self.activity.as_mut().filter(|_| enabled).map(Arc::make_mut)
+    }
+
+    /// Where the latest listing's keys stand on `today` (a refresh may have
+    /// replaced the run's listing).
+    pub(super) fn activity_progress(&self, today: NaiveDate) -> Option<Progress> {
+        let cache = self.activity.as_deref()?;
         let listed = self.listing.iter().flat_map(|l| l.keys.iter());
-        let keys = cache.progress(listed.map(|k| k.hash.as_ref()), today);
-        let cached_keys = cache.keys();
-        if let Some(status) = self.status.activity.as_mut() {
-            status.cached_keys = cached_keys;
-            status.keys = Some(keys);
+        Some(cache.progress(listed.map(|k| k.hash.as_ref()), today))
+    }
+
+    /// The status to publish at `now`: the activity progress counted for
+    /// `now`'s UTC day, so that `complete` means "read for today" at every
+    /// publish, after midnight too.
+    pub(super) fn status_at(&self, now: DateTime<Utc>) -> Status {
+        let mut status = self.status;
+        if let Some(activity) = status.activity.as_mut() {
+            if let Some(progress) = self.activity_progress(now.date_naive()) {
+                activity.keys = Some(progress);
+            }
+            if let Some(cache) = self.activity.as_deref() {
+                activity.cached_keys = cache.keys();
+            }
         }
-        keys
+        status
+    }
+
+    /// A call of the running activity run failed: `openrouter_activity_up`
+    /// turns 0 at once, not only when the run ends.
+    pub(super) fn activity_failing(&mut self) {
+        if let Some(status) = self.status.activity.as_mut() {
+            status.up = false;
+        }
     }
 
     /// The end of an activity run.
     pub(super) fn finish_activity_run(&mut self, ok: bool) {
         if let Some(status) = self.status.activity.as_mut() {
+            self.activity_run_ended = true;
             status.up = ok;
             if ok {
                 status.last_success = Some(Utc::now());
