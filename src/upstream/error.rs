@@ -2,6 +2,7 @@
 //! bounded failure reason, and the error text taken from an answer, with the
 //! management key kept out of it.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -52,22 +53,38 @@ impl std::fmt::Display for Endpoint {
     }
 }
 
+/// Every text field is redacted of key-shaped text twice over: when the
+/// error is built from an answer (so `Debug` carries no key either) and again
+/// in `Display`, whatever built it.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error(
-        "GET /{endpoint}: HTTP {status}: {message} (OpenRouter needs a management key here, \
-         created at https://openrouter.ai/settings/management-keys; an inference key is refused)"
+        "GET /{endpoint}: HTTP {status}: {} (OpenRouter needs a management key here, \
+         created at https://openrouter.ai/settings/management-keys; an inference key is refused)",
+        redact_keys(.message)
     )]
     Unauthorized {
         endpoint: Endpoint,
         status: u16,
         message: String,
     },
-    #[error("GET /{endpoint}: HTTP {status}: {message}")]
+    #[error("GET /{endpoint}: HTTP {status}: {}", redact_keys(.message))]
     Status {
         endpoint: Endpoint,
         status: u16,
         message: String,
+    },
+    /// A 3xx answer. OpenRouter's API never redirects, and a redirect is never
+    /// followed: a second hop could carry the key to another origin.
+    #[error(
+        "GET /{endpoint}: HTTP {status} redirect to {}, not followed: OpenRouter's API does not \
+         redirect; check openrouter.base_url",
+        redact_keys(.location)
+    )]
+    Redirect {
+        endpoint: Endpoint,
+        status: u16,
+        location: String,
     },
     #[error("GET /{endpoint}: rate limited: the server asks to wait {retry_after:?}, past the refresh deadline")]
     RetryAfterPastDeadline {
@@ -76,20 +93,25 @@ pub enum UpstreamError {
     },
     #[error("GET /{endpoint}: timed out")]
     Timeout { endpoint: Endpoint },
-    #[error("GET /{endpoint}: {message}")]
+    #[error("GET /{endpoint}: {}", redact_keys(.message))]
     Transport { endpoint: Endpoint, message: String },
-    #[error("GET /{endpoint}: invalid response: {message}")]
+    #[error("GET /{endpoint}: invalid response: {}", redact_keys(.message))]
     Decode { endpoint: Endpoint, message: String },
     #[error("GET /{endpoint}: response body larger than {MAX_BODY_BYTES} bytes")]
     TooLarge { endpoint: Endpoint },
     /// `listing` names what was being listed: `/workspaces` or `/keys?workspace_id=…`.
-    #[error("GET {listing}: pagination did not end: {message}")]
+    #[error(
+        "GET {}: pagination did not end: {}",
+        redact_keys(.listing),
+        redact_keys(.message)
+    )]
     Pagination { listing: String, message: String },
     #[error(
-        "workspace {0:?} is neither a workspace id nor the slug of a workspace of this account"
+        "workspace {:?} is neither a workspace id nor the slug of a workspace of this account",
+        redact_keys(.0)
     )]
     UnknownWorkspace(String),
-    #[error("cannot build the HTTP client: {0}")]
+    #[error("cannot build the HTTP client: {}", redact_keys(.0))]
     Client(String),
 }
 
@@ -106,9 +128,9 @@ impl UpstreamError {
             }
             UpstreamError::Timeout { .. } => FailureReason::Timeout,
             UpstreamError::Transport { .. } | UpstreamError::Client(_) => FailureReason::Connection,
-            UpstreamError::Decode { .. } | UpstreamError::TooLarge { .. } => {
-                FailureReason::InvalidResponse
-            }
+            UpstreamError::Decode { .. }
+            | UpstreamError::TooLarge { .. }
+            | UpstreamError::Redirect { .. } => FailureReason::InvalidResponse,
             UpstreamError::Pagination { .. } => FailureReason::Pagination,
         }
     }
@@ -122,12 +144,12 @@ impl UpstreamError {
         }
     }
 
-    /// The HTTP status, when the server answered with an error.
+    /// The HTTP status, when the server answered with an error or a redirect.
     pub fn status(&self) -> Option<u16> {
         match self {
-            UpstreamError::Unauthorized { status, .. } | UpstreamError::Status { status, .. } => {
-                Some(*status)
-            }
+            UpstreamError::Unauthorized { status, .. }
+            | UpstreamError::Status { status, .. }
+            | UpstreamError::Redirect { status, .. } => Some(*status),
             _ => None,
         }
     }
@@ -165,6 +187,25 @@ pub(super) fn status_error(
     }
 }
 
+/// A 3xx answer, naming where it pointed (`secret` redacted, cut to 300 bytes).
+pub(super) fn redirect_error(
+    endpoint: Endpoint,
+    status: u16,
+    location: Option<&reqwest::header::HeaderValue>,
+    secret: &str,
+) -> UpstreamError {
+    let location = match location.map(|v| v.to_str()) {
+        Some(Ok(location)) => truncate(&redact(location, secret), 300),
+        Some(Err(_)) => "a Location that is not text".to_string(),
+        None => "no Location".to_string(),
+    };
+    UpstreamError::Redirect {
+        endpoint,
+        status,
+        location,
+    }
+}
+
 pub(super) fn transport_error(endpoint: Endpoint, error: reqwest::Error) -> UpstreamError {
     if error.is_timeout() {
         return UpstreamError::Timeout { endpoint };
@@ -178,7 +219,10 @@ pub(super) fn transport_error(endpoint: Endpoint, error: reqwest::Error) -> Upst
         message.push_str(&inner.to_string());
         source = inner.source();
     }
-    UpstreamError::Transport { endpoint, message }
+    UpstreamError::Transport {
+        endpoint,
+        message: redact_keys(&message).into_owned(),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -208,12 +252,77 @@ fn upstream_message(body: &[u8], secret: &str) -> String {
 }
 
 /// A proxy or server that echoes the request (headers included) into its
-/// error body must not carry the management key into our logs and errors.
+/// error body must not carry the management key into our logs and errors:
+/// `secret` itself goes, and anything else shaped like a key ([`redact_keys`]).
 pub(super) fn redact(text: &str, secret: &str) -> String {
     if secret.is_empty() || !text.contains(secret) {
-        return text.to_string();
+        return redact_keys(text).into_owned();
     }
-    text.replace(secret, "[REDACTED]")
+    redact_keys(&text.replace(secret, "[REDACTED]")).into_owned()
+}
+
+/// Replaces anything shaped like an OpenRouter key with `[REDACTED]`:
+/// `sk-or-` in any case, then every key character after it, where each
+/// character may also be spelt as a JSON `\uXXXX` escape, once or twice
+/// escaped (`sk\u002dor\u002dv1…`, as an echoing server or serde's message
+/// may write it).
+pub(super) fn redact_keys(text: &str) -> Cow<'_, str> {
+    let bytes = text.as_bytes();
+    let mut out = String::new();
+    let mut copied = 0;
+    let mut at = 0;
+    while at < bytes.len() {
+        let Some(end) = key_at(bytes, at) else {
+            at += 1;
+            continue;
+        };
+        // `at` and `end` border ASCII units, so both are char boundaries.
+        out.push_str(&text[copied..at]);
+        out.push_str("[REDACTED]");
+        copied = end;
+        at = end;
+    }
+    if copied == 0 {
+        return Cow::Borrowed(text);
+    }
+    out.push_str(&text[copied..]);
+    Cow::Owned(out)
+}
+
+/// The end of a key-shaped run starting at `at`, if one starts there.
+fn key_at(bytes: &[u8], at: usize) -> Option<usize> {
+    let mut end = at;
+    for want in *b"sk-or-" {
+        let (got, len) = ascii_unit(bytes, end)?;
+        if got.to_ascii_lowercase() != want {
+            return None;
+        }
+        end += len;
+    }
+    while let Some((got, len)) = ascii_unit(bytes, end) {
+        if !(got.is_ascii_alphanumeric() || got == b'-' || got == b'_') {
+            break;
+        }
+        end += len;
+    }
+    Some(end)
+}
+
+/// The ASCII character at `at` and its length in `bytes`: itself, or a
+/// `\uXXXX` escape behind one or more backslashes.
+fn ascii_unit(bytes: &[u8], at: usize) -> Option<(u8, usize)> {
+    let first = *bytes.get(at)?;
+    if first != b'\\' {
+        return first.is_ascii().then_some((first, 1));
+    }
+    let slashes = bytes[at..].iter().take_while(|&&b| b == b'\\').count();
+    let escape = bytes.get(at + slashes..at + slashes + 5)?;
+    if escape[0] != b'u' || !escape[1..].iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    let hex = std::str::from_utf8(&escape[1..]).ok()?;
+    let unit = u8::try_from(u16::from_str_radix(hex, 16).ok()?).ok()?;
+    unit.is_ascii().then_some((unit, slashes + 5))
 }
 
 fn truncate(text: &str, max: usize) -> String {
@@ -252,6 +361,132 @@ mod tests {
         assert_eq!(
             upstream_message(json.as_bytes(), secret),
             "bad header Bearer [REDACTED]"
+        );
+    }
+
+    const KEY: &str = "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";
+
+    #[test]
+    fn key_shaped_text_is_redacted_in_every_spelling() {
+        let escaped = KEY.replace('-', "\\u002d");
+        let cases = [
+            format!("Bearer {KEY}"),
+            format!("Bearer {}", KEY.to_uppercase()),
+            format!("Bearer Sk-Or-{}", &KEY[6..]),
+            format!(r#"{{"detail":"{escaped}"}}"#),
+            format!(r#"{{"detail":"{}"}}"#, KEY.replace('-', "\\u002D")),
+            format!(r#"{{"detail":"{}"}}"#, escaped.replace('\\', "\\\\")),
+            format!("{}{}", "\\u0073\\u006b", &KEY[2..]),
+            format!(r#"invalid type: string "{KEY}", expected a sequence at line 1 column 78"#),
+            format!("text/x-{KEY}; charset=utf-8"),
+        ];
+        for text in &cases {
+            let redacted = redact_keys(text);
+            assert!(redacted.contains("[REDACTED]"), "{text} -> {redacted}");
+            assert!(
+                !redacted.to_ascii_lowercase().contains("0f1e2d3c"),
+                "{text} -> {redacted}"
+            );
+        }
+        assert_eq!(
+            redact_keys(&format!(r#"string "{KEY}", expected"#)),
+            r#"string "[REDACTED]", expected"#
+        );
+        assert_eq!(
+            redact_keys(&format!(r#""{escaped}\" tail"#)),
+            r#""[REDACTED]\" tail"#,
+            "an escape that is not a key character ends the key"
+        );
+        assert_eq!(
+            redact_keys(&format!("a {KEY} b {KEY} c")),
+            "a [REDACTED] b [REDACTED] c"
+        );
+        // Text without a key is left alone, byte for byte.
+        for text in ["plain", "skor sk-o sk_or-x", "é \\u002d \\ \\u00", "sk-"] {
+            assert!(
+                matches!(redact_keys(text), Cow::Borrowed(t) if t == text),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_error_text_is_redacted_in_display() {
+        let endpoint = Endpoint::Keys;
+        let leak = || format!("echo {KEY}");
+        let errors = [
+            UpstreamError::Unauthorized {
+                endpoint,
+                status: 401,
+                message: leak(),
+            },
+            UpstreamError::Status {
+                endpoint,
+                status: 400,
+                message: leak(),
+            },
+            UpstreamError::Redirect {
+                endpoint,
+                status: 302,
+                location: format!("https://example.com/?k={KEY}"),
+            },
+            UpstreamError::Transport {
+                endpoint,
+                message: leak(),
+            },
+            UpstreamError::Decode {
+                endpoint,
+                message: leak(),
+            },
+            UpstreamError::Pagination {
+                listing: format!("/keys?workspace_id={KEY}"),
+                message: leak(),
+            },
+            UpstreamError::UnknownWorkspace(KEY.to_string()),
+            UpstreamError::Client(leak()),
+        ];
+        for e in &errors {
+            let text = e.to_string();
+            assert!(!text.contains("sk-or-"), "{text}");
+            assert!(text.contains("[REDACTED]"), "{text}");
+        }
+    }
+
+    #[test]
+    fn an_echoed_key_is_redacted_from_error_bodies_in_any_spelling() {
+        // The configured key, even when it is not shaped like one.
+        assert_eq!(
+            upstream_message(b"got Bearer abc123", "abc123"),
+            "got Bearer [REDACTED]"
+        );
+        // Any key-shaped text, JSON-escaped in a body that is not an error envelope.
+        let body = format!(r#"{{"detail":"{}"}}"#, KEY.replace('-', "\\u002d"));
+        let message = upstream_message(body.as_bytes(), "another-secret");
+        assert_eq!(message, r#"{"detail":"[REDACTED]"}"#);
+        // In upper case, as a lower-cased content type could once have hidden it.
+        assert_eq!(redact(&KEY.to_uppercase(), KEY), "[REDACTED]");
+    }
+
+    #[test]
+    fn a_redirect_names_its_location_without_the_key() {
+        let location = reqwest::header::HeaderValue::from_str(&format!(
+            "https://elsewhere.example/api?token={KEY}"
+        ))
+        .unwrap();
+        let e = redirect_error(Endpoint::Credits, 302, Some(&location), KEY);
+        assert_eq!(e.reason(), FailureReason::InvalidResponse);
+        assert_eq!(e.status(), Some(302));
+        assert!(!e.retryable());
+        let text = format!("{e} {e:?}");
+        assert!(
+            text.contains("https://elsewhere.example/api?token=[REDACTED]"),
+            "{text}"
+        );
+        assert!(!text.contains("sk-or-"), "{text}");
+        let none = redirect_error(Endpoint::Credits, 301, None, KEY);
+        assert!(
+            none.to_string().contains("redirect to no Location"),
+            "{none}"
         );
     }
 }

@@ -1,16 +1,20 @@
 //! How one call is made: one GET with a place in the shared budget, retries
-//! with back-off, and the checks on its answer (status, content type, size).
+//! with back-off, and the checks on its answer (status, redirect, content
+//! type, size). A redirect is never followed (the client is built with
+//! `redirect::Policy::none()`): it fails the call as an invalid response.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
+use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 use tracing::warn;
 
 use super::error::{
-    redact, status_error, transport_error, Endpoint, UpstreamError, MAX_BODY_BYTES,
+    redact, redirect_error, status_error, transport_error, Endpoint, UpstreamError, MAX_BODY_BYTES,
 };
+use super::wire::{self, CountedPage};
 use super::Client;
 
 impl Client {
@@ -107,6 +111,11 @@ impl Client {
         let status = response.status().as_u16();
         self.telemetry
             .count_request(endpoint.as_str(), &status.to_string());
+        let secret = self.bearer.expose_secret();
+        if response.status().is_redirection() {
+            let location = response.headers().get(reqwest::header::LOCATION);
+            return Err((redirect_error(endpoint, status, location, secret), None));
+        }
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
@@ -117,23 +126,59 @@ impl Client {
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map(str::to_ascii_lowercase);
+            .map(str::to_string);
 
         let mut body = Vec::new();
         read_capped(endpoint, &mut response, &mut body)
             .await
             .map_err(|e| (e, retry_after))?;
-        let secret = self.bearer.expose_secret();
         if !(200..300).contains(&status) {
             return Err((status_error(endpoint, status, &body, secret), retry_after));
         }
         if let Some(ct) = content_type {
-            if !ct.contains("json") {
+            if !ct.to_ascii_lowercase().contains("json") {
                 let message = redact(&format!("expected JSON, got content type {ct:?}"), secret);
                 return Err((UpstreamError::Decode { endpoint, message }, None));
             }
         }
         Ok(body)
+    }
+
+    /// A `{"data": T}` body, decoded ([`wire::from_json`] says how).
+    pub(super) fn decode<T: DeserializeOwned>(
+        &self,
+        endpoint: Endpoint,
+        body: &[u8],
+    ) -> Result<T, UpstreamError> {
+        let (value, lone) = wire::decode(endpoint, body)?;
+        self.count_lone_surrogates(endpoint, lone);
+        Ok(value)
+    }
+
+    /// One page of a counted list, decoded as [`Client::decode`] does.
+    pub(super) fn decode_page<T: DeserializeOwned>(
+        &self,
+        endpoint: Endpoint,
+        body: &[u8],
+    ) -> Result<CountedPage<T>, UpstreamError> {
+        let (page, lone) = wire::from_json(endpoint, body)?;
+        self.count_lone_surrogates(endpoint, lone);
+        Ok(page)
+    }
+
+    /// Lone surrogate escapes read as U+FFFD: counted in this refresh's
+    /// [`CallStats`](super::CallStats) and logged (not the text: a name may be private).
+    fn count_lone_surrogates(&self, endpoint: Endpoint, lone: usize) {
+        if lone > 0 {
+            self.stats
+                .lone_surrogates
+                .fetch_add(lone as u64, Ordering::Relaxed);
+            warn!(
+                %endpoint,
+                lone,
+                "an answer held a lone UTF-16 surrogate escape; read as U+FFFD"
+            );
+        }
     }
 }
 

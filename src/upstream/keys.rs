@@ -15,9 +15,9 @@ use std::sync::Arc;
 use tokio::task::JoinSet;
 use tracing::debug;
 
-use super::error::{pagination, Endpoint, UpstreamError};
+use super::error::{pagination, redact_keys, Endpoint, UpstreamError};
 use super::organization::MAX_PAGES;
-use super::wire::{parse_keys_page, ApiKey, Credits};
+use super::wire::{ApiKey, Credits};
 use super::Client;
 use crate::config::{is_uuid, Workspaces};
 
@@ -117,7 +117,10 @@ impl Client {
                     .iter()
                     .find(|w| w.slug.as_deref() == Some(entry.as_str()))
                     .map(|w| Some(w.id.clone()))
-                    .ok_or_else(|| UpstreamError::UnknownWorkspace(entry.clone()))
+                    .ok_or_else(|| {
+                        // A key pasted as a workspace is not echoed, even in `Debug`.
+                        UpstreamError::UnknownWorkspace(redact_keys(entry).into_owned())
+                    })
             })
             .collect()
     }
@@ -181,7 +184,8 @@ impl Client {
         }
         let body = self.get(Endpoint::Keys, "/keys", &query).await?;
         self.stats.key_pages.fetch_add(1, Ordering::Relaxed);
-        parse_keys_page(&body)
+        // What `wire::parse_keys_page` (the fuzzed decoder) runs, counted.
+        self.decode(Endpoint::Keys, &body)
     }
 }
 

@@ -55,7 +55,6 @@ pub use wire::{
 };
 
 use report::Stats;
-use wire::decode;
 
 /// The management API client. Cheap to clone.
 #[derive(Clone)]
@@ -101,6 +100,10 @@ impl Client {
                 "/",
                 env!("CARGO_PKG_VERSION")
             ))
+            // OpenRouter's API never redirects. A followed redirect could
+            // carry the key to another origin (a second same-origin hop gets
+            // `Authorization` back), so a 3xx fails the call instead.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(request_timeout.min(Duration::from_secs(10)))
             .timeout(request_timeout)
             .build()
@@ -155,7 +158,7 @@ impl Client {
         let body = self
             .get(Endpoint::Credits, "/credits", &[] as &[(&str, &str)])
             .await?;
-        let credits: Credits = decode(Endpoint::Credits, &body)?;
+        let credits: Credits = self.decode(Endpoint::Credits, &body)?;
         if !credits.total_credits.is_finite() || !credits.total_usage.is_finite() {
             return Err(UpstreamError::Decode {
                 endpoint: Endpoint::Credits,
@@ -171,14 +174,14 @@ impl Client {
         let body = self
             .get(Endpoint::Key, "/key", &[] as &[(&str, &str)])
             .await?;
-        let mut value: serde_json::Value = decode(Endpoint::Key, &body)?;
+        let mut value: serde_json::Value = self.decode(Endpoint::Key, &body)?;
         if let Some(obj) = value.as_object_mut() {
             obj.insert("hash".into(), hash.into());
             obj.insert("name".into(), name.into());
         }
         serde_json::from_value(value).map_err(|e| UpstreamError::Decode {
             endpoint: Endpoint::Key,
-            message: e.to_string(),
+            message: error::redact_keys(&e.to_string()).into_owned(),
         })
     }
 
@@ -187,7 +190,7 @@ impl Client {
         let body = self
             .get(Endpoint::Key, "/key", &[] as &[(&str, &str)])
             .await?;
-        decode(Endpoint::Key, &body)
+        self.decode(Endpoint::Key, &body)
     }
 
     /// `GET /activity?api_key_hash=…`: one key's per-model rows of the last
@@ -201,6 +204,6 @@ impl Client {
                 &[("api_key_hash", key_hash)],
             )
             .await?;
-        decode(Endpoint::Activity, &body)
+        self.decode(Endpoint::Activity, &body)
     }
 }

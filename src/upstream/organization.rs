@@ -9,8 +9,7 @@ use tracing::warn;
 
 use super::error::{pagination, Endpoint, UpstreamError};
 use super::wire::{
-    decode, from_json, CountedPage, Guardrail, GuardrailKeyAssignment, Member, Workspace,
-    WorkspaceBudget,
+    CountedPage, Guardrail, GuardrailKeyAssignment, Member, Workspace, WorkspaceBudget,
 };
 use super::Client;
 
@@ -57,7 +56,7 @@ impl Client {
             let page: CountedPage<T> = self
                 .get(endpoint, path, &query)
                 .await
-                .and_then(|body| from_json(endpoint, &body))
+                .and_then(|body| self.decode_page(endpoint, &body))
                 .map_err(|e| failed(offset, e))?;
             let len = page.data.len();
             let before = all.len();
@@ -148,6 +147,6 @@ impl Client {
         let body = self
             .get(Endpoint::WorkspaceBudgets, &path, &[] as &[(&str, &str)])
             .await?;
-        decode(Endpoint::WorkspaceBudgets, &body)
+        self.decode(Endpoint::WorkspaceBudgets, &body)
     }
 }

@@ -17,6 +17,7 @@ pub(super) struct Stats {
     pub(super) latency_micros: AtomicU64,
     pub(super) peak_in_flight: AtomicUsize,
     pub(super) throttled: AtomicU64,
+    pub(super) lone_surrogates: AtomicU64,
 }
 
 /// [`Stats`] at one moment.
@@ -36,6 +37,9 @@ pub struct CallStats {
     pub limit: usize,
     /// The calls allowed in flight at the end (below `limit` after throttling).
     pub window: usize,
+    /// Unpaired UTF-16 surrogate escapes in answers, read as U+FFFD (a name
+    /// that serde_json alone would refuse, failing the whole listing).
+    pub lone_surrogates: u64,
 }
 
 impl CallStats {
@@ -141,6 +145,7 @@ impl Client {
             throttled: s.throttled.load(Ordering::Relaxed),
             limit: self.limiter.limit(),
             window: self.limiter.window(),
+            lone_surrogates: s.lone_surrogates.load(Ordering::Relaxed),
         }
     }
 
@@ -184,6 +189,7 @@ mod tests {
             throttled: 0,
             limit: 8,
             window: 8,
+            lone_surrogates: 0,
         };
         let previous = RefreshRecord {
             stats: CallStats {

@@ -6,7 +6,7 @@ use chrono::NaiveDate;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 
-use super::error::{Endpoint, UpstreamError};
+use super::error::{redact_keys, Endpoint, UpstreamError};
 
 /// `null` reads as the type's default (an empty name or label is "not reported").
 fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
@@ -195,29 +195,92 @@ struct DataEnvelope<T> {
     data: T,
 }
 
-/// Decodes one `GET /keys` page body (`{"data": [key, ...]}`): the code the
-/// client runs on every page, exposed for fuzzing. Never panics.
+/// Decodes one `GET /keys` page body (`{"data": [key, ...]}`) with the
+/// decoder the client runs on every page; exposed for fuzzing. Never panics.
 pub fn parse_keys_page(bytes: &[u8]) -> Result<Vec<ApiKey>, UpstreamError> {
-    decode(Endpoint::Keys, bytes)
+    decode(Endpoint::Keys, bytes).map(|(keys, _)| keys)
 }
 
-/// Decodes the `{"data": T}` envelope every endpoint but the counted lists sends.
+/// Decodes the `{"data": T}` envelope every endpoint but the counted lists
+/// sends; also says how many lone surrogate escapes were read as U+FFFD.
 pub(super) fn decode<T: DeserializeOwned>(
     endpoint: Endpoint,
     bytes: &[u8],
-) -> Result<T, UpstreamError> {
-    from_json::<DataEnvelope<T>>(endpoint, bytes).map(|envelope| envelope.data)
+) -> Result<(T, usize), UpstreamError> {
+    from_json::<DataEnvelope<T>>(endpoint, bytes).map(|(envelope, lone)| (envelope.data, lone))
 }
 
-/// Decodes a whole body as `T`.
+/// Decodes a whole body as `T`; also says how many lone surrogate escapes
+/// were read as U+FFFD.
+///
+/// serde_json refuses a string with an unpaired UTF-16 surrogate escape
+/// (`"\ud800"`), so one such key name would fail every listing and hide the
+/// whole account's figures. A refused body that has some is read again with
+/// each of them as `\uFFFD`, the replacement character.
 pub(super) fn from_json<T: DeserializeOwned>(
     endpoint: Endpoint,
     bytes: &[u8],
-) -> Result<T, UpstreamError> {
-    serde_json::from_slice::<T>(bytes).map_err(|e| UpstreamError::Decode {
+) -> Result<(T, usize), UpstreamError> {
+    let refused = match serde_json::from_slice::<T>(bytes) {
+        Ok(value) => return Ok((value, 0)),
+        Err(e) => e,
+    };
+    let lone = lone_surrogates(bytes);
+    if lone.is_empty() {
+        return Err(decode_error(endpoint, &refused));
+    }
+    let mut repaired = bytes.to_vec();
+    for &at in &lone {
+        // Both escapes are 6 bytes: every other byte keeps its place.
+        repaired[at..at + 6].copy_from_slice(br"\uFFFD");
+    }
+    serde_json::from_slice::<T>(&repaired)
+        .map(|value| (value, lone.len()))
+        .map_err(|e| decode_error(endpoint, &e))
+}
+
+/// serde's message can quote the body (`invalid type: string "…"`): redacted.
+fn decode_error(endpoint: Endpoint, error: &serde_json::Error) -> UpstreamError {
+    UpstreamError::Decode {
         endpoint,
-        message: e.to_string(),
-    })
+        message: redact_keys(&error.to_string()).into_owned(),
+    }
+}
+
+/// Where `json` has a `\uXXXX` escape of a UTF-16 surrogate that is not
+/// half of a high-then-low pair. Every other escape is stepped over whole,
+/// so the `u` of an escaped backslash (`\\ud800`) is never read as one.
+fn lone_surrogates(json: &[u8]) -> Vec<usize> {
+    let mut lone = Vec::new();
+    let mut from = 0;
+    while let Some(found) = json
+        .get(from..)
+        .and_then(|rest| memchr::memchr(b'\\', rest))
+    {
+        let at = from + found;
+        from = match code_unit(json, at) {
+            Some(0xD800..=0xDBFF) if matches!(code_unit(json, at + 6), Some(0xDC00..=0xDFFF)) => {
+                at + 12
+            }
+            Some(0xD800..=0xDFFF) => {
+                lone.push(at);
+                at + 6
+            }
+            Some(_) => at + 6,
+            // `\\`, `\"`, `\n`…: the escaped byte is not an escape start.
+            None => at + 2,
+        };
+    }
+    lone
+}
+
+/// The UTF-16 code unit of the `\uXXXX` escape at `at`, if one is there.
+fn code_unit(json: &[u8], at: usize) -> Option<u16> {
+    let escape = json.get(at..at + 6)?;
+    if !escape.starts_with(b"\\u") || !escape[2..].iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    u16::from_str_radix(std::str::from_utf8(&escape[2..]).ok()?, 16).ok()
 }
 
 #[cfg(test)]
@@ -266,5 +329,72 @@ mod tests {
         assert_eq!(rows[0].prompt_tokens, 7);
         assert_eq!(rows[0].completion_tokens, 0);
         assert_eq!(rows[0].day(), NaiveDate::from_ymd_opt(2026, 11, 25));
+    }
+
+    #[test]
+    fn only_unpaired_surrogate_escapes_are_found() {
+        let found = |json: &str| lone_surrogates(json.as_bytes());
+        assert_eq!(found(r#""\ud800x""#), [1]);
+        assert_eq!(found(r#""\uDC00""#), [1], "a lone low half, upper case");
+        assert!(
+            found(r#""\ud83d\ude00""#).is_empty(),
+            "a pair is a character"
+        );
+        assert_eq!(
+            found(r#""\ud800\ud83d\ude00""#),
+            [1],
+            "a high half before a pair"
+        );
+        assert_eq!(
+            found(r#""\ude00\ud83d""#),
+            [1, 7],
+            "low then high: two halves"
+        );
+        assert!(
+            found(r#""\\ud800""#).is_empty(),
+            "an escaped backslash, then text"
+        );
+        assert_eq!(
+            found(r#""\\\ud800""#),
+            [3],
+            "an escaped backslash, then an escape"
+        );
+        assert!(found(r#""\u00e9 \n \" \ud7ff \ue000""#).is_empty());
+        assert!(found(r"\").is_empty(), "a backslash at the very end");
+        assert!(found(r"\ud80").is_empty(), "a cut escape");
+        assert!(found(r"\u+800").is_empty(), "not hex");
+    }
+
+    #[test]
+    fn a_key_name_with_a_lone_surrogate_reads_as_the_replacement_character() {
+        let page =
+            br#"{"data":[{"hash":"a","name":"\ud800lone"},{"hash":"b","name":"ok \ud83d\ude00"}]}"#;
+        assert!(
+            serde_json::from_slice::<DataEnvelope<Vec<ApiKey>>>(page).is_err(),
+            "serde_json alone refuses the page"
+        );
+        let (keys, lone) = decode::<Vec<ApiKey>>(Endpoint::Keys, page).unwrap();
+        assert_eq!(lone, 1);
+        assert_eq!(&*keys[0].name, "\u{FFFD}lone");
+        assert_eq!(&*keys[1].name, "ok \u{1F600}");
+        assert_eq!(parse_keys_page(page).unwrap(), keys);
+        // Nothing else is excused: a page still broken after the repair fails.
+        let broken = br#"{"data":[{"hash":"a","name":"\ud800"},]}"#;
+        assert_eq!(
+            parse_keys_page(broken).unwrap_err().reason(),
+            FailureReason::InvalidResponse
+        );
+    }
+
+    #[test]
+    fn a_key_quoted_by_serde_is_redacted_from_the_decode_error() {
+        let secret = "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";
+        let body = format!(r#"{{"data": "{secret}"}}"#);
+        let e = parse_keys_page(body.as_bytes()).unwrap_err();
+        let UpstreamError::Decode { message, .. } = &e else {
+            panic!("{e:?}");
+        };
+        assert!(message.contains("invalid type: string"), "{message}");
+        assert!(!format!("{e} {e:?}").contains("sk-or-v1"), "{e:?}");
     }
 }
