@@ -341,7 +341,7 @@ impl Exporter {
                     state.status.account_up = account_up;
                     Extras {
                         direct,
-                        activity: state.activity.clone(),
+                        activity: state.activity.clone().map(|cache| cache as _),
                         organization: Arc::clone(&state.organization),
                     }
                 };
@@ -490,7 +490,7 @@ impl Exporter {
             };
             let extras = Extras {
                 direct: Arc::clone(&state.direct),
-                activity: state.activity.clone(),
+                activity: state.activity.clone().map(|cache| cache as _),
                 organization: Arc::clone(&state.organization),
             };
             (listing, state.taken_at.unwrap_or_else(Utc::now), extras)

@@ -5,13 +5,11 @@
 //! (see `body`), so a scrape only copies bytes. The text format is written
 //! directly rather than through the `prometheus` crate's registry because at
 //! 100k keys that model allocates a struct per label pair of over a million
-//! series on every refresh. This module sees snapshot types only.
+//! series on every refresh. This module sees snapshot and status types only.
 
 mod writer;
 
 use std::io::{self, Write};
-
-use chrono::{DateTime, Utc};
 
 use crate::config::MetricsOptions;
 use crate::snapshot::{Key, Snapshot, Window, COMPLETED_30D, ROLLING};
@@ -19,13 +17,17 @@ use crate::telemetry::Counters;
 
 pub use writer::{escape_label_value, MetricWriter, CONTENT_TYPE};
 
+// Until every caller names `crate::status` (the exporter and the page still
+// import these from here).
+pub use crate::status::{ActivityStatus, Status};
+
 const CALENDAR_NOTE: &str = "window: daily = current UTC day, weekly = current UTC week from Monday, \
 monthly = current UTC month (each to date, dropping to 0 at its UTC boundary); lifetime = since the key was created; \
 rolling_7d / rolling_30d (from activity collection) = the last 6 / 29 completed UTC days plus today; \
 completed_30d (companies only) = the last 30 completed UTC days, today excluded: the model mix's window. \
 Refreshed in the background; up to one refresh interval old.";
 
-/// One exported key with its identifying labels.
+/// One published key with its identifying labels.
 struct KeyRow<'a> {
     key: &'a Key,
     labels: [(&'static str, &'a str); 3],
@@ -51,31 +53,17 @@ pub fn write_snapshot<W: Write>(
     snap: &Snapshot,
     options: MetricsOptions,
 ) -> io::Result<()> {
-    // Listed keys (but those that are a direct key's duplicate), then direct
-    // keys that have figures. Made afresh for each family rather than
-    // collected: at 100k keys a collected list would be another ~11 MB alive
-    // during the render.
+    // The published keys with their labels, made afresh for each family.
     let rows = || {
-        let direct = snap.direct.iter().filter_map(|d| {
-            d.key
-                .as_ref()
-                .map(|k| (k, snap.companies[d.company].name.as_str()))
-        });
-        snap.keys()
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !snap.is_listed_as_direct(*i))
-            .map(|(i, key)| (key, snap.company_of(i), snap.key_rolling.get(i)))
-            .chain(direct.map(|(key, company)| (key, company, None)))
-            .map(|(key, company, rolling)| KeyRow {
-                key,
-                labels: [
-                    ("key_hash", key.hash.as_ref()),
-                    ("key", key.name.as_ref()),
-                    ("company", company),
-                ],
-                rolling,
-            })
+        snap.published_keys().map(|p| KeyRow {
+            key: p.key,
+            labels: [
+                ("key_hash", p.key.hash.as_ref()),
+                ("key", p.key.name.as_ref()),
+                ("company", snap.companies[p.company].name.as_str()),
+            ],
+            rolling: p.rolling,
+        })
     };
     if options.per_key {
         let name = "openrouter_key_usage_usd";
@@ -528,30 +516,6 @@ pub fn write_snapshot<W: Write>(
     )?;
     w.sample(name, &[], format_args!("{}", snap.conflicts))?;
     Ok(())
-}
-
-/// The exporter's own state, written after the snapshot on every refresh attempt.
-#[derive(Debug, Clone, Copy)]
-pub struct Status {
-    pub up: bool,
-    /// Whether the last listing's `GET /credits` succeeded; `None` when the
-    /// management API is not used (direct keys only) or before the first listing.
-    pub account_up: Option<bool>,
-    pub last_success: Option<DateTime<Utc>>,
-    pub last_duration_seconds: Option<f64>,
-    pub refresh_interval_seconds: f64,
-    pub reload_successful: bool,
-    /// `None` when activity collection is off.
-    pub activity: Option<ActivityStatus>,
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ActivityStatus {
-    pub up: bool,
-    pub last_success: Option<DateTime<Utc>>,
-    pub cached_keys: usize,
-    /// Listed keys by where their history stands; `None` before the first run.
-    pub keys: Option<crate::activity::Progress>,
 }
 
 /// The exporter's status families and its own counters.
