@@ -43,15 +43,16 @@
 //!   key). A lagging answer with no 31st day back cannot be told apart from a
 //!   key idle yesterday; the 06:00 re-read corrects it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Duration as ChronoDuration, NaiveDate, Utc};
 
 use crate::money::Usd;
+use crate::snapshot::KeyActivity;
 pub use crate::upstream::ActivityRow;
 
 /// Completed days the API returns.
-pub const HISTORY_DAYS: i64 = 30;
+pub const HISTORY_DAYS: i64 = crate::snapshot::COMPLETED_DAYS;
 
 /// The spans of completed UTC days (ending yesterday) whose spend is kept per
 /// key: rolling_7d and rolling_30d add today to 6 and 29 of them; the model
@@ -79,32 +80,7 @@ pub fn spend_bound(lifetime: Usd) -> Usd {
     Usd::from_nanos(lifetime.nanos().saturating_add(slack))
 }
 
-/// One model's figures for one key (provider endpoints and days merged).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ModelTotals {
-    pub usage: Usd,
-    pub byok_usage: Usd,
-    pub requests: u64,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    pub reasoning_tokens: u64,
-}
-
-impl ModelTotals {
-    pub fn add(&mut self, other: &ModelTotals) {
-        self.usage = self.usage.checked_add(other.usage).unwrap_or(self.usage);
-        self.byok_usage = self
-            .byok_usage
-            .checked_add(other.byok_usage)
-            .unwrap_or(self.byok_usage);
-        self.requests = self.requests.saturating_add(other.requests);
-        self.prompt_tokens = self.prompt_tokens.saturating_add(other.prompt_tokens);
-        self.completion_tokens = self
-            .completion_tokens
-            .saturating_add(other.completion_tokens);
-        self.reasoning_tokens = self.reasoning_tokens.saturating_add(other.reasoning_tokens);
-    }
-}
+pub use crate::snapshot::ModelTotals;
 
 /// One model's 30-day totals for one key, compact: 56 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,18 +225,7 @@ impl KeyState {
     }
 }
 
-/// How far the listed keys' histories are.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Progress {
-    /// The history read for today: rolling windows published.
-    pub complete: usize,
-    /// To read (not yet tried in this fill, or a new day).
-    pub pending: usize,
-    /// The last call failed; retried on the next run.
-    pub failed: usize,
-    /// Answered 404 (deleted since the listing); skipped.
-    pub gone: usize,
-}
+pub use crate::status::Progress;
 
 /// Cached activity of every key, by hash.
 #[derive(Debug, Clone, Default)]
@@ -691,30 +656,32 @@ impl ActivityCache {
     }
 }
 
-/// Keeps the `top` models by spend (ties by name) and folds the rest into `other`,
-/// so every total over the result equals the total over the input.
-pub fn top_models(models: BTreeMap<String, ModelTotals>, top: usize) -> Vec<(String, ModelTotals)> {
-    let mut ranked: Vec<(String, ModelTotals)> = models.into_iter().collect();
-    ranked.sort_by(|a, b| b.1.usage.cmp(&a.1.usage).then_with(|| a.0.cmp(&b.0)));
-    if ranked.len() <= top {
-        return ranked;
+/// What a snapshot reads of the cache.
+impl KeyActivity for ActivityCache {
+    fn completed_usage(&self, hash: &str, today: NaiveDate, days: i64) -> Option<Usd> {
+        ActivityCache::completed_usage(self, hash, today, days)
     }
-    let rest = ranked.split_off(top);
-    let mut other = ModelTotals::default();
-    for (_, totals) in &rest {
-        other.add(totals);
+
+    fn each_model(
+        &self,
+        hash: &str,
+        today: NaiveDate,
+        each: &mut dyn FnMut(&str, ModelTotals),
+    ) -> bool {
+        let Some(models) = self.models(hash, today) else {
+            return false;
+        };
+        for (model, totals) in models {
+            each(model, totals);
+        }
+        true
     }
-    // A real model literally named "other" joins the folded bucket.
-    if let Some(pos) = ranked.iter().position(|(m, _)| m == "other") {
-        let (_, totals) = ranked.remove(pos);
-        other.add(&totals);
-    }
-    ranked.push(("other".to_string(), other));
-    ranked
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     fn day(s: &str) -> NaiveDate {
@@ -1052,31 +1019,6 @@ mod tests {
         cache.apply(&upper, &[row("2026-11-25", "m", 2.0, 1)], today);
         assert_eq!(cache.completed_usage(hex, today, 6), Usd::from_f64(1.0));
         assert_eq!(cache.completed_usage(&upper, today, 6), Usd::from_f64(2.0));
-    }
-
-    #[test]
-    fn top_n_folds_the_rest_into_other_and_keeps_sums() {
-        let mut models = BTreeMap::new();
-        for (i, name) in ["a", "b", "c", "d", "other"].iter().enumerate() {
-            models.insert(
-                name.to_string(),
-                ModelTotals {
-                    usage: Usd::from_f64(i as f64 + 1.0).unwrap(),
-                    requests: 1,
-                    ..ModelTotals::default()
-                },
-            );
-        }
-        let total: i128 = models.values().map(|m| m.usage.nanos()).sum();
-        let folded = top_models(models, 2);
-        let names: Vec<_> = folded.iter().map(|(m, _)| m.as_str()).collect();
-        // "other" (5) and "d" (4) rank first; the real "other" joins the bucket.
-        assert_eq!(names, ["d", "other"]);
-        assert_eq!(
-            folded.iter().map(|(_, m)| m.usage.nanos()).sum::<i128>(),
-            total
-        );
-        assert_eq!(folded.iter().map(|(_, m)| m.requests).sum::<u64>(), 5);
     }
 
     #[test]

@@ -19,8 +19,9 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, SizeHint};
 
-use crate::exposition::{MetricWriter, Status};
+use crate::exposition::MetricWriter;
 use crate::snapshot::Snapshot;
+use crate::status::Status;
 
 /// Bodies with more text than this keep only their gzip form (64 MiB is about
 /// 30k keys with every per-key family).

@@ -35,6 +35,7 @@ pub mod page;
 pub mod server;
 pub mod sim;
 pub mod snapshot;
+pub mod status;
 pub mod sync;
 pub mod telemetry;
 pub mod upstream;

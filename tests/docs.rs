@@ -1,13 +1,12 @@
 //! The README stays true: the quick start is the two commands, every alert's
-//! runbook link lands on a heading of the file it names, and every metric
-//! family the exporter can emit is in the README's metrics table.
+//! runbook link lands on a heading of the file it names, and the README's
+//! metrics table names exactly the families the exporter can emit.
 
 mod common;
 
-use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-
 use common::tools::{read, root};
+use openrouter_cost_exporter::exposition::families;
+use std::collections::BTreeSet;
 
 /// GitHub's heading anchor: lowercase, spaces to dashes, punctuation dropped.
 fn anchor(heading: &str) -> String {
@@ -36,20 +35,6 @@ fn heading_anchors(rel: &str) -> BTreeSet<String> {
         })
         .map(|l| anchor(l.trim_start_matches('#')))
         .collect()
-}
-
-/// Every `.rs` file under `dir`, recursively.
-fn rust_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            files.extend(rust_files(&path));
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            files.push(path);
-        }
-    }
-    files
 }
 
 #[test]
@@ -113,27 +98,36 @@ fn every_runbook_url_lands_on_a_heading() {
     );
 }
 
+/// The families in the README's metrics table: the first cell of each row
+/// of the "Metrics" section that names an `openrouter_` family.
+fn readme_families() -> BTreeSet<String> {
+    let readme = read("README.md");
+    let start = readme.find("\n## Metrics").expect("metrics section");
+    let section = &readme[start + 1..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |e| e + 3)];
+    section
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `openrouter_"))
+        .filter_map(|l| l.split_once('`'))
+        .map(|(rest, _)| format!("openrouter_{rest}"))
+        .collect()
+}
+
 #[test]
 fn every_exported_family_is_documented() {
-    // The metric names the exporter can emit, taken from the string literals of
-    // its source, all appear in the README table.
-    let readme = read("README.md");
-    let mut names = BTreeSet::new();
-    for file in rust_files(&root().join("src")) {
-        let source = std::fs::read_to_string(&file).unwrap();
-        for piece in source.split('"').skip(1).step_by(2) {
-            if piece.starts_with("openrouter_")
-                && piece.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            {
-                names.insert(piece.to_string());
-            }
-        }
-    }
-    assert!(names.len() >= 25, "{names:?}");
-    for name in names {
-        assert!(
-            readme.contains(&format!("`{name}`")),
-            "{name} is not in the README's metrics table"
-        );
-    }
+    // The exporter's table of families (the one that writes every HELP line)
+    // and the README's metrics table name the same families.
+    let table: BTreeSet<String> = families().map(|f| f.name.to_string()).collect();
+    assert!(table.len() >= 25, "{table:?}");
+    let readme = readme_families();
+    let undocumented: Vec<_> = table.difference(&readme).collect();
+    assert!(
+        undocumented.is_empty(),
+        "not in the README's metrics table: {undocumented:?}"
+    );
+    let unknown: Vec<_> = readme.difference(&table).collect();
+    assert!(
+        unknown.is_empty(),
+        "in the README's metrics table but the exporter has no such family: {unknown:?}"
+    );
 }

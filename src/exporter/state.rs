@@ -18,8 +18,8 @@ use crate::activity::{ActivityCache, Progress};
 use crate::body::Published;
 use crate::config::Config;
 use crate::direct::DirectClient;
-use crate::exposition::{ActivityStatus, Status};
 use crate::snapshot::{DirectKey, Extras, Listing, Organization, Snapshot};
+use crate::status::{ActivityStatus, Status};
 use crate::telemetry::Telemetry;
 use crate::upstream::{Client, RetryPolicy};
 
@@ -107,7 +107,7 @@ impl State {
     pub(super) fn extras(&self) -> Extras {
         Extras {
             direct: Arc::clone(&self.direct),
-            activity: self.activity.clone(),
+            activity: self.activity.clone().map(|cache| cache as _),
             organization: Arc::clone(&self.organization),
         }
     }
@@ -222,7 +222,10 @@ impl State {
     /// still holds it, which the callers' `refresh_lock` rules out.
     pub(super) fn activity_cache(&mut self) -> Option<&mut ActivityCache> {
         let enabled = self.status.activity.is_some();
-        self.activity.as_mut().filter(|_| enabled).map(Arc::make_mut)
+        self.activity
+            .as_mut()
+            .filter(|_| enabled)
+            .map(Arc::make_mut)
     }
 
     /// Where the latest listing's keys stand on `today` (a refresh may have

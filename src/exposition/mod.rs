@@ -5,32 +5,41 @@
 //! (see `body`), so a scrape only copies bytes. The text format is written
 //! directly rather than through the `prometheus` crate's registry because at
 //! 100k keys that model allocates a struct per label pair of over a million
-//! series on every refresh. This module sees snapshot types only.
+//! series on every refresh. This module sees snapshot and status types only.
+//!
+//! Each family's name, type and HELP text is a [`Family`] constant beside the
+//! code that writes it: `keys.rs` (per key), `companies.rs`, `organization.rs`,
+//! `account.rs` and `status.rs` (the exporter's own); [`families`] lists them all.
 
+/// The note on windows that every spend family's HELP text ends with.
+macro_rules! calendar_note {
+    () => {
+        "window: daily = current UTC day, weekly = current UTC week from Monday, \
+monthly = current UTC month (each to date, dropping to 0 at its UTC boundary); lifetime = since the key was created; \
+rolling_7d / rolling_30d (from activity collection) = the last 6 / 29 completed UTC days plus today; \
+completed_30d (companies only) = the last 30 completed UTC days, today excluded: the model mix's window. \
+Refreshed in the background; up to one refresh interval old."
+    };
+}
+
+mod account;
+mod companies;
+mod keys;
+mod organization;
+mod status;
 mod writer;
 
 use std::io::{self, Write};
 
-use chrono::{DateTime, Utc};
-
 use crate::config::MetricsOptions;
-use crate::snapshot::{Key, Snapshot, Window, COMPLETED_30D, ROLLING};
-use crate::telemetry::Counters;
+use crate::snapshot::Snapshot;
 
-pub use writer::{escape_label_value, MetricWriter, CONTENT_TYPE};
+pub use status::write_status;
+pub use writer::{escape_label_value, Family, Kind, MetricWriter, CONTENT_TYPE};
 
-const CALENDAR_NOTE: &str = "window: daily = current UTC day, weekly = current UTC week from Monday, \
-monthly = current UTC month (each to date, dropping to 0 at its UTC boundary); lifetime = since the key was created; \
-rolling_7d / rolling_30d (from activity collection) = the last 6 / 29 completed UTC days plus today; \
-completed_30d (companies only) = the last 30 completed UTC days, today excluded: the model mix's window. \
-Refreshed in the background; up to one refresh interval old.";
-
-/// One exported key with its identifying labels.
-struct KeyRow<'a> {
-    key: &'a Key,
-    labels: [(&'static str, &'a str); 3],
-    rolling: Option<&'a [Option<f64>; 2]>,
-}
+// Until every caller names `crate::status` (the exporter and the page still
+// import these from here).
+pub use crate::status::{ActivityStatus, Status};
 
 /// About how long the text of `snap` will be (sizes buffers; decides whether
 /// the text is kept beside its gzip): ~2 KB per key with every per-key family,
@@ -51,660 +60,137 @@ pub fn write_snapshot<W: Write>(
     snap: &Snapshot,
     options: MetricsOptions,
 ) -> io::Result<()> {
-    // Listed keys (but those that are a direct key's duplicate), then direct
-    // keys that have figures. Made afresh for each family rather than
-    // collected: at 100k keys a collected list would be another ~11 MB alive
-    // during the render.
-    let rows = || {
-        let direct = snap.direct.iter().filter_map(|d| {
-            d.key
-                .as_ref()
-                .map(|k| (k, snap.companies[d.company].name.as_str()))
-        });
-        snap.keys()
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !snap.is_listed_as_direct(*i))
-            .map(|(i, key)| (key, snap.company_of(i), snap.key_rolling.get(i)))
-            .chain(direct.map(|(key, company)| (key, company, None)))
-            .map(|(key, company, rolling)| KeyRow {
-                key,
-                labels: [
-                    ("key_hash", key.hash.as_ref()),
-                    ("key", key.name.as_ref()),
-                    ("company", company),
-                ],
-                rolling,
-            })
+    keys::write(w, snap, options)?;
+    organization::write(w, &snap.organization)?;
+    companies::write_totals(w, snap)?;
+    account::write_credits(w, snap)?;
+    keys::write_direct(w, snap, options)?;
+    companies::write_model_mix(w, snap)?;
+    account::write_windows_and_selectors(w, snap)
+}
+
+/// Every family the exporter can emit (each appears only when it has
+/// something to say); the README's metrics table documents each.
+pub fn families() -> impl Iterator<Item = &'static Family> {
+    [
+        keys::FAMILIES,
+        organization::FAMILIES,
+        companies::FAMILIES,
+        account::FAMILIES,
+        status::FAMILIES,
+    ]
+    .into_iter()
+    .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+
+    use chrono::{NaiveDate, TimeZone, Utc};
+
+    use super::*;
+    use crate::config::Config;
+    use crate::money::Usd;
+    use crate::snapshot::{
+        DirectKey, Extras, Key, KeyActivity, Listing, ModelTotals, OrgList, Organization,
     };
-    if options.per_key {
-        let name = "openrouter_key_usage_usd";
-        w.family(
-            name,
-            "gauge",
-            &format!("OpenRouter credit spend of one API key in US dollars; {CALENDAR_NOTE}"),
-        )?;
-        for row in rows() {
-            let [h, k, c] = row.labels;
-            for (window, value) in Window::ALL.into_iter().zip(row.key.usage) {
-                if let Some(v) = value {
-                    w.sample_f64(name, &[h, k, c, ("window", window.as_str())], v)?;
-                }
-            }
-            for ((window, _), value) in ROLLING.iter().zip(row.rolling.into_iter().flatten()) {
-                if let Some(v) = value {
-                    w.sample_f64(name, &[h, k, c, ("window", window)], *v)?;
-                }
-            }
+    use crate::status::{ActivityStatus, Progress, Status};
+    use crate::telemetry::Telemetry;
+    use crate::upstream::{ApiKey, UpstreamData};
+
+    /// Every key's history read, with one model.
+    #[derive(Debug)]
+    struct EveryKeyRead;
+
+    impl KeyActivity for EveryKeyRead {
+        fn completed_usage(&self, _: &str, _: NaiveDate, _: i64) -> Option<Usd> {
+            Some(Usd::ZERO)
         }
 
-        if options.per_key_byok {
-            let name = "openrouter_key_byok_usage_usd";
-            w.family(
-                name,
-                "gauge",
-                &format!(
-                    "Bring-your-own-key (external provider) spend of one API key in US dollars, \
-                     as estimated by OpenRouter; {CALENDAR_NOTE}"
-                ),
-            )?;
-            for row in rows() {
-                let [h, k, c] = row.labels;
-                for (window, value) in Window::ALL.into_iter().zip(row.key.byok_usage) {
-                    if let Some(v) = value {
-                        w.sample_f64(name, &[h, k, c, ("window", window.as_str())], v)?;
-                    }
-                }
-            }
-        }
-
-        let name = "openrouter_key_limit_usd";
-        w.family(
-            name,
-            "gauge",
-            "Credit limit of one API key in US dollars; reset = when the limit restarts \
-             (daily/weekly/monthly at the UTC boundary, or never). Absent when the key is unlimited.",
-        )?;
-        for row in rows() {
-            if let Some(limit) = row.key.limit {
-                let [h, k, c] = row.labels;
-                let reset = row.key.limit_reset.as_deref().unwrap_or("never");
-                w.sample_f64(name, &[h, k, c, ("reset", reset)], limit)?;
-            }
-        }
-
-        let name = "openrouter_key_limit_remaining_usd";
-        w.family(
-            name,
-            "gauge",
-            "Credit left under the key's limit in the current limit period, in US dollars; \
-             negative when overspent (OpenRouter then refuses the key). Absent when unlimited.",
-        )?;
-        for row in rows() {
-            if let Some(remaining) = row.key.limit_remaining {
-                w.sample_f64(name, &row.labels, remaining)?;
-            }
-        }
-
-        let name = "openrouter_key_disabled";
-        w.family(
-            name,
-            "gauge",
-            "1 when the API key is disabled, 0 otherwise. Absent when OpenRouter does not report it \
-             (direct keys, older responses).",
-        )?;
-        for row in rows() {
-            if let Some(disabled) = row.key.disabled {
-                w.sample(name, &row.labels, format_args!("{}", u8::from(disabled)))?;
-            }
-        }
-
-        let name = "openrouter_key_expiry_timestamp_seconds";
-        w.family(
-            name,
-            "gauge",
-            "When the API key expires, as a Unix timestamp in seconds. Absent when it never expires.",
-        )?;
-        for row in rows() {
-            if let Some(ts) = row.key.expires_at {
-                w.sample(name, &row.labels, format_args!("{ts}"))?;
-            }
-        }
-
-        let org = &snap.organization;
-        let name = "openrouter_key_info";
-        w.family(
-            name,
-            "gauge",
-            "Metadata of one API key, always 1: label is OpenRouter's masked key, workspace_id its \
-             workspace, workspace that workspace's slug (default for the default workspace; empty \
-             until the workspace list is read).",
-        )?;
-        for row in rows() {
-            let [h, k, c] = row.labels;
-            let workspace_id = row.key.workspace_id.as_deref();
-            let labels = [
-                h,
-                k,
-                c,
-                ("label", row.key.label.as_ref()),
-                ("workspace_id", workspace_id.unwrap_or("")),
-                (
-                    "workspace",
-                    org.workspace_slug(workspace_id).unwrap_or_default(),
-                ),
-            ];
-            w.sample(name, &labels, format_args!("1"))?;
-        }
-
-        if org.key_guardrails.is_some() && org.guardrail_caps.is_some() {
-            let name = "openrouter_key_guardrail_limit_usd";
-            w.family(
-                name,
-                "gauge",
-                "Spending cap in US dollars of a guardrail assigned to the API key, which OpenRouter \
-                 enforces beside the key's own limit; reset = daily/weekly/monthly (UTC) or never. \
-                 Absent for guardrails without a spending cap. Read every organization_refresh_intervals refreshes.",
-            )?;
-            for row in rows() {
-                let [h, k, c] = row.labels;
-                for cap in org.key_caps(&row.key.hash) {
-                    let labels = [
-                        h,
-                        k,
-                        c,
-                        ("guardrail", cap.name.as_str()),
-                        ("reset", cap.reset.as_str()),
-                    ];
-                    w.sample_f64(name, &labels, cap.limit_usd)?;
-                }
-            }
+        fn each_model(
+            &self,
+            _: &str,
+            _: NaiveDate,
+            each: &mut dyn FnMut(&str, ModelTotals),
+        ) -> bool {
+            each("m", ModelTotals::default());
+            true
         }
     }
 
-    let org = &snap.organization;
-    if let Some(budgets) = &org.workspace_budgets {
-        let name = "openrouter_workspace_budget_usd";
-        w.family(
-            name,
-            "gauge",
-            "Budget in US dollars that OpenRouter enforces on one workspace (GET /workspaces/{id}/budgets); \
-             reset = daily/weekly/monthly (UTC) or never. workspace is the slug. \
-             Read every organization_refresh_intervals refreshes.",
-        )?;
-        for (workspace_id, caps) in budgets {
-            let slug = org.workspace_slug(Some(workspace_id)).unwrap_or_default();
-            for cap in caps {
-                let labels = [
-                    ("workspace", slug),
-                    ("workspace_id", workspace_id.as_str()),
-                    ("reset", cap.reset.as_str()),
-                ];
-                w.sample_f64(name, &labels, cap.limit_usd)?;
-            }
-        }
-    }
-    if !org.attempted.is_empty() {
-        let name = "openrouter_organization_list_stale";
-        w.family(
-            name,
-            "gauge",
-            "1 when the last read of an organization list (workspaces, members, guardrails, \
-             guardrail_assignments, workspace_budgets) failed and its last good values are still used \
-             (or none, if it never succeeded); 0 when it is current.",
-        )?;
-        for list in &org.attempted {
-            w.sample(
-                name,
-                &[("list", list.as_str())],
-                format_args!("{}", u8::from(org.stale.contains(list))),
-            )?;
-        }
+    fn json<T: serde::de::DeserializeOwned>(text: &str) -> T {
+        serde_json::from_str(text).unwrap()
     }
 
-    let name = "openrouter_company_usage_usd";
-    w.family(
-        name,
-        "gauge",
-        &format!(
-            "OpenRouter credit spend of one company in US dollars: the exact sum over the keys \
-             attributed to it. Absent when a key's figure is unknown. {CALENDAR_NOTE}"
-        ),
-    )?;
-    for company in &snap.companies {
-        for (i, window) in Window::ALL.into_iter().enumerate() {
-            if let Some(v) = company.usage[i] {
-                let labels = [
-                    ("company", company.name.as_str()),
-                    ("window", window.as_str()),
-                ];
-                w.sample_usd(name, &labels, v)?;
-            }
-        }
-        for ((window, _), value) in ROLLING.iter().zip(company.rolling) {
-            if let Some(v) = value {
-                w.sample_usd(
-                    name,
-                    &[("company", company.name.as_str()), ("window", window)],
-                    v,
-                )?;
-            }
-        }
-        if let Some(v) = company.completed {
-            let labels = [
-                ("company", company.name.as_str()),
-                ("window", COMPLETED_30D),
-            ];
-            w.sample_usd(name, &labels, v)?;
-        }
-    }
-
-    let name = "openrouter_company_byok_usage_usd";
-    w.family(
-        name,
-        "gauge",
-        &format!(
-            "Bring-your-own-key spend of one company in US dollars, summed over its keys. {CALENDAR_NOTE}"
-        ),
-    )?;
-    for company in &snap.companies {
-        for (i, window) in Window::ALL.into_iter().enumerate() {
-            if let Some(v) = company.byok_usage[i] {
-                let labels = [
-                    ("company", company.name.as_str()),
-                    ("window", window.as_str()),
-                ];
-                w.sample_usd(name, &labels, v)?;
-            }
-        }
-    }
-
-    let name = "openrouter_company_budget_usd";
-    w.family(
-        name,
-        "gauge",
-        "Budget of one company in US dollars from the exporter config, per UTC calendar window \
-         (daily, weekly from Monday, monthly). Absent when not configured.",
-    )?;
-    for company in &snap.companies {
-        let budget = company.budget;
-        for (window, value) in [
-            (Window::Daily, budget.daily),
-            (Window::Weekly, budget.weekly),
-            (Window::Monthly, budget.monthly),
-        ] {
-            if let Some(v) = value {
-                let labels = [
-                    ("company", company.name.as_str()),
-                    ("window", window.as_str()),
-                ];
-                w.sample_f64(name, &labels, v)?;
-            }
-        }
-    }
-
-    let name = "openrouter_company_keys";
-    w.family(
-        name,
-        "gauge",
-        "Number of OpenRouter API keys attributed to the company.",
-    )?;
-    for company in &snap.companies {
-        w.sample(
-            name,
-            &[("company", company.name.as_str())],
-            format_args!("{}", company.keys),
-        )?;
-    }
-
-    let name = "openrouter_keys_expiry_unreadable";
-    w.family(
-        name,
-        "gauge",
-        "Listed keys whose expires_at OpenRouter sent in a form that is not an RFC 3339 date; \
-         their expiry timestamp series is absent (expiry unknown).",
-    )?;
-    w.sample(name, &[], format_args!("{}", snap.unreadable_expiries))?;
-
-    if let Some(credits) = snap.credits {
-        let name = "openrouter_account_credits_usd";
-        w.family(
-            name,
-            "gauge",
-            "Total credits ever purchased on the OpenRouter account, in US dollars.",
-        )?;
-        w.sample_f64(name, &[], credits.total_credits)?;
-        let name = "openrouter_account_usage_usd";
-        w.family(
-            name,
-            "gauge",
-            "Total credits used on the OpenRouter account, all keys, in US dollars (lifetime).",
-        )?;
-        w.sample_f64(name, &[], credits.total_usage)?;
-    }
-    if let Some(unattributed) = snap.unattributed_usage {
-        let name = "openrouter_account_unattributed_usage_usd";
-        w.family(
-            name,
-            "gauge",
-            "Account usage minus the lifetime usage of every listed key, in US dollars: spend of \
-             deleted keys, of anything OpenRouter does not list, and of workspaces left out of \
-             openrouter.workspaces when that is a subset. Absent when /credits could not be read.",
-        )?;
-        w.sample_usd(name, &[], unattributed)?;
-    }
-
-    if options.per_key && !snap.direct.is_empty() {
-        let name = "openrouter_key_up";
-        w.family(
-            name,
-            "gauge",
-            "Direct-key mode: 1 when the last GET /key with this key's own secret succeeded, 0 when it \
-             failed (e.g. 401: revoked); its figures are then the last good ones, or absent.",
-        )?;
-        for d in snap.direct.iter() {
-            // A key that never answered still gets its 0, so the failure is visible.
-            let hash = d.hash();
-            let labels = [
-                ("key_hash", hash.as_str()),
-                ("key", d.name.as_str()),
-                ("company", snap.companies[d.company].name.as_str()),
-            ];
-            w.sample(name, &labels, format_args!("{}", u8::from(d.up)))?;
-        }
-    }
-
-    if !snap.direct.is_empty() {
-        let name = "openrouter_direct_key_also_listed";
-        w.family(
-            name,
-            "gauge",
-            "Direct keys that the management API also lists, always 1: counted once, under the \
-             direct key's configured company; listed_company is where its selectors would have put it.",
-        )?;
-        for d in &snap.direct_duplicates {
-            let labels = [
-                ("key", d.name.as_str()),
-                ("company", d.company.as_str()),
-                ("listed_company", d.listed_company.as_str()),
-            ];
-            w.sample(name, &labels, format_args!("1"))?;
-        }
-    }
-
-    if snap.companies.iter().any(|c| c.models.is_some()) {
-        const MIX: &str = "over the last 30 completed UTC days (window=\"completed_30d\", the same window as \
-             openrouter_company_usage_usd{window=\"completed_30d\"}, which the models sum to exactly; today is \
-             not broken down by model until it completes); the top models by spend, the rest summed as model=\"other\".";
-        // One row per (company, model) with its identifying labels.
-        let rows = || {
-            snap.companies.iter().flat_map(|c| {
-                c.models.iter().flatten().map(move |(model, totals)| {
-                    let labels = [
-                        ("company", c.name.as_str()),
-                        ("model", model.as_str()),
-                        ("window", COMPLETED_30D),
-                    ];
-                    (labels, totals)
-                })
-            })
+    /// A snapshot in which every OpenRouter family has something to say.
+    fn everything() -> (Snapshot, Config) {
+        let config =
+            Config::parse("companies:\n  acme:\n    keys: [{name_glob: 'a*'}]\n", "t").unwrap();
+        let key = r#"{"hash":"h1","name":"a1","label":"sk-1","usage":1,"usage_daily":0.5,
+            "limit":5,"limit_remaining":4,"disabled":false,"expires_at":"2027-01-01T00:00:00Z"}"#;
+        let data = Arc::new(Listing::from_upstream(UpstreamData {
+            keys: vec![json::<ApiKey>(key)],
+            credits: Some(json(r#"{"total_credits":10,"total_usage":2}"#)),
+            credits_error: None,
+        }));
+        let mut org = Organization::default();
+        org.set_guardrails(json(r#"[{"id":"g","name":"cap","limit_usd":1}]"#));
+        org.set_guardrail_assignments(json(r#"[{"key_hash":"h1","guardrail_id":"g"}]"#));
+        org.set_workspace_budgets(json(r#"[{"workspace_id":"w","limit_usd":3}]"#));
+        org.mark(OrgList::Guardrails, true);
+        let direct = DirectKey {
+            company: 0,
+            name: "d".to_string(),
+            key: Some(Key::from(json::<ApiKey>(
+                r#"{"hash":"direct:d","usage":1}"#,
+            ))),
+            fetched_at: None,
+            up: true,
         };
-        let name = "openrouter_company_model_usage_usd";
-        w.family(
-            name,
-            "gauge",
-            &format!("Credit spend of one company per model in US dollars, {MIX}"),
-        )?;
-        for (labels, t) in rows() {
-            w.sample_usd(name, &labels, t.usage)?;
-        }
-        let name = "openrouter_company_model_requests";
-        w.family(
-            name,
-            "gauge",
-            &format!("Requests of one company per model, {MIX}"),
-        )?;
-        for (labels, t) in rows() {
-            w.sample(name, &labels, format_args!("{}", t.requests))?;
-        }
-        let name = "openrouter_company_model_tokens";
-        w.family(
-            name,
-            "gauge",
-            &format!(
-                "Tokens of one company per model and kind (prompt, completion, reasoning), {MIX}"
-            ),
-        )?;
-        for ([company, model, window], t) in rows() {
-            for (kind, v) in [
-                ("prompt", t.prompt_tokens),
-                ("completion", t.completion_tokens),
-                ("reasoning", t.reasoning_tokens),
-            ] {
-                let labels = [company, model, window, ("kind", kind)];
-                w.sample(name, &labels, format_args!("{v}"))?;
-            }
-        }
+        let extras = Extras {
+            direct: Arc::new(vec![direct]),
+            activity: Some(Arc::new(EveryKeyRead)),
+            organization: Arc::new(org),
+        };
+        let taken_at = Utc.with_ymd_and_hms(2026, 3, 4, 10, 0, 0).unwrap();
+        (Snapshot::build(&config, data, &extras, taken_at), config)
     }
 
-    let name = "openrouter_window_end_timestamp_seconds";
-    w.family(
-        name,
-        "gauge",
-        "When the UTC calendar window of the published figures resets, as a Unix timestamp in seconds.",
-    )?;
-    for window in [Window::Daily, Window::Weekly, Window::Monthly] {
-        if let Some(end) = window.end(snap.taken_at) {
-            w.sample(
-                name,
-                &[("window", window.as_str())],
-                format_args!("{}", end.timestamp()),
-            )?;
-        }
+    /// The names of the families (`# TYPE` lines) in `text`.
+    fn rendered_families(text: &str) -> BTreeSet<&str> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect()
     }
 
-    let name = "openrouter_config_selector_matches";
-    w.family(
-        name,
-        "gauge",
-        "Keys each config selector matched in the last listing; 0 means a typo or a deleted key.",
-    )?;
-    for m in &snap.selector_matches {
-        w.sample(
-            name,
-            &[
-                ("company", m.company.as_str()),
-                ("selector", m.selector.as_str()),
-            ],
-            format_args!("{}", m.matches),
-        )?;
+    #[test]
+    fn the_family_table_is_every_family_written_and_no_other() {
+        let (snap, config) = everything();
+        let status = Status {
+            up: true,
+            account_up: Some(true),
+            last_success: Some(snap.taken_at),
+            last_duration_seconds: Some(1.0),
+            refresh_interval_seconds: 60.0,
+            reload_successful: true,
+            activity: Some(ActivityStatus {
+                up: true,
+                last_success: Some(snap.taken_at),
+                cached_keys: 1,
+                keys: Some(Progress::default()),
+            }),
+        };
+        let mut w = MetricWriter::new(Vec::new());
+        write_snapshot(&mut w, &snap, config.metrics).unwrap();
+        write_status(&mut w, &status, &Telemetry::new().counters()).unwrap();
+        let text = String::from_utf8(w.into_inner()).unwrap();
+
+        let table: Vec<&str> = families().map(|f| f.name).collect();
+        let unique: BTreeSet<&str> = table.iter().copied().collect();
+        assert_eq!(unique.len(), table.len(), "a family is listed twice");
+        assert_eq!(rendered_families(&text), unique);
     }
-
-    let name = "openrouter_attribution_conflicts";
-    w.family(
-        name,
-        "gauge",
-        "Keys claimed by more than one company; each went to the first company in config file order.",
-    )?;
-    w.sample(name, &[], format_args!("{}", snap.conflicts))?;
-    Ok(())
-}
-
-/// The exporter's own state, written after the snapshot on every refresh attempt.
-#[derive(Debug, Clone, Copy)]
-pub struct Status {
-    pub up: bool,
-    /// Whether the last listing's `GET /credits` succeeded; `None` when the
-    /// management API is not used (direct keys only) or before the first listing.
-    pub account_up: Option<bool>,
-    pub last_success: Option<DateTime<Utc>>,
-    pub last_duration_seconds: Option<f64>,
-    pub refresh_interval_seconds: f64,
-    pub reload_successful: bool,
-    /// `None` when activity collection is off.
-    pub activity: Option<ActivityStatus>,
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ActivityStatus {
-    pub up: bool,
-    pub last_success: Option<DateTime<Utc>>,
-    pub cached_keys: usize,
-    /// Listed keys by where their history stands; `None` before the first run.
-    pub keys: Option<crate::activity::Progress>,
-}
-
-/// The exporter's status families and its own counters.
-pub fn write_status<W: Write>(
-    w: &mut MetricWriter<W>,
-    status: &Status,
-    counters: &Counters,
-) -> io::Result<()> {
-    let name = "openrouter_up";
-    w.family(
-        name,
-        "gauge",
-        "1 when the last refresh from OpenRouter fully succeeded; 0 when it failed and the \
-         previous data is still being served.",
-    )?;
-    w.sample(name, &[], format_args!("{}", u8::from(status.up)))?;
-
-    if let Some(ts) = status.last_success {
-        let name = "openrouter_last_refresh_success_timestamp_seconds";
-        w.family(
-            name,
-            "gauge",
-            "When the published OpenRouter data was fetched, as a Unix timestamp in seconds.",
-        )?;
-        let seconds = ts.timestamp_millis() as f64 / 1000.0;
-        w.sample_f64(name, &[], seconds)?;
-    }
-    if let Some(d) = status.last_duration_seconds {
-        let name = "openrouter_refresh_duration_seconds";
-        w.family(
-            name,
-            "gauge",
-            "Wall time of the last refresh attempt in seconds.",
-        )?;
-        w.sample_f64(name, &[], d)?;
-    }
-    let name = "openrouter_refresh_interval_seconds";
-    w.family(
-        name,
-        "gauge",
-        "Configured time between refreshes in seconds.",
-    )?;
-    w.sample_f64(name, &[], status.refresh_interval_seconds)?;
-
-    if let Some(activity) = status.activity {
-        let name = "openrouter_activity_up";
-        w.family(
-            name,
-            "gauge",
-            "1 when the last activity run (GET /activity per key, for rolling windows and the model mix) \
-             fully succeeded; 0 when a call failed: the results of the other keys are kept, the \
-             failed keys' figures stay unknown and are retried on the next run.",
-        )?;
-        w.sample(name, &[], format_args!("{}", u8::from(activity.up)))?;
-        if let Some(ts) = activity.last_success {
-            let name = "openrouter_activity_last_success_timestamp_seconds";
-            w.family(
-                name,
-                "gauge",
-                "When the last activity run succeeded, as a Unix timestamp in seconds.",
-            )?;
-            w.sample_f64(name, &[], ts.timestamp_millis() as f64 / 1000.0)?;
-        }
-        let name = "openrouter_activity_cached_keys";
-        w.family(
-            name,
-            "gauge",
-            "Keys whose 30-day activity history is cached (read for today or an earlier UTC day).",
-        )?;
-        w.sample(name, &[], format_args!("{}", activity.cached_keys))?;
-        if let Some(p) = activity.keys {
-            let name = "openrouter_activity_keys";
-            w.family(
-                name,
-                "gauge",
-                "Listed keys by the state of their 30-day activity history: complete (read for the current \
-                 UTC day: rolling windows published), pending (still to read, e.g. after UTC midnight), failed (the last call failed; retried next run), \
-                 gone (answered 404: deleted since the listing). A company's rolling totals and model mix \
-                 appear once all its keys are complete.",
-            )?;
-            for (state, n) in [
-                ("complete", p.complete),
-                ("pending", p.pending),
-                ("failed", p.failed),
-                ("gone", p.gone),
-            ] {
-                w.sample(name, &[("state", state)], format_args!("{n}"))?;
-            }
-        }
-    }
-
-    let name = "openrouter_config_last_reload_successful";
-    w.family(
-        name,
-        "gauge",
-        "1 when the last config (re)load succeeded; 0 when it failed and the previous config is still in use.",
-    )?;
-    w.sample(
-        name,
-        &[],
-        format_args!("{}", u8::from(status.reload_successful)),
-    )?;
-
-    if let Some(account_up) = status.account_up {
-        let name = "openrouter_account_up";
-        w.family(
-            name,
-            "gauge",
-            "1 when the last refresh read GET /credits; 0 when it failed: key and company figures \
-             are still published, the openrouter_account_* families are absent.",
-        )?;
-        w.sample(name, &[], format_args!("{}", u8::from(account_up)))?;
-    }
-
-    let name = "openrouter_upstream_requests_total";
-    w.family(
-        name,
-        "counter",
-        "HTTP calls made to the OpenRouter API by the exporter, retries included, \
-         by endpoint and HTTP status code (\"error\" or \"timeout\" when no response came).",
-    )?;
-    for ((endpoint, code), n) in &counters.upstream_requests {
-        w.sample(
-            name,
-            &[("endpoint", endpoint), ("code", code.as_str())],
-            format_args!("{n}"),
-        )?;
-    }
-    let name = "openrouter_upstream_throttled_total";
-    w.family(
-        name,
-        "counter",
-        "HTTP calls to the OpenRouter API answered 429 or 503: each one backs every call \
-         off (Retry-After honoured) and halves the number of calls in flight.",
-    )?;
-    w.sample(name, &[], format_args!("{}", counters.upstream_throttled))?;
-    let name = "openrouter_refresh_failures_total";
-    w.family(
-        name,
-        "counter",
-        "Refreshes (or optional parts of one: credits, activity) that failed, by reason. \
-         A failed listing keeps the previous data; see the README's failure table.",
-    )?;
-    for (reason, n) in &counters.refresh_failures {
-        w.sample(name, &[("reason", reason.as_str())], format_args!("{n}"))?;
-    }
-
-    let name = "openrouter_exporter_build_info";
-    w.family(name, "gauge", "Build of the running exporter, always 1.")?;
-    w.sample(
-        name,
-        &[("version", env!("CARGO_PKG_VERSION"))],
-        format_args!("1"),
-    )?;
-    Ok(())
 }

@@ -7,6 +7,31 @@ use crate::money::Usd;
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// A metric family's fixed header: declared once as a `const`, beside the
+/// code that writes its samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Family {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub help: &'static str,
+}
+
+/// The `# TYPE` of a family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Gauge,
+    Counter,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Gauge => "gauge",
+            Kind::Counter => "counter",
+        }
+    }
+}
+
 /// Writes families and samples with correct escaping; skips non-finite values.
 pub struct MetricWriter<W: Write> {
     out: W,
@@ -49,6 +74,11 @@ impl<W: Write> MetricWriter<W> {
         self.line.extend_from_slice(kind.as_bytes());
         self.line.push(b'\n');
         self.out.write_all(&self.line)
+    }
+
+    /// The `# HELP` and `# TYPE` lines of `family`.
+    pub fn header(&mut self, family: &Family) -> io::Result<()> {
+        self.family(family.name, family.kind.as_str(), family.help)
     }
 
     /// A sample with a float value; NaN and infinities are omitted, never exported.

@@ -2,25 +2,30 @@
 //! totals, and account figures. Built from config + upstream data, then rendered.
 //!
 //! Upstream wire types stop here: [`Listing::from_upstream`] converts them
-//! once (parsing dates), and the renderer sees only the types of this module.
+//! once (parsing dates), and the renderer sees only the types of this module
+//! and its two children: `organization` (workspaces, members, caps) and
+//! `key_activity` (what a snapshot reads of per-key activity).
 //!
 //! Sums are exact ([`Usd`]): a company total equals the sum of its keys to
 //! the last reported digit. An unknown amount makes every sum that includes
 //! it unknown; it never counts as zero.
 
-use std::collections::HashSet;
+mod key_activity;
+mod organization;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Datelike, Duration as ChronoDuration, NaiveDate, TimeZone, Utc};
 use tracing::warn;
 
-use crate::activity::{top_models, ActivityCache, ModelTotals};
-use crate::attribution::{Attributor, KeyIdentity};
+use crate::attribution::{Attribution, Attributor, KeyIdentity};
 use crate::config::{Budget, Config};
 use crate::money::Usd;
-use crate::upstream::{
-    ApiKey, Guardrail, GuardrailKeyAssignment, Member, UpstreamData, Workspace, WorkspaceBudget,
-};
+use crate::upstream::{ApiKey, UpstreamData};
+
+pub use key_activity::{top_models, KeyActivity, ModelTotals};
+pub use organization::{Cap, OrgList, Organization, DEFAULT_WORKSPACE};
 
 /// One API key as the exporter publishes it. `None` = not reported.
 #[derive(Debug, Clone, PartialEq)]
@@ -105,7 +110,7 @@ fn also_listed(listed: &[Key], direct: &[DirectKey]) -> Vec<(usize, usize)> {
     if direct.iter().all(|d| d.key.is_none()) {
         return pairs;
     }
-    let by_label: std::collections::HashMap<&str, Vec<usize>> = listed
+    let by_label: HashMap<&str, Vec<usize>> = listed
         .iter()
         .enumerate()
         .filter(|(_, k)| !k.label.is_empty())
@@ -207,7 +212,8 @@ pub const ROLLING: [(&str, i64); 2] = [("rolling_7d", 6), ("rolling_30d", 29)];
 /// The model mix's window, and the company figure it sums to: the last
 /// `COMPLETED_DAYS` completed UTC days (all the activity API returns), today excluded.
 pub const COMPLETED_30D: &str = "completed_30d";
-pub const COMPLETED_DAYS: i64 = crate::activity::HISTORY_DAYS;
+/// Completed UTC days the activity API returns (`activity::HISTORY_DAYS`).
+pub const COMPLETED_DAYS: i64 = 30;
 
 /// A key polled with its own secret (`GET /key`), not listed by the management API.
 #[derive(Debug, Clone)]
@@ -256,207 +262,9 @@ impl DirectKey {
 pub struct Extras {
     pub direct: Arc<Vec<DirectKey>>,
     /// Present once an activity run has succeeded.
-    pub activity: Option<Arc<ActivityCache>>,
+    pub activity: Option<Arc<dyn KeyActivity>>,
     /// Workspaces, members and caps, read at a slower cadence than keys.
     pub organization: Arc<Organization>,
-}
-
-/// The slug the `workspace` label shows for keys listed without a workspace id.
-pub const DEFAULT_WORKSPACE: &str = "default";
-
-/// The lists read at a slower cadence than keys (`organization_refresh_intervals`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum OrgList {
-    Workspaces,
-    Members,
-    Guardrails,
-    GuardrailAssignments,
-    WorkspaceBudgets,
-}
-
-impl OrgList {
-    pub const ALL: [OrgList; 5] = [
-        OrgList::Workspaces,
-        OrgList::Members,
-        OrgList::Guardrails,
-        OrgList::GuardrailAssignments,
-        OrgList::WorkspaceBudgets,
-    ];
-
-    /// The `list` label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OrgList::Workspaces => "workspaces",
-            OrgList::Members => "members",
-            OrgList::Guardrails => "guardrails",
-            OrgList::GuardrailAssignments => "guardrail_assignments",
-            OrgList::WorkspaceBudgets => "workspace_budgets",
-        }
-    }
-}
-
-/// A spending cap OpenRouter enforces (a guardrail or a workspace budget).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Cap {
-    /// The guardrail's name (its id when unnamed), or the budget's workspace slug.
-    pub name: String,
-    pub limit_usd: f64,
-    /// daily / weekly / monthly, or `never` (a lifetime cap).
-    pub reset: String,
-}
-
-fn reset_label(interval: Option<String>) -> String {
-    interval
-        .filter(|r| !r.is_empty())
-        .unwrap_or_else(|| "never".to_string())
-}
-
-/// The account's structure, as last read: each list keeps its last good
-/// value when a read fails (and is then marked stale). `None` = never read.
-#[derive(Debug, Clone, Default)]
-pub struct Organization {
-    /// Workspace UUID (lowercased) → slug.
-    pub workspace_slugs: Option<std::collections::HashMap<String, String>>,
-    /// Member id → email (lowercased).
-    pub member_emails: Option<std::collections::HashMap<String, String>>,
-    /// Guardrail id → its cap (guardrails without `limit_usd` cap nothing and are left out).
-    pub guardrail_caps: Option<std::collections::HashMap<String, Cap>>,
-    /// Key hash (lowercased) → guardrail ids assigned to it.
-    pub key_guardrails: Option<std::collections::HashMap<String, Vec<String>>>,
-    /// Workspace UUID (lowercased) → its budgets (name = the workspace slug).
-    pub workspace_budgets: Option<std::collections::BTreeMap<String, Vec<Cap>>>,
-    /// The lists whose last read failed (their last good value is kept).
-    pub stale: std::collections::BTreeSet<OrgList>,
-    /// The lists ever attempted (their staleness is published).
-    pub attempted: std::collections::BTreeSet<OrgList>,
-}
-
-impl Organization {
-    pub fn set_workspaces(&mut self, workspaces: Vec<Workspace>) {
-        self.workspace_slugs = Some(
-            workspaces
-                .into_iter()
-                .filter_map(|w| {
-                    Some((w.id.to_ascii_lowercase(), w.slug.filter(|s| !s.is_empty())?))
-                })
-                .collect(),
-        );
-    }
-
-    pub fn set_members(&mut self, members: Vec<Member>) {
-        self.member_emails = Some(
-            members
-                .into_iter()
-                .filter(|m| !m.email.is_empty())
-                .map(|m| (m.id, m.email.trim().to_lowercase()))
-                .collect(),
-        );
-    }
-
-    pub fn set_guardrails(&mut self, guardrails: Vec<Guardrail>) {
-        self.guardrail_caps = Some(
-            guardrails
-                .into_iter()
-                .filter_map(|g| {
-                    let limit = g.limit_usd.filter(|l| l.is_finite())?;
-                    let name = if g.name.is_empty() {
-                        g.id.clone()
-                    } else {
-                        g.name
-                    };
-                    Some((
-                        g.id,
-                        Cap {
-                            name,
-                            limit_usd: limit,
-                            reset: reset_label(g.reset_interval),
-                        },
-                    ))
-                })
-                .collect(),
-        );
-    }
-
-    pub fn set_guardrail_assignments(&mut self, assignments: Vec<GuardrailKeyAssignment>) {
-        let mut map: std::collections::HashMap<String, Vec<String>> = Default::default();
-        for a in assignments {
-            map.entry(a.key_hash.to_ascii_lowercase())
-                .or_default()
-                .push(a.guardrail_id);
-        }
-        self.key_guardrails = Some(map);
-    }
-
-    /// Budgets per workspace id; slugs are looked up when published.
-    pub fn set_workspace_budgets(&mut self, budgets: Vec<WorkspaceBudget>) {
-        let mut map: std::collections::BTreeMap<String, Vec<Cap>> = Default::default();
-        for b in budgets.into_iter().filter(|b| b.limit_usd.is_finite()) {
-            let id = b.workspace_id.to_ascii_lowercase();
-            map.entry(id.clone()).or_default().push(Cap {
-                name: id,
-                limit_usd: b.limit_usd,
-                reset: reset_label(b.reset_interval),
-            });
-        }
-        self.workspace_budgets = Some(map);
-    }
-
-    /// Records the outcome of reading `list`.
-    pub fn mark(&mut self, list: OrgList, ok: bool) {
-        self.attempted.insert(list);
-        if ok {
-            self.stale.remove(&list);
-        } else {
-            self.stale.insert(list);
-        }
-    }
-
-    /// The `workspace` label of a key: its workspace's slug; `default` when it
-    /// was listed without a workspace id; `None` while the slug is unknown.
-    pub fn workspace_slug<'a>(&'a self, workspace_id: Option<&'a str>) -> Option<&'a str> {
-        let Some(id) = workspace_id else {
-            return Some(DEFAULT_WORKSPACE);
-        };
-        let slugs = self.workspace_slugs.as_ref()?;
-        match slugs.get(id) {
-            Some(slug) => Some(slug.as_str()),
-            None => slugs.get(&id.to_ascii_lowercase()).map(String::as_str),
-        }
-    }
-
-    /// The email of the member who created a key, when known.
-    pub fn creator_email(&self, creator_user_id: Option<&str>) -> Option<&str> {
-        self.member_emails
-            .as_ref()?
-            .get(creator_user_id?)
-            .map(String::as_str)
-    }
-
-    /// The guardrail caps assigned to key `hash`, in assignment order.
-    pub fn key_caps(&self, hash: &str) -> Vec<&Cap> {
-        let (Some(assigned), Some(caps)) = (&self.key_guardrails, &self.guardrail_caps) else {
-            return Vec::new();
-        };
-        let found = match assigned.get(hash) {
-            Some(ids) => ids,
-            None => match assigned.get(&hash.to_ascii_lowercase()) {
-                Some(ids) => ids,
-                None => return Vec::new(),
-            },
-        };
-        found.iter().filter_map(|id| caps.get(id)).collect()
-    }
-
-    /// The budgets of a key's workspace.
-    pub fn budgets_of(&self, workspace_id: Option<&str>) -> &[Cap] {
-        workspace_id
-            .and_then(|id| {
-                self.workspace_budgets
-                    .as_ref()?
-                    .get(&id.to_ascii_lowercase())
-            })
-            .map_or(&[], Vec::as_slice)
-    }
 }
 
 /// The calendar windows OpenRouter reports, plus lifetime.
@@ -540,6 +348,15 @@ pub struct SelectorMatches {
 }
 
 /// Everything `/metrics` publishes about OpenRouter for one successful refresh.
+///
+/// Three vectors run beside the listed keys (`keys()`), read by key index, and
+/// each is empty under its own condition: `company_of_key` is never empty (one
+/// entry per key); `key_rolling` has one entry per key while activity data
+/// exists, and is empty when there is none (collection off, or no run has
+/// succeeded yet); `listed_as_direct` has one entry per key only when some
+/// direct key is also listed, and is empty otherwise (the common case costs
+/// nothing). So the last two are read with `get(i)`: a missing entry means
+/// "no rolling figures" and "not a duplicate".
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub taken_at: DateTime<Utc>,
@@ -558,7 +375,8 @@ pub struct Snapshot {
     pub unattributed_usage: Option<Usd>,
     /// Direct keys; those without any data yet have no figures.
     pub direct: Arc<Vec<DirectKey>>,
-    /// Parallel to `keys()`: rolling_7d and rolling_30d of each listed key.
+    /// Parallel to `keys()` (or empty without activity data): rolling_7d and
+    /// rolling_30d of each listed key.
     pub key_rolling: Vec<[Option<f64>; 2]>,
     /// Direct keys also found in the listing: counted once, under the direct key's company.
     pub direct_duplicates: Vec<DirectDuplicate>,
@@ -567,6 +385,18 @@ pub struct Snapshot {
     pub listed_as_direct: Vec<bool>,
     /// Workspaces, members and caps this snapshot was attributed with.
     pub organization: Arc<Organization>,
+}
+
+/// One key as published, on `/metrics` and on the company pages.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PublishedKey<'a> {
+    pub key: &'a Key,
+    /// Index into [`Snapshot::companies`].
+    pub company: usize,
+    /// rolling_7d and rolling_30d; `None` for direct keys and without activity data.
+    pub rolling: Option<&'a [Option<f64>; 2]>,
+    /// Direct keys: whether the last poll succeeded; `None` for listed keys.
+    pub direct_up: Option<bool>,
 }
 
 /// Adds `value` into `total`; an unknown value poisons the total.
@@ -584,205 +414,39 @@ impl Snapshot {
         extras: &Extras,
         taken_at: DateTime<Utc>,
     ) -> Snapshot {
-        let attributor = Attributor::new(config);
-        let org = &extras.organization;
-        let attribution = attributor.attribute(data.keys.iter().map(|k| KeyIdentity {
-            hash: &k.hash,
-            name: &k.name,
-            workspace_id: k.workspace_id.as_deref(),
-            workspace_slug: org.workspace_slug(k.workspace_id.as_deref()),
-            creator_email: org.creator_email(k.creator_user_id.as_deref()),
-        }));
-
-        let mut companies: Vec<CompanyTotals> = config
-            .companies
-            .iter()
-            .map(|c| (c.name.clone(), c.budget))
-            .chain(std::iter::once((
-                config.unassigned_company.clone(),
-                Budget::default(),
-            )))
-            .map(|(name, budget)| CompanyTotals {
-                name,
-                budget,
-                keys: 0,
-                usage: [Some(Usd::ZERO); 4],
-                byok_usage: [Some(Usd::ZERO); 4],
-                rolling: [Some(Usd::ZERO); 2],
-                completed: Some(Usd::ZERO),
-                models: Some(Vec::new()),
-            })
-            .collect();
-        let today = taken_at.date_naive();
+        let attribution = attribute(config, &data.keys, &extras.organization);
         let activity = extras.activity.as_deref();
-        let mut model_sums: Vec<Option<std::collections::BTreeMap<String, ModelTotals>>> =
-            vec![Some(Default::default()); companies.len()];
-        let mut key_rolling = Vec::with_capacity(if activity.is_some() {
-            data.keys.len()
-        } else {
-            0
-        });
-
+        let mut sums = Sums::new(config, activity, taken_at.date_naive());
         // A direct key that the management API also lists (same masked label
         // and the same lifetime figure) counts once, under the direct key's
         // configured company; the listed row is left out and the pair reported.
-        let direct_matches = also_listed(&data.keys, &extras.direct);
-        let mut listed_as_direct = vec![
-            false;
-            if direct_matches.is_empty() {
-                0
-            } else {
-                data.keys.len()
-            }
-        ];
-        let mut direct_duplicates = Vec::new();
-        for &(d, k) in &direct_matches {
-            listed_as_direct[k] = true;
-            let direct = &extras.direct[d];
-            let listed_company = companies[attribution.company_of_key[k]].name.clone();
-            warn!(
-                direct_key = %direct.name,
-                key_hash = %data.keys[k].hash,
-                company = %companies[direct.company].name,
-                %listed_company,
-                "a direct key is also listed by the management API; counted once, under the direct key's company"
-            );
-            direct_duplicates.push(DirectDuplicate {
-                name: direct.name.clone(),
-                company: companies[direct.company].name.clone(),
-                listed_company,
-            });
-        }
-
-        let mut all_keys_lifetime = Some(Usd::ZERO);
-        for (index, (key, &company)) in data
-            .keys
-            .iter()
-            .zip(&attribution.company_of_key)
-            .enumerate()
-        {
-            if listed_as_direct.get(index).copied().unwrap_or(false) {
-                // Counted through the direct key (and in the account's keys total).
-                accumulate(&mut all_keys_lifetime, key.usage[LIFETIME]);
-                if activity.is_some() {
-                    key_rolling.push([None; 2]);
-                }
-                continue;
-            }
-            let totals = &mut companies[company];
-            totals.keys += 1;
-            for i in 0..Window::ALL.len() {
-                accumulate(&mut totals.usage[i], key.usage[i]);
-                accumulate(&mut totals.byok_usage[i], key.byok_usage[i]);
-            }
-            accumulate(&mut all_keys_lifetime, key.usage[LIFETIME]);
-            if let Some(cache) = activity {
-                let mut rolling = [None; 2];
-                for (i, (_, days)) in ROLLING.iter().enumerate() {
-                    let value = match (
-                        cache.completed_usage(&key.hash, today, *days),
-                        key.usage[DAILY],
-                    ) {
-                        (Some(done), Some(today_usage)) => {
-                            Usd::from_f64(today_usage).and_then(|t| t.checked_add(done))
-                        }
-                        _ => None,
-                    };
-                    rolling[i] = value.map(|v| v.nanos() as f64 / 1e9);
-                    totals.rolling[i] = match (totals.rolling[i], value) {
-                        (Some(a), Some(b)) => a.checked_add(b),
-                        _ => None,
-                    };
-                }
-                key_rolling.push(rolling);
-                totals.completed = totals.completed.and_then(|total| {
-                    total.checked_add(cache.completed_usage(&key.hash, today, COMPLETED_DAYS)?)
-                });
-                let mix = &mut model_sums[company];
-                match (mix.as_mut(), cache.models(&key.hash, today)) {
-                    (Some(mix), Some(models)) => {
-                        for (model, t) in models {
-                            match mix.get_mut(model) {
-                                Some(sum) => sum.add(&t),
-                                None => {
-                                    mix.insert(model.to_string(), t);
-                                }
-                            }
-                        }
-                    }
-                    _ => *mix = None,
-                }
-            }
-        }
-
-        let direct_keys: Vec<DirectKey> = extras.direct.iter().map(|d| d.as_of(taken_at)).collect();
-        for direct in &direct_keys {
-            let totals = &mut companies[direct.company];
-            let Some(key) = &direct.key else {
-                // Never polled successfully: the company's figures are unknown.
-                totals.usage = [None; 4];
-                totals.byok_usage = [None; 4];
-                totals.rolling = [None; 2];
-                totals.completed = None;
-                continue;
-            };
-            totals.keys += 1;
-            for i in 0..Window::ALL.len() {
-                accumulate(&mut totals.usage[i], key.usage[i]);
-                accumulate(&mut totals.byok_usage[i], key.byok_usage[i]);
-            }
-            // Activity needs a key hash, which direct mode does not have.
-            totals.rolling = [None; 2];
-            totals.completed = None;
-            model_sums[direct.company] = None;
-        }
-        if activity.is_some() {
-            for (totals, mix) in companies.iter_mut().zip(model_sums) {
-                totals.models = mix.map(|m| top_models(m, config.activity.top_models));
-            }
-        } else {
-            for totals in &mut companies {
-                totals.rolling = [None; 2];
-                totals.completed = None;
-                totals.models = None;
-            }
-        }
-
+        let (listed_as_direct, direct_duplicates) = match_direct(
+            &data.keys,
+            &extras.direct,
+            &attribution.company_of_key,
+            &sums.companies,
+        );
+        let (key_rolling, all_keys_lifetime) =
+            sums.add_listed(&data.keys, &attribution.company_of_key, &listed_as_direct);
+        let direct: Vec<DirectKey> = extras.direct.iter().map(|d| d.as_of(taken_at)).collect();
+        sums.add_direct(&direct);
         let unattributed_usage = match (data.credits, all_keys_lifetime) {
             (Some(credits), Some(keys_total)) => {
                 Usd::from_f64(credits.total_usage).and_then(|u| u.checked_sub(keys_total))
             }
             _ => None,
         };
-
-        let selector_matches = config
-            .companies
-            .iter()
-            .zip(&attribution.selector_matches)
-            .flat_map(|(company, counts)| {
-                company
-                    .selectors
-                    .iter()
-                    .zip(counts)
-                    .map(|(selector, &matches)| SelectorMatches {
-                        company: company.name.clone(),
-                        selector: selector.to_string(),
-                        matches,
-                    })
-            })
-            .collect();
-
         Snapshot {
             taken_at,
+            selector_matches: selector_matches(config, &attribution.selector_matches),
             company_of_key: attribution.company_of_key,
-            companies,
-            selector_matches,
+            companies: sums.finish(config.activity.top_models),
             conflicts: attribution.conflicts,
             credits: data.credits,
             unreadable_expiries: data.keys.iter().filter(|k| k.expiry_unreadable).count() as u64,
             unattributed_usage,
             data,
-            direct: Arc::new(direct_keys),
+            direct: Arc::new(direct),
             key_rolling,
             direct_duplicates,
             listed_as_direct,
@@ -805,6 +469,262 @@ impl Snapshot {
 
     pub fn company_of(&self, key_index: usize) -> &str {
         &self.companies[self.company_of_key[key_index]].name
+    }
+
+    /// The keys that are published, the one rule for `/metrics` and the pages:
+    /// listed keys but those that are a direct key's duplicate, in listing
+    /// order, then the direct keys that have figures, in config order. Made
+    /// afresh on each call rather than collected: at 100k keys a collected
+    /// list would be another ~11 MB alive during a render.
+    pub fn published_keys(&self) -> impl Iterator<Item = PublishedKey<'_>> {
+        let listed = self
+            .keys()
+            .iter()
+            .zip(&self.company_of_key)
+            .enumerate()
+            .filter(|(i, _)| !self.is_listed_as_direct(*i))
+            .map(|(i, (key, &company))| PublishedKey {
+                key,
+                company,
+                rolling: self.key_rolling.get(i),
+                direct_up: None,
+            });
+        let direct = self.direct.iter().filter_map(|d| {
+            Some(PublishedKey {
+                key: d.key.as_ref()?,
+                company: d.company,
+                rolling: None,
+                direct_up: Some(d.up),
+            })
+        });
+        listed.chain(direct)
+    }
+}
+
+/// Each listed key's company, with its workspace slug and creator's email
+/// looked up in `org`.
+fn attribute(config: &Config, keys: &[Key], org: &Organization) -> Attribution {
+    Attributor::new(config).attribute(keys.iter().map(|k| KeyIdentity {
+        hash: &k.hash,
+        name: &k.name,
+        workspace_id: k.workspace_id.as_deref(),
+        workspace_slug: org.workspace_slug(k.workspace_id.as_deref()),
+        creator_email: org.creator_email(k.creator_user_id.as_deref()),
+    }))
+}
+
+/// The listed keys that are a direct key's duplicate (empty when none is),
+/// and each such pair as reported, logged once per build.
+fn match_direct(
+    keys: &[Key],
+    direct: &[DirectKey],
+    company_of_key: &[usize],
+    companies: &[CompanyTotals],
+) -> (Vec<bool>, Vec<DirectDuplicate>) {
+    let matches = also_listed(keys, direct);
+    let mut listed_as_direct = vec![false; if matches.is_empty() { 0 } else { keys.len() }];
+    let mut duplicates = Vec::with_capacity(matches.len());
+    for (d, k) in matches {
+        listed_as_direct[k] = true;
+        let direct = &direct[d];
+        let company = companies[direct.company].name.clone();
+        let listed_company = companies[company_of_key[k]].name.clone();
+        warn!(
+            direct_key = %direct.name,
+            key_hash = %keys[k].hash,
+            %company,
+            %listed_company,
+            "a direct key is also listed by the management API; counted once, under the direct key's company"
+        );
+        duplicates.push(DirectDuplicate {
+            name: direct.name.clone(),
+            company,
+            listed_company,
+        });
+    }
+    (listed_as_direct, duplicates)
+}
+
+/// What each config selector matched.
+fn selector_matches(config: &Config, counts: &[Vec<u64>]) -> Vec<SelectorMatches> {
+    config
+        .companies
+        .iter()
+        .zip(counts)
+        .flat_map(|(company, counts)| {
+            company
+                .selectors
+                .iter()
+                .zip(counts)
+                .map(|(selector, &matches)| SelectorMatches {
+                    company: company.name.clone(),
+                    selector: selector.to_string(),
+                    matches,
+                })
+        })
+        .collect()
+}
+
+/// The per-company sums of a build, added to key by key.
+struct Sums<'a> {
+    companies: Vec<CompanyTotals>,
+    /// Per company, the model mix so far; `None` once one key's is unknown.
+    models: Vec<Option<BTreeMap<String, ModelTotals>>>,
+    activity: Option<&'a dyn KeyActivity>,
+    today: NaiveDate,
+}
+
+impl<'a> Sums<'a> {
+    /// Zero totals for the config's companies, then the unassigned company.
+    fn new(config: &Config, activity: Option<&'a dyn KeyActivity>, today: NaiveDate) -> Sums<'a> {
+        let companies: Vec<CompanyTotals> = config
+            .companies
+            .iter()
+            .map(|c| (c.name.clone(), c.budget))
+            .chain(std::iter::once((
+                config.unassigned_company.clone(),
+                Budget::default(),
+            )))
+            .map(|(name, budget)| CompanyTotals {
+                name,
+                budget,
+                keys: 0,
+                usage: [Some(Usd::ZERO); 4],
+                byok_usage: [Some(Usd::ZERO); 4],
+                rolling: [Some(Usd::ZERO); 2],
+                completed: Some(Usd::ZERO),
+                models: Some(Vec::new()),
+            })
+            .collect();
+        Sums {
+            models: vec![Some(BTreeMap::new()); companies.len()],
+            companies,
+            activity,
+            today,
+        }
+    }
+
+    /// Adds every listed key to its company (a direct key's duplicate only to
+    /// the account's keys total). Returns the keys' rolling figures (empty
+    /// without activity data) and the lifetime usage of all listed keys.
+    fn add_listed(
+        &mut self,
+        keys: &[Key],
+        company_of_key: &[usize],
+        listed_as_direct: &[bool],
+    ) -> (Vec<[Option<f64>; 2]>, Option<Usd>) {
+        let mut key_rolling = Vec::with_capacity(if self.activity.is_some() {
+            keys.len()
+        } else {
+            0
+        });
+        let mut all_keys_lifetime = Some(Usd::ZERO);
+        for (index, (key, &company)) in keys.iter().zip(company_of_key).enumerate() {
+            accumulate(&mut all_keys_lifetime, key.usage[LIFETIME]);
+            let rolling = if listed_as_direct.get(index).copied().unwrap_or(false) {
+                // Counted through the direct key (and in the account's keys total).
+                [None; 2]
+            } else {
+                let totals = &mut self.companies[company];
+                totals.keys += 1;
+                for i in 0..Window::ALL.len() {
+                    accumulate(&mut totals.usage[i], key.usage[i]);
+                    accumulate(&mut totals.byok_usage[i], key.byok_usage[i]);
+                }
+                self.add_activity(company, key)
+            };
+            if self.activity.is_some() {
+                key_rolling.push(rolling);
+            }
+        }
+        (key_rolling, all_keys_lifetime)
+    }
+
+    /// Adds a listed key's activity figures to its company; returns its
+    /// rolling_7d and rolling_30d (unknown without activity data).
+    fn add_activity(&mut self, company: usize, key: &Key) -> [Option<f64>; 2] {
+        let mut rolling = [None; 2];
+        let Some(cache) = self.activity else {
+            return rolling;
+        };
+        let totals = &mut self.companies[company];
+        for (i, (_, days)) in ROLLING.iter().enumerate() {
+            let value = match (
+                cache.completed_usage(&key.hash, self.today, *days),
+                key.usage[DAILY],
+            ) {
+                (Some(done), Some(today_usage)) => {
+                    Usd::from_f64(today_usage).and_then(|t| t.checked_add(done))
+                }
+                _ => None,
+            };
+            rolling[i] = value.map(|v| v.nanos() as f64 / 1e9);
+            totals.rolling[i] = match (totals.rolling[i], value) {
+                (Some(a), Some(b)) => a.checked_add(b),
+                _ => None,
+            };
+        }
+        totals.completed = totals.completed.and_then(|total| {
+            total.checked_add(cache.completed_usage(&key.hash, self.today, COMPLETED_DAYS)?)
+        });
+        let mix = &mut self.models[company];
+        if let Some(sums) = mix.as_mut() {
+            let complete = cache.each_model(&key.hash, self.today, &mut |model, t| match sums
+                .get_mut(model)
+            {
+                Some(sum) => sum.add(&t),
+                None => {
+                    sums.insert(model.to_string(), t);
+                }
+            });
+            if !complete {
+                *mix = None;
+            }
+        }
+        rolling
+    }
+
+    /// Adds the direct keys to their companies. A key never polled
+    /// successfully makes its company's figures unknown; activity needs a key
+    /// hash, which direct mode does not have, so its company has no rolling
+    /// figures or model mix.
+    fn add_direct(&mut self, direct: &[DirectKey]) {
+        for direct in direct {
+            let totals = &mut self.companies[direct.company];
+            let Some(key) = &direct.key else {
+                totals.usage = [None; 4];
+                totals.byok_usage = [None; 4];
+                totals.rolling = [None; 2];
+                totals.completed = None;
+                continue;
+            };
+            totals.keys += 1;
+            for i in 0..Window::ALL.len() {
+                accumulate(&mut totals.usage[i], key.usage[i]);
+                accumulate(&mut totals.byok_usage[i], key.byok_usage[i]);
+            }
+            totals.rolling = [None; 2];
+            totals.completed = None;
+            self.models[direct.company] = None;
+        }
+    }
+
+    /// The companies' totals, each model mix folded to its `top_models`
+    /// (without activity data: no rolling figures and no mix).
+    fn finish(self, top: usize) -> Vec<CompanyTotals> {
+        let mut companies = self.companies;
+        if self.activity.is_some() {
+            for (totals, mix) in companies.iter_mut().zip(self.models) {
+                totals.models = mix.map(|m| top_models(m, top));
+            }
+        } else {
+            for totals in &mut companies {
+                totals.rolling = [None; 2];
+                totals.completed = None;
+                totals.models = None;
+            }
+        }
+        companies
     }
 }
 
@@ -872,5 +792,101 @@ mod tests {
             Window::Weekly.end(monday).unwrap(),
             Utc.with_ymd_and_hms(2026, 11, 30, 0, 0, 0).unwrap()
         );
+    }
+
+    /// Every key's history read for any day, with one model.
+    #[derive(Debug)]
+    struct EveryKeyRead;
+
+    impl KeyActivity for EveryKeyRead {
+        fn completed_usage(&self, _: &str, _: NaiveDate, _: i64) -> Option<Usd> {
+            Some(Usd::ZERO)
+        }
+
+        fn each_model(
+            &self,
+            _: &str,
+            _: NaiveDate,
+            each: &mut dyn FnMut(&str, ModelTotals),
+        ) -> bool {
+            each("m", ModelTotals::default());
+            true
+        }
+    }
+
+    fn listed(json: &str) -> Key {
+        Key::from(serde_json::from_str::<ApiKey>(json).unwrap())
+    }
+
+    /// Listed keys a1, a2 (also direct key d1's) and b1; direct keys d1
+    /// (with figures) and d2 (never answered).
+    fn snapshot_with_a_duplicate(activity: Option<Arc<dyn KeyActivity>>) -> Snapshot {
+        let config = Config::parse(
+            "companies:\n  acme:\n    keys: [{name_glob: 'a*'}]\n",
+            "test",
+        )
+        .unwrap();
+        let keys = vec![
+            listed(r#"{"hash":"h1","name":"a1","label":"sk-1","usage":1,"usage_daily":0.25}"#),
+            listed(r#"{"hash":"h2","name":"a2","label":"sk-2","usage":2}"#),
+            listed(r#"{"hash":"h3","name":"b1","label":"sk-3","usage":3}"#),
+        ];
+        let mut d1 = listed(r#"{"hash":"direct:d1","name":"d1","label":"sk-2","usage":2}"#);
+        d1.usage[DAILY] = Some(0.5);
+        let direct = |name: &str, company, key| DirectKey {
+            company,
+            name: name.to_string(),
+            key,
+            fetched_at: None,
+            up: true,
+        };
+        let extras = Extras {
+            direct: Arc::new(vec![direct("d1", 1, Some(d1)), direct("d2", 0, None)]),
+            activity,
+            organization: Arc::default(),
+        };
+        let data = Arc::new(Listing {
+            keys,
+            credits: None,
+        });
+        let taken_at = Utc.with_ymd_and_hms(2026, 3, 4, 10, 0, 0).unwrap();
+        Snapshot::build(&config, data, &extras, taken_at)
+    }
+
+    #[test]
+    fn published_keys_are_listed_ones_but_duplicates_then_direct_ones_with_figures() {
+        let snap = snapshot_with_a_duplicate(None);
+        let published: Vec<_> = snap
+            .published_keys()
+            .map(|p| (&*p.key.name, p.company, p.rolling, p.direct_up))
+            .collect();
+        // a2 is d1's duplicate, published once as d1 under d1's company
+        // (unassigned, index 1); d2 has no figures.
+        assert_eq!(
+            published,
+            [
+                ("a1", 0, None, None),
+                ("b1", 1, None, None),
+                ("d1", 1, None, Some(true)),
+            ]
+        );
+        assert_eq!(snap.direct_duplicates.len(), 1);
+    }
+
+    #[test]
+    fn published_listed_keys_carry_their_rolling_figures() {
+        let snap = snapshot_with_a_duplicate(Some(Arc::new(EveryKeyRead)));
+        let rolling: Vec<_> = snap
+            .published_keys()
+            .map(|p| (&*p.key.name, p.rolling.copied()))
+            .collect();
+        // Today's figure plus the completed days (0 here); unknown without a
+        // daily figure; direct keys have no rolling windows at all.
+        let a1 = Some([Some(0.25), Some(0.25)]);
+        assert_eq!(
+            rolling,
+            [("a1", a1), ("b1", Some([None, None])), ("d1", None)]
+        );
+        assert_eq!(snap.key_rolling.len(), snap.keys().len());
     }
 }
