@@ -6,6 +6,12 @@
 //! of gzip): above [`PLAIN_LIMIT`] of text only the gzip form is kept, and an
 //! identity scrape inflates it chunk by chunk while sending. Prometheus always
 //! asks for gzip, so that path is for curl and browsers.
+//!
+//! The gzip form is kept *open*: a gzip header and the text's deflate blocks
+//! up to a sync flush, with the text's CRC-32. Each scrape closes it with a
+//! few fresh lines (the exporter's own counters and process families) in a
+//! last block and the trailer, so every response is one valid gzip member
+//! and the big text is never compressed again.
 
 use std::io::{self, BufWriter, Read, Write};
 use std::pin::Pin;
@@ -13,8 +19,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
-use flate2::write::GzEncoder;
-use flate2::Compression;
+use flate2::write::{DeflateEncoder, GzEncoder};
+use flate2::{Compression, CrcWriter};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, SizeHint};
@@ -45,8 +51,11 @@ pub struct Published {
     /// The exposition text; empty when it was longer than [`PLAIN_LIMIT`]
     /// and only `gzip` was kept ([`Published::identity`] inflates it then).
     pub plain: Bytes,
-    /// The same text, gzip-compressed.
-    pub gzip: Bytes,
+    /// The same text as an open gzip member: header and deflate blocks up
+    /// to a sync flush, without a last block or trailer ([`Published::gzip_with`]).
+    pub gzip_open: Bytes,
+    /// CRC-32 of the text, for the trailer.
+    pub crc: u32,
     /// Length of the exposition text, kept or not.
     pub plain_len: usize,
     /// The snapshot and status this body shows, for pages that present the
@@ -59,7 +68,8 @@ impl Default for Published {
     fn default() -> Self {
         Published {
             plain: Bytes::new(),
-            gzip: Bytes::from(gzip_all(b"")),
+            gzip_open: Bytes::from_static(&GZIP_HEADER),
+            crc: 0,
             plain_len: 0,
             snapshot: None,
             status: None,
@@ -73,23 +83,53 @@ impl Published {
         self.plain.len() == self.plain_len
     }
 
-    /// The identity-encoded body: the kept text, or `gzip` inflated while sent.
-    pub fn identity(&self) -> ResponseBody {
+    /// The identity-encoded body followed by `tail`: the kept text, or the
+    /// open gzip member inflated while sent.
+    pub fn identity(&self, tail: Bytes) -> ResponseBody {
         if self.has_plain() {
-            return full(self.plain.clone());
+            return Chunks(vec![tail, self.plain.clone()]).boxed();
         }
         Inflate {
-            decoder: flate2::read::GzDecoder::new(self.gzip.clone().reader()),
+            decoder: flate2::read::DeflateDecoder::new(
+                self.gzip_open.slice(GZIP_HEADER.len()..).reader(),
+            ),
             remaining: self.plain_len as u64,
+            tail: Some(tail),
         }
         .boxed()
     }
 
-    /// The gzip-encoded body.
-    pub fn gzip_body(&self) -> ResponseBody {
-        full(self.gzip.clone())
+    /// The gzip-encoded body of the text followed by `tail`: one gzip member.
+    pub fn gzip_body(&self, tail: &[u8]) -> ResponseBody {
+        let [open, close] = self.gzip_with(tail);
+        Chunks(vec![close, open]).boxed()
+    }
+
+    /// The open member and what closes it after `tail`: a last deflate
+    /// block of `tail`, then CRC-32 and length of text and tail together.
+    pub fn gzip_with(&self, tail: &[u8]) -> [Bytes; 2] {
+        let mut last =
+            DeflateEncoder::new(Vec::with_capacity(tail.len() / 2 + 32), Compression::new(6));
+        // Writing into a Vec cannot fail.
+        let _ = last.write_all(tail);
+        let mut close = last.finish().unwrap_or_default();
+        let mut crc = crc32fast::Hasher::new_with_initial(self.crc);
+        crc.update(tail);
+        close.extend_from_slice(&crc.finalize().to_le_bytes());
+        // ISIZE is the length modulo 2^32 (RFC 1952).
+        let size = (self.plain_len as u64 + tail.len() as u64) as u32;
+        close.extend_from_slice(&size.to_le_bytes());
+        [self.gzip_open.clone(), Bytes::from(close)]
+    }
+
+    /// The gzip of the text alone, closed (tests, tools).
+    pub fn gzip(&self) -> Vec<u8> {
+        self.gzip_with(b"").concat()
     }
 }
+
+/// A gzip member's header: deflate, no name or comment, no time, unknown OS.
+const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
 
 /// gzip level for a body whose previous text was `previous_len` bytes: level 6
 /// for small bodies (every scrape copies them), 2 above 8 MiB. Level 1 for
@@ -116,26 +156,31 @@ pub fn render(
 ) -> io::Result<Published> {
     let expected = text_estimate.max(previous.plain_len);
     let level = gzip_level(expected);
-    let gzip_buffer = Vec::with_capacity(previous.gzip.len() + previous.gzip.len() / 8);
+    let mut gzip_buffer =
+        Vec::with_capacity(previous.gzip_open.len() + previous.gzip_open.len() / 8);
+    gzip_buffer.extend_from_slice(&GZIP_HEADER);
     let tee = Tee {
         plain: (expected <= PLAIN_LIMIT).then(|| Vec::with_capacity(expected)),
         gzip: BufWriter::with_capacity(
             INFLATE_CHUNK,
-            GzEncoder::new(gzip_buffer, Compression::new(level)),
+            CrcWriter::new(DeflateEncoder::new(gzip_buffer, Compression::new(level))),
         ),
         len: 0,
     };
     let mut writer = MetricWriter::new(tee);
     write(&mut writer)?;
     let tee = writer.into_inner();
-    let gzip = tee
-        .gzip
-        .into_inner()
-        .map_err(|e| e.into_error())?
-        .finish()?;
+    let crc_writer = tee.gzip.into_inner().map_err(|e| e.into_error())?;
+    let crc = crc_writer.crc().sum();
+    let mut deflate = crc_writer.into_inner();
+    // A sync flush ends the blocks on a byte boundary, so a last block can
+    // follow at every scrape. The encoder is dropped unfinished.
+    deflate.flush()?;
+    let gzip_open = std::mem::take(deflate.get_mut());
     Ok(Published {
         plain: tee.plain.map(Bytes::from).unwrap_or_default(),
-        gzip: Bytes::from(gzip),
+        gzip_open: Bytes::from(gzip_open),
+        crc,
         plain_len: tee.len,
         snapshot: None,
         status: None,
@@ -153,7 +198,7 @@ pub fn gzip_all(text: &[u8]) -> Vec<u8> {
 /// Where a render writes: the text (until it passes [`PLAIN_LIMIT`]) and its gzip.
 pub struct Tee {
     plain: Option<Vec<u8>>,
-    gzip: BufWriter<GzEncoder<Vec<u8>>>,
+    gzip: BufWriter<CrcWriter<DeflateEncoder<Vec<u8>>>>,
     len: usize,
 }
 
@@ -182,8 +227,10 @@ impl Write for Tee {
 /// A kept gzip body inflated chunk by chunk as the client reads (bounded
 /// memory per connection). Its length is known, so responses carry `Content-Length`.
 struct Inflate {
-    decoder: flate2::read::GzDecoder<bytes::buf::Reader<Bytes>>,
+    decoder: flate2::read::DeflateDecoder<bytes::buf::Reader<Bytes>>,
     remaining: u64,
+    /// Sent once the text is.
+    tail: Option<Bytes>,
 }
 
 impl Body for Inflate {
@@ -195,7 +242,8 @@ impl Body for Inflate {
         _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         if self.remaining == 0 {
-            return Poll::Ready(None);
+            let tail = self.tail.take().filter(|t| !t.is_empty());
+            return Poll::Ready(tail.map(|t| Ok(Frame::data(t))));
         }
         let want = self.remaining.min(INFLATE_CHUNK as u64) as usize;
         let mut chunk = vec![0; want];
@@ -208,11 +256,39 @@ impl Body for Inflate {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.remaining == 0
+        self.remaining == 0 && !matches!(&self.tail, Some(t) if !t.is_empty())
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.remaining)
+        SizeHint::with_exact(self.remaining + self.tail.as_ref().map_or(0, |t| t.len() as u64))
+    }
+}
+
+/// A body of a few ready chunks, sent last to first (a stack).
+struct Chunks(Vec<Bytes>);
+
+impl Body for Chunks {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        while let Some(chunk) = self.0.pop() {
+            if !chunk.is_empty() {
+                return Poll::Ready(Some(Ok(Frame::data(chunk))));
+            }
+        }
+        Poll::Ready(None)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.iter().all(Bytes::is_empty)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.0.iter().map(|c| c.len() as u64).sum())
     }
 }
 
@@ -244,8 +320,8 @@ mod tests {
             b"# HELP m help\n# TYPE m gauge\nm{a=\"b\"} 1.5\n"
         );
         assert!(body.has_plain());
-        assert_eq!(gunzip(&body.gzip), body.plain.to_vec());
-        assert_eq!(gunzip(&Published::default().gzip), b"");
+        assert_eq!(gunzip(&body.gzip()), body.plain.to_vec());
+        assert_eq!(gunzip(&Published::default().gzip()), b"");
     }
 
     #[tokio::test]
@@ -262,10 +338,15 @@ mod tests {
         assert!(!body.has_plain());
         assert!(body.plain.is_empty());
         assert_eq!(body.plain_len, lines * line.len());
-        let identity = collect(body.identity()).await;
+        let identity = collect(body.identity(Bytes::new())).await;
         assert_eq!(identity.len(), body.plain_len);
         assert!(identity.chunks(line.len()).all(|c| c == line.as_bytes()));
-        assert_eq!(gunzip(&collect(body.gzip_body()).await), identity);
+        assert_eq!(gunzip(&collect(body.gzip_body(b"")).await), identity);
+        // The fresh lines follow the inflated text.
+        let tail = Bytes::from_static(b"fresh 1\n");
+        let with_tail = collect(body.identity(tail.clone())).await;
+        assert_eq!(&with_tail[..body.plain_len], &identity[..]);
+        assert_eq!(&with_tail[body.plain_len..], &tail[..]);
     }
 
     #[test]
@@ -273,7 +354,7 @@ mod tests {
         let body = render(&Published::default(), PLAIN_LIMIT + 1, |w| w.raw(b"m 1\n")).unwrap();
         assert!(!body.has_plain());
         assert_eq!(body.plain_len, 4);
-        assert_eq!(gunzip(&body.gzip), b"m 1\n");
+        assert_eq!(gunzip(&body.gzip()), b"m 1\n");
     }
 
     #[test]
@@ -285,7 +366,26 @@ mod tests {
                 ..Published::default()
             };
             let body = render(&prev, 0, |w| w.raw(&text)).unwrap();
-            assert_eq!(gunzip(&body.gzip), text);
+            assert_eq!(gunzip(&body.gzip()), text);
         }
+    }
+
+    #[tokio::test]
+    async fn each_scrape_closes_the_open_member_with_its_own_tail() {
+        let body = render(&Published::default(), 0, |w| w.raw(b"m 1\n")).unwrap();
+        for tail in [&b""[..], b"fresh 1\n", &b"counter 12345\n".repeat(500)] {
+            let gzip = collect(body.gzip_body(tail)).await;
+            // One member: a decoder that stops after the first member sees it all.
+            let mut expected = b"m 1\n".to_vec();
+            expected.extend_from_slice(tail);
+            assert_eq!(gunzip(&gzip), expected);
+            let identity = collect(body.identity(Bytes::copy_from_slice(tail))).await;
+            assert_eq!(identity, expected);
+        }
+        // The empty body closes too.
+        assert_eq!(
+            gunzip(&collect(Published::default().gzip_body(b"x\n")).await),
+            b"x\n"
+        );
     }
 }

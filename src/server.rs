@@ -420,11 +420,14 @@ fn route(
 fn metrics(req: &Request<Incoming>, exporter: &Exporter) -> Response<ResponseBody> {
     let published = exporter.published();
     let gzip = accepts_gzip(req.headers().get(header::ACCEPT_ENCODING));
-    // Above `body::PLAIN_LIMIT` only gzip is kept; identity is inflated while sent.
+    // The exporter's own counters and process families, as of this scrape,
+    // follow the render-once text. Above `body::PLAIN_LIMIT` only gzip is
+    // kept; identity is inflated while sent.
+    let fresh = exporter.telemetry().render();
     let body = if gzip {
-        published.gzip_body()
+        published.gzip_body(&fresh)
     } else {
-        published.identity()
+        published.identity(fresh.into())
     };
     let mut response = Response::new(body);
     let headers = response.headers_mut();

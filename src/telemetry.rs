@@ -1,14 +1,12 @@
 //! The exporter's own counters: upstream calls, throttled calls and failed refreshes.
 //!
-//! They change while a refresh runs and are rendered into the published body
-//! with everything else (see `exposition::write_status`), never per scrape.
+//! They live in a `prometheus` registry with the standard process collector
+//! (`process_cpu_seconds_total`, `process_resident_memory_bytes`, ...) and are
+//! rendered at every scrape, after the render-once OpenRouter body.
 //! This module sits at the bottom of the crate: it takes plain labels.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
-
-use crate::sync::lock;
+use prometheus::core::Collector;
+use prometheus::{Encoder, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
 
 /// Why a refresh (or one optional part of it) failed: the bounded `reason`
 /// label of `openrouter_refresh_failures_total`, one list for the counter, the
@@ -80,71 +78,143 @@ impl std::fmt::Display for FailureReason {
     }
 }
 
-/// Counter values at one moment, in label order, for rendering.
-#[derive(Debug, Clone, Default)]
-pub struct Counters {
-    /// ((endpoint, code), calls).
-    pub upstream_requests: Vec<((&'static str, String), u64)>,
-    /// Every reason, 0 included.
-    pub refresh_failures: Vec<(FailureReason, u64)>,
-    /// Calls answered 429 or 503, which slowed every call down.
-    pub upstream_throttled: u64,
+/// The exporter's own counters, in a `prometheus` registry beside the
+/// standard process collector: rendered fresh at every scrape and appended to
+/// the render-once body.
+pub struct Telemetry {
+    registry: Registry,
+    upstream_requests: IntCounterVec,
+    refresh_failures: IntCounterVec,
+    upstream_throttled: IntCounter,
 }
 
-#[derive(Debug, Default)]
-pub struct Telemetry {
-    upstream_requests: Mutex<BTreeMap<(&'static str, String), u64>>,
-    refresh_failures: Mutex<BTreeMap<FailureReason, u64>>,
-    upstream_throttled: AtomicU64,
+/// The counters' families, name and HELP: the README's metrics table lists
+/// them beside the render-once families (`exposition::families`).
+pub const UPSTREAM_REQUESTS: (&str, &str) = (
+    "openrouter_upstream_requests_total",
+    "HTTP calls made to the OpenRouter API by the exporter, retries included, \
+     by endpoint and HTTP status code (\"error\" or \"timeout\" when no response came).",
+);
+pub const UPSTREAM_THROTTLED: (&str, &str) = (
+    "openrouter_upstream_throttled_total",
+    "HTTP calls to the OpenRouter API answered 429 or 503: each one backs every call \
+     off (Retry-After honoured) and halves the number of calls in flight.",
+);
+pub const REFRESH_FAILURES: (&str, &str) = (
+    "openrouter_refresh_failures_total",
+    "Refreshes (or optional parts of one: credits, activity) that failed, by reason. \
+     A failed listing keeps the previous data; see the README's failure table.",
+);
+pub const COUNTER_FAMILIES: [&str; 3] = [
+    UPSTREAM_REQUESTS.0,
+    UPSTREAM_THROTTLED.0,
+    REFRESH_FAILURES.0,
+];
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry")
+            .field("upstream_requests", &self.total_requests())
+            .field("upstream_throttled", &self.throttled())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry::new()
+    }
 }
 
 impl Telemetry {
     pub fn new() -> Telemetry {
-        Telemetry::default()
+        let registry = Registry::new();
+        let upstream_requests = IntCounterVec::new(
+            Opts::new(UPSTREAM_REQUESTS.0, UPSTREAM_REQUESTS.1),
+            &["endpoint", "code"],
+        )
+        .expect("a valid counter definition");
+        let upstream_throttled = IntCounter::new(UPSTREAM_THROTTLED.0, UPSTREAM_THROTTLED.1)
+            .expect("a valid counter definition");
+        let refresh_failures = IntCounterVec::new(
+            Opts::new(REFRESH_FAILURES.0, REFRESH_FAILURES.1),
+            &["reason"],
+        )
+        .expect("a valid counter definition");
+        // Every reason is there from the start at 0, so rules see the family
+        // before the first failure and `increase()` catches the first one.
+        for reason in FailureReason::ALL {
+            refresh_failures.with_label_values(&[reason.as_str()]);
+        }
+        let collectors: [Box<dyn Collector>; 3] = [
+            Box::new(upstream_requests.clone()),
+            Box::new(upstream_throttled.clone()),
+            Box::new(refresh_failures.clone()),
+        ];
+        for collector in collectors {
+            // Distinct names in a new registry: registering cannot clash.
+            let _ = registry.register(collector);
+        }
+        #[cfg(target_os = "linux")]
+        let _ = registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
+        Telemetry {
+            registry,
+            upstream_requests,
+            refresh_failures,
+            upstream_throttled,
+        }
     }
 
     /// One HTTP call to `endpoint` answered with `code` (a status, or "error"/"timeout").
     pub fn count_request(&self, endpoint: &'static str, code: &str) {
-        *lock(&self.upstream_requests)
-            .entry((endpoint, code.to_string()))
-            .or_default() += 1;
+        self.upstream_requests
+            .with_label_values(&[endpoint, code])
+            .inc();
     }
 
     pub fn count_refresh_failure(&self, reason: FailureReason) {
-        *lock(&self.refresh_failures).entry(reason).or_default() += 1;
+        self.refresh_failures
+            .with_label_values(&[reason.as_str()])
+            .inc();
     }
 
     /// One call answered 429 or 503: the client backed every call off.
     pub fn count_throttled(&self) {
-        self.upstream_throttled.fetch_add(1, Ordering::Relaxed);
+        self.upstream_throttled.inc();
     }
 
     /// Throttled calls so far, for logs and tests.
     pub fn throttled(&self) -> u64 {
-        self.upstream_throttled.load(Ordering::Relaxed)
+        self.upstream_throttled.get()
     }
 
     /// Total upstream calls so far, for logs and tests.
     pub fn total_requests(&self) -> u64 {
-        lock(&self.upstream_requests).values().sum()
+        self.upstream_requests
+            .collect()
+            .iter()
+            .flat_map(|family| family.get_metric())
+            .map(|m| m.get_counter().get_value() as u64)
+            .sum()
     }
 
-    /// The current values. Every failure reason is present from the start at
-    /// 0, so rules see the family before the first failure and `increase()`
-    /// catches the first one.
-    pub fn counters(&self) -> Counters {
-        let failures = lock(&self.refresh_failures);
-        Counters {
-            upstream_requests: lock(&self.upstream_requests)
-                .iter()
-                .map(|(k, v)| (k.clone(), *v))
-                .collect(),
-            refresh_failures: FailureReason::ALL
-                .iter()
-                .map(|r| (*r, failures.get(r).copied().unwrap_or(0)))
-                .collect(),
-            upstream_throttled: self.throttled(),
+    /// Failures counted for `reason` so far.
+    pub fn refresh_failures(&self, reason: FailureReason) -> u64 {
+        self.refresh_failures
+            .with_label_values(&[reason.as_str()])
+            .get()
+    }
+
+    /// The counters and process families in the text format, as of now.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(4096);
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %e, "cannot render the exporter's own counters");
+            out.clear();
         }
+        out
     }
 }
 
@@ -158,13 +228,38 @@ mod tests {
         t.count_refresh_failure(FailureReason::Credits);
         t.count_request("keys", "200");
         t.count_request("keys", "200");
-        assert_eq!(t.counters().upstream_throttled, 0);
+        assert_eq!(t.throttled(), 0);
         t.count_throttled();
-        let c = t.counters();
-        assert_eq!(c.upstream_throttled, 1);
-        assert_eq!(c.refresh_failures.len(), FailureReason::ALL.len());
-        assert!(c.refresh_failures.contains(&(FailureReason::Credits, 1)));
-        assert!(c.refresh_failures.contains(&(FailureReason::Timeout, 0)));
+        assert_eq!(t.throttled(), 1);
+        assert_eq!(t.refresh_failures(FailureReason::Credits), 1);
+        assert_eq!(t.refresh_failures(FailureReason::Timeout), 0);
         assert_eq!(t.total_requests(), 2);
+        let text = String::from_utf8(t.render()).unwrap();
+        for reason in FailureReason::ALL {
+            let line = format!("openrouter_refresh_failures_total{{reason=\"{reason}\"}} ");
+            assert!(text.contains(&line), "{line} missing from\n{text}");
+        }
+        assert!(text.contains("openrouter_refresh_failures_total{reason=\"credits\"} 1\n"));
+        assert!(text.contains("openrouter_upstream_throttled_total 1\n"));
+        assert!(text.contains("# TYPE openrouter_upstream_requests_total counter\n"));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_process_families_are_rendered() {
+        let text = String::from_utf8(Telemetry::new().render()).unwrap();
+        for family in [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_virtual_memory_bytes",
+            "process_open_fds",
+            "process_max_fds",
+            "process_start_time_seconds",
+        ] {
+            assert!(
+                text.contains(&format!("\n{family} ")),
+                "{family} missing from\n{text}"
+            );
+        }
     }
 }

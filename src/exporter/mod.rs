@@ -308,7 +308,6 @@ impl Exporter {
         snapshot: Option<Arc<Snapshot>>,
         status: Status,
     ) -> std::io::Result<Published> {
-        let counters = self.shared.telemetry.counters();
         let options = self.config().metrics;
         let estimate = snapshot
             .as_deref()
@@ -317,7 +316,7 @@ impl Exporter {
             if let Some(snapshot) = &snapshot {
                 write_snapshot(w, snapshot, options)?;
             }
-            write_status(w, &status, &counters)
+            write_status(w, &status)
         })?;
         published.snapshot = snapshot;
         published.status = Some(status);
@@ -448,12 +447,12 @@ mod tests {
         let sim = account(800).await;
         let exporter = exporter(&sim);
         let empty = exporter.published();
-        assert_eq!(gunzip(&empty.gzip), empty.plain.to_vec());
+        assert_eq!(gunzip(&empty.gzip()), empty.plain.to_vec());
         assert!(String::from_utf8_lossy(&empty.plain).contains("\nopenrouter_up 0\n"));
         exporter.refresh().await.unwrap();
         let first = exporter.published();
         assert!(first.has_plain());
-        assert_eq!(gunzip(&first.gzip), first.plain.to_vec());
+        assert_eq!(gunzip(&first.gzip()), first.plain.to_vec());
         assert!(String::from_utf8_lossy(&first.plain).contains("\nopenrouter_up 1\n"));
 
         sim.state().faults.push(Fault::new(
@@ -466,10 +465,12 @@ mod tests {
         let err = exporter.refresh().await.unwrap_err();
         assert_eq!(err.reason(), FailureReason::ServerError);
         let failed = exporter.published();
-        assert_eq!(gunzip(&failed.gzip), failed.plain.to_vec());
+        assert_eq!(gunzip(&failed.gzip()), failed.plain.to_vec());
         assert_eq!(snapshot_part(&first.plain), snapshot_part(&failed.plain));
         let text = String::from_utf8_lossy(&failed.plain);
         assert!(text.contains("\nopenrouter_up 0\n"));
-        assert!(text.contains("openrouter_refresh_failures_total{reason=\"server_error\"} 1\n"));
+        // The counters are fresh at every scrape, after the published text.
+        let counters = String::from_utf8(exporter.telemetry().render()).unwrap();
+        assert!(counters.contains("openrouter_refresh_failures_total{reason=\"server_error\"} 1\n"));
     }
 }

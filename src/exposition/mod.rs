@@ -97,7 +97,6 @@ mod tests {
         DirectKey, Extras, Key, KeyActivity, Listing, ModelTotals, OrgList, Organization,
     };
     use crate::status::{ActivityStatus, Progress, Status};
-    use crate::telemetry::Telemetry;
     use crate::upstream::{ApiKey, UpstreamData};
 
     /// Every key's history read, with one model.
@@ -185,7 +184,7 @@ mod tests {
         };
         let mut w = MetricWriter::new(Vec::new());
         write_snapshot(&mut w, &snap, config.metrics).unwrap();
-        write_status(&mut w, &status, &Telemetry::new().counters()).unwrap();
+        write_status(&mut w, &status).unwrap();
         let text = String::from_utf8(w.into_inner()).unwrap();
 
         let table: Vec<&str> = families().map(|f| f.name).collect();

@@ -1,10 +1,9 @@
 //! The exporter's own families: its refresh, activity, config and account
-//! status, its counters of calls and failures, and its build.
+//! status and its build (its counters are rendered at each scrape by `telemetry`).
 
 use std::io::{self, Write};
 
 use crate::status::{ActivityStatus, Progress, Status};
-use crate::telemetry::Counters;
 
 use super::writer::{Family, Kind, MetricWriter};
 
@@ -65,24 +64,6 @@ pub(super) const ACCOUNT_UP: Family = Family {
     help: "1 when the last refresh read GET /credits; 0 when it failed: key and company figures \
            are still published, the openrouter_account_* families are absent.",
 };
-pub(super) const UPSTREAM_REQUESTS: Family = Family {
-    name: "openrouter_upstream_requests_total",
-    kind: Kind::Counter,
-    help: "HTTP calls made to the OpenRouter API by the exporter, retries included, \
-           by endpoint and HTTP status code (\"error\" or \"timeout\" when no response came).",
-};
-pub(super) const UPSTREAM_THROTTLED: Family = Family {
-    name: "openrouter_upstream_throttled_total",
-    kind: Kind::Counter,
-    help: "HTTP calls to the OpenRouter API answered 429 or 503: each one backs every call \
-           off (Retry-After honoured) and halves the number of calls in flight.",
-};
-pub(super) const REFRESH_FAILURES: Family = Family {
-    name: "openrouter_refresh_failures_total",
-    kind: Kind::Counter,
-    help: "Refreshes (or optional parts of one: credits, activity) that failed, by reason. \
-           A failed listing keeps the previous data; see the README's failure table.",
-};
 pub(super) const BUILD_INFO: Family = Family {
     name: "openrouter_exporter_build_info",
     kind: Kind::Gauge,
@@ -101,9 +82,6 @@ pub(super) const FAMILIES: &[Family] = &[
     ACTIVITY_KEYS,
     RELOAD_SUCCESSFUL,
     ACCOUNT_UP,
-    UPSTREAM_REQUESTS,
-    UPSTREAM_THROTTLED,
-    REFRESH_FAILURES,
     BUILD_INFO,
 ];
 
@@ -112,12 +90,9 @@ fn seconds(ts: chrono::DateTime<chrono::Utc>) -> f64 {
     ts.timestamp_millis() as f64 / 1000.0
 }
 
-/// The exporter's status families and its own counters.
-pub fn write_status<W: Write>(
-    w: &mut MetricWriter<W>,
-    status: &Status,
-    counters: &Counters,
-) -> io::Result<()> {
+/// The exporter's status families. Its counters are not here: they are
+/// fresh at every scrape (`telemetry`).
+pub fn write_status<W: Write>(w: &mut MetricWriter<W>, status: &Status) -> io::Result<()> {
     write_refresh(w, status)?;
     if let Some(activity) = &status.activity {
         write_activity(w, activity)?;
@@ -133,7 +108,6 @@ pub fn write_status<W: Write>(
             format_args!("{}", u8::from(account_up)),
         )?;
     }
-    write_counters(w, counters)?;
     w.header(&BUILD_INFO)?;
     let version = [("version", env!("CARGO_PKG_VERSION"))];
     w.sample(BUILD_INFO.name, &version, format_args!("1"))
@@ -186,24 +160,6 @@ fn write_progress<W: Write>(w: &mut MetricWriter<W>, p: Progress) -> io::Result<
         ("gone", p.gone),
     ] {
         w.sample(ACTIVITY_KEYS.name, &[("state", state)], format_args!("{n}"))?;
-    }
-    Ok(())
-}
-
-/// Calls made upstream, calls throttled, and failed refreshes by reason.
-fn write_counters<W: Write>(w: &mut MetricWriter<W>, counters: &Counters) -> io::Result<()> {
-    w.header(&UPSTREAM_REQUESTS)?;
-    for ((endpoint, code), n) in &counters.upstream_requests {
-        let labels = [("endpoint", *endpoint), ("code", code.as_str())];
-        w.sample(UPSTREAM_REQUESTS.name, &labels, format_args!("{n}"))?;
-    }
-    w.header(&UPSTREAM_THROTTLED)?;
-    let throttled = counters.upstream_throttled;
-    w.sample(UPSTREAM_THROTTLED.name, &[], format_args!("{throttled}"))?;
-    w.header(&REFRESH_FAILURES)?;
-    for (reason, n) in &counters.refresh_failures {
-        let labels = [("reason", reason.as_str())];
-        w.sample(REFRESH_FAILURES.name, &labels, format_args!("{n}"))?;
     }
     Ok(())
 }

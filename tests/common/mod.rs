@@ -83,8 +83,11 @@ pub fn exporter(config: Config) -> Exporter {
     .expect("exporter")
 }
 
+/// What a scrape gets: the published text, then the counters rendered now.
 pub fn body(exporter: &Exporter) -> String {
-    String::from_utf8(exporter.published().plain.to_vec()).expect("UTF-8 body")
+    let mut text = exporter.published().plain.to_vec();
+    text.extend(exporter.telemetry().render());
+    String::from_utf8(text).expect("UTF-8 body")
 }
 
 /// One parsed sample of the text exposition format.
