@@ -4,22 +4,24 @@
 //!
 //! ```text
 //! main (binary) ── CLI, logging, signals, reload watcher
-//!   server, webconfig ── HTTP: routes, TLS, basic auth      (reads body::Published)
+//!   server ── HTTP: routes, slots, timeouts                 (reads a ReadHandle)
+//!   webconfig ── TLS, basic auth
 //!   page ── the HTML pages and CSV, from body::Published    (never calls OpenRouter)
-//!   exporter ── state machine: refresh, reload, publish     (owns the loops;
-//!               activity runs and organization lists in its submodules)
+//!   exporter ── state machine: refresh, reload, publish     (owns the loops and
+//!               every write to the shared state)
 //!   direct, activity ── extra collectors run by the exporter
-//!   body ── render a snapshot + status once, identity and gzip
-//!   exposition ── the text format and every metric family   (sees snapshot types only)
-//!   snapshot ── wire types → `Key`/`Listing`, attribution, exact sums
+//!   body ── render a snapshot + status once, identity and open gzip
+//!   exposition ── the text format and every metric family   (sees model types only)
+//!   snapshot, status ── `Key`/`Listing`/`Snapshot`, exact sums; the exporter's status
 //!   attribution ── which company owns each key
 //!   upstream ── the OpenRouter client and its wire types
-//!   config, money, telemetry ── ground floor: no crate imports above them
+//!   config, money, telemetry, sync ── ground floor: no crate imports above them
 //! ```
 //!
 //! [`sim`] (a simulated OpenRouter) and [`demo`] stand beside the stack: the
 //! demo, tests and benchmarks drive the real client against them.
-//! `docs/architecture.md` draws the runtime: tasks, locks, the publish sequence.
+//! `docs/architecture.md` draws the runtime (tasks, locks, the publish
+//! sequence) and holds the layer table that `tests/layering.rs` enforces.
 #![forbid(unsafe_code)]
 
 pub mod activity;

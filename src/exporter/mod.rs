@@ -183,10 +183,7 @@ impl Exporter {
     /// Ready once a refresh fully succeeded and while that data is not older
     /// than `stale_after_intervals` refresh intervals.
     pub fn is_ready(&self) -> bool {
-        let config = self.config();
-        let max_age = config
-            .refresh_interval
-            .saturating_mul(config.stale_after_intervals);
+        let max_age = self.config().stale_after();
         let last_success = lock(&self.shared.state).last_success;
         last_success.is_some_and(|t| t.elapsed() <= max_age)
     }

@@ -37,10 +37,6 @@ use crate::snapshot::Snapshot;
 pub use status::write_status;
 pub use writer::{escape_label_value, Family, Kind, MetricWriter, CONTENT_TYPE};
 
-// Until every caller names `crate::status` (the exporter and the page still
-// import these from here).
-pub use crate::status::{ActivityStatus, Status};
-
 /// About how long the text of `snap` will be (sizes buffers; decides whether
 /// the text is kept beside its gzip): ~2 KB per key with every per-key family,
 /// ~2.4 KB with rolling windows.

@@ -9,8 +9,8 @@ use super::format::{escape_html, format_age, format_time, percent_encode};
 use super::Links;
 use crate::body::Published;
 use crate::config::Config;
-use crate::exposition::Status;
 use crate::snapshot::Snapshot;
+use crate::status::Status;
 
 const STYLE: &str = "\
 :root{color-scheme:light;--ok:#2e7d32;--warn:#b26a00;--over:#c62828;--muted:#5f6368;--line:#dadce0}\
@@ -113,10 +113,7 @@ pub(super) fn freshness(
         return;
     };
     let age = (now - snap.taken_at).num_seconds();
-    let max_age = config
-        .refresh_interval
-        .saturating_mul(config.stale_after_intervals)
-        .as_secs();
+    let max_age = config.stale_after().as_secs();
     let stale = u64::try_from(age).is_ok_and(|a| a > max_age);
     let up = status.is_some_and(|s| s.up);
     let class = if stale {
