@@ -10,6 +10,7 @@ use std::time::{Instant, SystemTime};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig, SupportedProtocolVersion};
@@ -133,6 +134,46 @@ pub(super) fn build_tls(
     raw: RawTls,
     dir: &Path,
 ) -> Result<Option<(Arc<ServerConfig>, ClientAuth)>, String> {
+    if !tls_enabled(&raw)? {
+        return Ok(None);
+    }
+    let key_inline = raw
+        .key
+        .filter(|k| !k.expose_secret().is_empty())
+        .map(|k| k.expose_secret().to_string());
+    let cert = Pem::pick(raw.cert, raw.cert_file, "cert", "cert_file", dir)?
+        .ok_or("tls_server_config: missing one of cert or cert_file")?;
+    let key = Pem::pick(key_inline, raw.key_file, "key", "key_file", dir)?
+        .ok_or("tls_server_config: missing one of key or key_file")?;
+    let client_ca = Pem::pick(
+        raw.client_ca,
+        raw.client_ca_file,
+        "client_ca",
+        "client_ca_file",
+        dir,
+    )?;
+    let provider = Arc::new(tls_provider(raw.cipher_suites, raw.curve_preferences)?);
+    let versions = protocol_versions(raw.min_version, raw.max_version)?;
+    let client_auth = client_auth_type(raw.client_auth_type.as_deref())?;
+    let verifier = client_verifier(client_ca.as_ref(), client_auth, &provider)?;
+
+    let resolver = CertResolver::new(cert, key, Arc::clone(&provider))?;
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&versions)
+        .map_err(|e| format!("tls_server_config: {e}"))?;
+    let builder = match verifier {
+        Some(v) => builder.with_client_cert_verifier(v),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(resolver));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.ignore_client_order = raw.prefer_server_cipher_suites.unwrap_or(true);
+    Ok(Some((Arc::new(config), client_auth)))
+}
+
+/// Whether TLS is configured at all; TLS options without a certificate, or
+/// options this exporter does not support, are an error.
+fn tls_enabled(raw: &RawTls) -> Result<bool, String> {
     let enabled = set(&raw.cert)
         || raw
             .key
@@ -160,7 +201,7 @@ pub(super) fn build_tls(
                     .to_string(),
             );
         }
-        return Ok(None);
+        return Ok(false);
     }
     if raw.client_allowed_sans.is_some() {
         return Err(
@@ -169,26 +210,16 @@ pub(super) fn build_tls(
                 .to_string(),
         );
     }
+    Ok(true)
+}
 
-    let key_inline = raw
-        .key
-        .filter(|k| !k.expose_secret().is_empty())
-        .map(|k| k.expose_secret().to_string());
-    let cert = Pem::pick(raw.cert, raw.cert_file, "cert", "cert_file", dir)?
-        .ok_or("tls_server_config: missing one of cert or cert_file")?;
-    let key = Pem::pick(key_inline, raw.key_file, "key", "key_file", dir)?
-        .ok_or("tls_server_config: missing one of key or key_file")?;
-    let client_ca = Pem::pick(
-        raw.client_ca,
-        raw.client_ca_file,
-        "client_ca",
-        "client_ca_file",
-        dir,
-    )?;
-
-    // Cipher suites and key exchange groups, on the ring provider.
+/// The ring provider with the configured cipher suites and key exchange groups.
+fn tls_provider(
+    cipher_suites: Option<Vec<String>>,
+    curve_preferences: Option<Vec<String>>,
+) -> Result<CryptoProvider, String> {
     let mut provider = rustls::crypto::ring::default_provider();
-    if let Some(names) = raw.cipher_suites.filter(|c| !c.is_empty()) {
+    if let Some(names) = cipher_suites.filter(|c| !c.is_empty()) {
         let tls12: Vec<_> = provider
             .cipher_suites
             .iter()
@@ -216,7 +247,7 @@ pub(super) fn build_tls(
         }
         provider.cipher_suites = chosen;
     }
-    if let Some(names) = raw.curve_preferences.filter(|c| !c.is_empty()) {
+    if let Some(names) = curve_preferences.filter(|c| !c.is_empty()) {
         use rustls::crypto::ring::kx_group;
         let mut groups = Vec::new();
         for name in &names {
@@ -235,14 +266,19 @@ pub(super) fn build_tls(
         }
         provider.kx_groups = groups;
     }
-    let provider = Arc::new(provider);
+    Ok(provider)
+}
 
-    // Versions: rustls speaks TLS 1.2 and 1.3 only.
-    let min = match raw.min_version.filter(|v| !v.is_empty()) {
+/// The protocol versions to offer: rustls speaks TLS 1.2 and 1.3 only.
+fn protocol_versions(
+    min_version: Option<String>,
+    max_version: Option<String>,
+) -> Result<Vec<&'static SupportedProtocolVersion>, String> {
+    let min = match min_version.filter(|v| !v.is_empty()) {
         Some(v) => parse_version("min_version", &v)?,
         None => 12,
     };
-    let max = match raw.max_version.filter(|v| !v.is_empty()) {
+    let max = match max_version.filter(|v| !v.is_empty()) {
         Some(v) => parse_version("max_version", &v)?,
         None => 13,
     };
@@ -265,9 +301,12 @@ pub(super) fn build_tls(
     if max >= 13 {
         versions.push(&rustls::version::TLS13);
     }
+    Ok(versions)
+}
 
-    // Client certificates.
-    let client_auth = match raw.client_auth_type.as_deref().filter(|s| !s.is_empty()) {
+/// `client_auth_type`, refusing the modes that accept unverified certificates.
+fn client_auth_type(client_auth_type: Option<&str>) -> Result<ClientAuth, String> {
+    let mode = match client_auth_type.filter(|s| !s.is_empty()) {
         None | Some("NoClientCert") => ClientAuth::NoClientCert,
         Some("VerifyClientCertIfGiven") => ClientAuth::VerifyClientCertIfGiven,
         Some("RequireAndVerifyClientCert") => ClientAuth::RequireAndVerifyClientCert,
@@ -284,7 +323,16 @@ pub(super) fn build_tls(
             ))
         }
     };
-    let verifier = match (&client_ca, client_auth) {
+    Ok(mode)
+}
+
+/// The verifier of client certificates, when `client_auth` asks for one.
+fn client_verifier(
+    client_ca: Option<&Pem>,
+    client_auth: ClientAuth,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Option<Arc<dyn ClientCertVerifier>>, String> {
+    let verifier = match (client_ca, client_auth) {
         (Some(_), ClientAuth::NoClientCert) => {
             return Err(
                 "tls_server_config: client CAs are configured but client_auth_type is NoClientCert; \
@@ -314,7 +362,7 @@ pub(super) fn build_tls(
                 ));
             }
             let mut builder =
-                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider));
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider));
             if mode == ClientAuth::VerifyClientCertIfGiven {
                 builder = builder.allow_unauthenticated();
             }
@@ -325,19 +373,7 @@ pub(super) fn build_tls(
             )
         }
     };
-
-    let resolver = CertResolver::new(cert, key, Arc::clone(&provider))?;
-    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
-        .with_protocol_versions(&versions)
-        .map_err(|e| format!("tls_server_config: {e}"))?;
-    let builder = match verifier {
-        Some(v) => builder.with_client_cert_verifier(v),
-        None => builder.with_no_client_auth(),
-    };
-    let mut config = builder.with_cert_resolver(Arc::new(resolver));
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    config.ignore_client_order = raw.prefer_server_cipher_suites.unwrap_or(true);
-    Ok(Some((Arc::new(config), client_auth)))
+    Ok(verifier)
 }
 
 /// Modification time and size of a file, to notice a replaced certificate.
