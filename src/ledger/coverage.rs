@@ -148,6 +148,61 @@ impl KeyCoverage {
     }
 }
 
+/// Days `first..=last` of a key with one status and company ([`KeyCoverage::day`] over a span).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Segment {
+    pub first: i64,
+    pub last: i64,
+    pub settled: bool,
+    pub company: i64,
+}
+
+impl KeyCoverage {
+    /// [`KeyCoverage::day`] for every day of `from..=last`, as runs: the
+    /// key's days only, in order. O(runs), not O(days).
+    pub fn segments(&self, from: i64, last: i64) -> Vec<Segment> {
+        let mut out = Vec::new();
+        let mut day = from.max(self.start());
+        let departed = self.departed_on.is_some();
+        for r in &self.runs {
+            if r.last < day || r.first > last {
+                continue;
+            }
+            if r.first > day {
+                self.gap(day, r.first - 1, &mut out);
+            }
+            let first = r.first.max(day);
+            out.push(Segment {
+                first,
+                last: r.last.min(last),
+                settled: r.settled || departed,
+                company: r.company,
+            });
+            day = r.last + 1;
+        }
+        if day <= last {
+            self.gap(day, last, &mut out);
+        }
+        out
+    }
+
+    /// Uncovered days `from..=last`: settled up to a departure, none after.
+    fn gap(&self, from: i64, last: i64, out: &mut Vec<Segment>) {
+        let (last, settled) = match self.departed_on {
+            Some(on) => (last.min(on - 1), true),
+            None => (last, false),
+        };
+        if from <= last {
+            out.push(Segment {
+                first: from,
+                last,
+                settled,
+                company: self.company_now,
+            });
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

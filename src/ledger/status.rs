@@ -96,30 +96,32 @@ impl Statuses {
             unsettled: vec![false; days],
         };
         for key in keys {
-            if key.start() > last
-                || key.departed_on.is_some_and(|on| on <= from)
-                    && key.runs.last().map_or(true, |r| r.last < from)
-            {
-                continue;
-            }
-            for (i, day) in (from..=last).enumerate() {
-                let Some((settled, company)) = key.day(day) else {
-                    continue;
-                };
-                if only.is_some_and(|c| c != company) {
+            for seg in key.segments(from, last) {
+                if only.is_some_and(|c| c != seg.company) {
                     continue;
                 }
-                let entry = st.companies.entry(company).or_insert_with(|| CompanyDays {
-                    unsettled: vec![false; days],
-                    ..CompanyDays::default()
-                });
+                let entry = st
+                    .companies
+                    .entry(seg.company)
+                    .or_insert_with(|| CompanyDays {
+                        unsettled: vec![false; days],
+                        ..CompanyDays::default()
+                    });
                 entry.keys.insert(key.key_id);
-                if !settled {
-                    entry.unsettled[i] = true;
-                    st.unsettled[i] = true;
-                    if only.is_some() {
-                        *entry.key_unsettled.entry(key.key_id).or_default() += 1;
+                if seg.settled {
+                    continue;
+                }
+                for i in (seg.first - from)..=(seg.last - from) {
+                    let i = usize::try_from(i).unwrap_or(usize::MAX);
+                    if let (Some(c), Some(a)) =
+                        (entry.unsettled.get_mut(i), st.unsettled.get_mut(i))
+                    {
+                        (*c, *a) = (true, true);
                     }
+                }
+                if only.is_some() {
+                    let n = u32::try_from(seg.last - seg.first + 1).unwrap_or(0);
+                    *entry.key_unsettled.entry(key.key_id).or_default() += n;
                 }
             }
         }
