@@ -131,7 +131,9 @@ impl KeyCoverage {
     /// `day` for this key: `None` when the day is not the key's (before it
     /// was known, or after it left); else whether it is settled, and its
     /// company. A departed key's days are all settled: nothing more can be
-    /// read for it, so its provisional figures are final.
+    /// read for it, so its provisional figures are final. (The rule day by
+    /// day, which the tests hold [`KeyCoverage::segments`] to.)
+    #[cfg(test)]
     pub fn day(&self, day: i64) -> Option<(bool, i64)> {
         if day < self.start() {
             return None;
@@ -158,7 +160,7 @@ pub(crate) struct Segment {
 }
 
 impl KeyCoverage {
-    /// [`KeyCoverage::day`] for every day of `from..=last`, as runs: the
+    /// The status and company of every day of `from..=last`, as runs: the
     /// key's days only, in order. O(runs), not O(days).
     pub fn segments(&self, from: i64, last: i64) -> Vec<Segment> {
         let mut out = Vec::new();
