@@ -23,21 +23,11 @@ pub(crate) fn company_statement(
     oldest: i64,
 ) -> Result<CompanyStatement, Failure> {
     let (from, to) = (day_number(range.from), day_number(range.to));
-    let mut per_key: HashMap<i64, Spend> = HashMap::new();
-    let mut per_model: HashMap<i64, Spend> = HashMap::new();
-    let mut total = Spend::default();
-    let mut stmt = conn.prepare_cached(
-        "SELECT key_id, model_id, usage_nanos, byok_nanos, requests, prompt_tokens, completion_tokens, \
-         reasoning_tokens FROM spend WHERE day BETWEEN ?1 AND ?2 AND company_id = ?3",
-    )?;
-    let mut rows = stmt.query([from, to, company])?;
-    while let Some(r) = rows.next()? {
-        let mut one = Spend::default();
-        one.add_columns(r, 2)?;
-        per_key.entry(r.get(0)?).or_default().add(&one);
-        per_model.entry(r.get(1)?).or_default().add(&one);
-        total.add(&one);
-    }
+    let Sums {
+        mut per_key,
+        per_model,
+        total,
+    } = sums(conn, from, to, company)?;
     let keys = load_coverage(conn)?;
     let last = last_past_day(range, today);
     let st = Statuses::of(&keys, from, last, oldest, Some(company));
@@ -93,6 +83,31 @@ pub(crate) fn company_statement(
         keys: key_lines,
         models,
     })
+}
+
+/// The company's spend rows of `from..=to` added up per key, per model and in all.
+#[derive(Default)]
+struct Sums {
+    per_key: HashMap<i64, Spend>,
+    per_model: HashMap<i64, Spend>,
+    total: Spend,
+}
+
+fn sums(conn: &Connection, from: i64, to: i64, company: i64) -> rusqlite::Result<Sums> {
+    let mut out = Sums::default();
+    let mut stmt = conn.prepare_cached(
+        "SELECT key_id, model_id, usage_nanos, byok_nanos, requests, prompt_tokens, completion_tokens, \
+         reasoning_tokens FROM spend WHERE day BETWEEN ?1 AND ?2 AND company_id = ?3",
+    )?;
+    let mut rows = stmt.query([from, to, company])?;
+    while let Some(r) = rows.next()? {
+        let mut one = Spend::default();
+        one.add_columns(r, 2)?;
+        out.per_key.entry(r.get(0)?).or_default().add(&one);
+        out.per_model.entry(r.get(1)?).or_default().add(&one);
+        out.total.add(&one);
+    }
+    Ok(out)
 }
 
 /// A key's line, with its metadata; `None` if the key row is gone (pruned).
