@@ -32,6 +32,7 @@ pub mod demo;
 pub mod direct;
 pub mod exporter;
 pub mod exposition;
+pub mod ledger;
 pub mod money;
 pub mod page;
 pub mod server;

@@ -23,6 +23,7 @@ mod csv;
 mod format;
 mod index;
 mod layout;
+pub mod statements;
 mod table;
 
 use crate::money::Usd;
@@ -31,6 +32,10 @@ pub use self::company::{company, MAX_KEY_ROWS};
 pub use self::csv::{companies_csv, CSV_HEADER};
 pub use self::format::{csv_text, escape_html, format_usd, percent_decode, percent_encode};
 pub use self::index::index;
+pub use self::statements::{
+    company_statement, company_statement_csv, daily_chart_svg, ledger_unavailable, month_statement,
+    statement_csv, statements_index,
+};
 
 /// Usage ÷ budget from which a bar turns amber; the same share as
 /// `openrouter:threshold:company_budget_warning_ratio` (OpenRouterCompanyBudgetNearlyExhausted).
