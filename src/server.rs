@@ -14,13 +14,15 @@
 //! request's headers, within `header_read_timeout`, or it is closed; a
 //! response write that makes no progress for `write_timeout` (a client that
 //! stopped reading) closes it too. At most `max_connections` are served at
-//! once (more wait in the kernel's accept queue). A stalled connection
-//! therefore holds a slot for a bounded time, and the accept loop itself never
-//! waits on a client.
+//! once; when all are taken, a newcomer takes the slot of the connection that
+//! has been quiet the longest ([`connections`]), so neither stalled nor busy
+//! keep-alive connections can hold every slot, and the accept loop itself
+//! never waits on a client. Request heads (request line and headers) are
+//! capped at [`MAX_HEADER_BYTES`].
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -41,8 +43,19 @@ use crate::exporter::Exporter;
 use crate::exposition::CONTENT_TYPE;
 use crate::page::{self, Links, Page};
 use crate::webconfig;
-
 use crate::webconfig::WebConfig;
+
+mod connections;
+
+use connections::Slots;
+
+/// The most bytes a request's line and headers may take together; more gets
+/// `431 Request Header Fields Too Large`. hyper's read buffer alone lets a
+/// head of almost twice its size through, so the head is capped exactly.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// The most header lines a request may have (hyper's default); more gets 431.
+pub const MAX_HEADERS: usize = 100;
 
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
@@ -53,8 +66,8 @@ pub struct ServerOptions {
     /// A write to the client that makes no progress for this long (the
     /// client stopped reading) closes the connection.
     pub write_timeout: Duration,
-    /// Connections served at once; more wait in the kernel's accept queue.
-    /// Kept below the common 1024 open-files soft limit so that a flood of
+    /// Connections served at once; when all are taken, the connection quiet
+    /// the longest is closed (gracefully) for a newcomer. Kept below the common 1024 open-files soft limit so that a flood of
     /// connections cannot starve the OpenRouter client or config reloads of
     /// file descriptors.
     pub max_connections: usize,
@@ -88,13 +101,14 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let options = Arc::new(options);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let slots = Arc::new(tokio::sync::Semaphore::new(options.max_connections.max(1)));
+    let slots = Slots::new(options.max_connections);
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(options.header_read_timeout)
-        .max_buf_size(64 * 1024);
+        .max_buf_size(MAX_HEADER_BYTES)
+        .max_header_size(MAX_HEADER_BYTES)
+        .max_headers(MAX_HEADERS);
     let tls = options.web.tls().map(TlsAcceptor::from);
     info!(
         address = %listener.local_addr()?,
@@ -105,13 +119,6 @@ pub async fn serve(
         "serving metrics"
     );
     loop {
-        let permit = tokio::select! {
-            permit = Arc::clone(&slots).acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            _ = shutdown.changed() => break,
-        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = shutdown.changed() => break,
@@ -125,47 +132,54 @@ pub async fn serve(
                 continue;
             }
         };
+        // When all slots are taken this asks quiet connections to close; the
+        // next connections wait in the kernel's accept queue meanwhile.
+        let Some(slot) = slots.acquire(&mut shutdown).await else {
+            break;
+        };
         let _ = stream.set_nodelay(true);
         // Everything that can wait on the client happens in the connection's
         // own task, never in this loop.
-        let watcher = graceful.watcher();
         let builder = builder.clone();
         let tls = tls.clone();
         let exporter = exporter.clone();
         let options = Arc::clone(&options);
         tokio::spawn(async move {
-            let _permit = permit;
             let handshake_timeout = options.header_read_timeout;
             let write_timeout = options.write_timeout;
             let service = hyper::service::service_fn(move |req| {
                 let exporter = exporter.clone();
                 let options = Arc::clone(&options);
-                async move { Ok::<_, Infallible>(handle(req, &exporter, &options).await) }
+                async move { Ok::<_, Infallible>(handle(req, peer.ip(), &exporter, &options).await) }
             });
             let result = match tls {
                 None => {
-                    let stream = WriteTimeout::new(stream, write_timeout);
-                    watcher
-                        .watch(builder.serve_connection(TokioIo::new(stream), service))
-                        .await
+                    let stream = slot.track(WriteTimeout::new(stream, write_timeout));
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    tokio::pin!(conn);
+                    slot.serve(conn.as_mut(), |c| c.graceful_shutdown()).await
                 }
                 Some(acceptor) => {
-                    let stream = match tokio::time::timeout(
+                    let handshake = tokio::time::timeout(
                         handshake_timeout,
                         tls_handshake(&acceptor, stream, peer, write_timeout),
-                    )
-                    .await
-                    {
-                        Ok(Some(stream)) => stream,
-                        Ok(None) => return,
-                        Err(_) => {
-                            debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
+                    );
+                    // A connection still in its handshake has sent no request:
+                    // asked to close, it just goes.
+                    let stream = tokio::select! {
+                        done = handshake => match done {
+                            Ok(Some(stream)) => stream,
+                            Ok(None) => return,
+                            Err(_) => {
+                                debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        },
+                        _ = slot.asked_to_close() => return,
                     };
-                    watcher
-                        .watch(builder.serve_connection(TokioIo::new(stream), service))
-                        .await
+                    let conn = builder.serve_connection(TokioIo::new(slot.track(stream)), service);
+                    tokio::pin!(conn);
+                    slot.serve(conn.as_mut(), |c| c.graceful_shutdown()).await
                 }
             };
             if let Err(e) = result {
@@ -174,9 +188,10 @@ pub async fn serve(
         });
     }
     drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => debug!("all connections closed"),
-        _ = tokio::time::sleep(Duration::from_secs(5)) => warn!("connections still open after 5s; closing"),
+    if slots.close_all(Duration::from_secs(5)).await {
+        debug!("all connections closed");
+    } else {
+        warn!("connections still open after 5s; closing");
     }
     Ok(())
 }
@@ -227,22 +242,34 @@ async fn tls_handshake(
     }
 }
 
-/// Basic auth first (it protects every endpoint not excluded), then routing, then the configured headers.
+/// Basic auth first (it protects every endpoint not excluded), then routing,
+/// then the headers every response carries and the configured ones.
 async fn handle(
     req: Request<Incoming>,
+    peer: IpAddr,
     exporter: &Exporter,
     options: &ServerOptions,
 ) -> Response<ResponseBody> {
-    let authorized = match options.web.basic_auth_for(req.uri().path()) {
-        Some(auth) => auth.check(req.headers().get(header::AUTHORIZATION)).await,
-        None => true,
+    let verdict = match options.web.basic_auth_for(req.uri().path()) {
+        Some(auth) => {
+            auth.verify(req.headers().get(header::AUTHORIZATION), peer)
+                .await
+        }
+        None => Ok(true),
     };
-    let mut response = if authorized {
-        route(&req, exporter, options)
-    } else {
-        unauthorized()
+    let mut response = match verdict {
+        Ok(true) => route(&req, exporter, options),
+        Ok(false) => unauthorized(),
+        Err(_queue_full) => too_many_checks(),
     };
     let headers = response.headers_mut();
+    // Every answer is about this moment and for this client only (metrics,
+    // 401s included), and none may be sniffed into another type.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     for (name, value) in options.web.headers() {
         headers.insert(name.clone(), value.clone());
     }
@@ -255,6 +282,19 @@ fn unauthorized() -> Response<ResponseBody> {
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static(webconfig::WWW_AUTHENTICATE),
     );
+    response
+}
+
+/// The password-check queue is full: nothing was decided, so no 401 (a
+/// browser would ask for the password again); the client may retry shortly.
+fn too_many_checks() -> Response<ResponseBody> {
+    let mut response = text(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too many password checks pending; retry shortly\n",
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     response
 }
 
@@ -473,17 +513,12 @@ fn text(status: StatusCode, body: &'static str) -> Response<ResponseBody> {
     response
 }
 
-/// What the pages send besides their body: no caching (the figures change
-/// every refresh), no sniffing, and a policy that runs no script and loads
-/// nothing, so even a string that escaped escaping could not act.
+/// What the pages send besides their body and the headers of every answer
+/// (no caching, no sniffing: see [`handle`]): a policy that runs no script
+/// and loads nothing, so even a string that escaped escaping could not act.
 fn page_headers(response: &mut Response<ResponseBody>, content_type: &'static str) {
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(

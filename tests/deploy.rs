@@ -487,6 +487,56 @@ fn compose_stack_is_consistent() {
         "compose real mode passes the key by env var, not by file"
     );
 
+    // The real-mode comments point at the file that is mounted, and every
+    // repository path the compose files mention exists.
+    let real_text = read("deploy/compose/compose.real.yaml");
+    let mounted = format!("{COMPOSE}/exporter/config.yaml");
+    assert!(
+        real_text.contains(&format!("Edit {mounted}")),
+        "compose.real.yaml should tell to edit {mounted}, the file it mounts"
+    );
+    for rel in [
+        "deploy/compose/compose.yaml",
+        "deploy/compose/compose.real.yaml",
+    ] {
+        for word in read(rel).split(|c: char| c.is_whitespace() || "`()\"',;:".contains(c)) {
+            let Some(path) = word.strip_prefix("deploy/") else {
+                continue;
+            };
+            let path = format!("deploy/{}", path.trim_end_matches(['.', ')']));
+            if path == "deploy/compose/.env" {
+                continue; // made by the user, git-ignored
+            }
+            assert!(
+                root().join(&path).exists(),
+                "{rel} mentions {path}, which does not exist"
+            );
+        }
+    }
+
+    // Grafana never runs with a default admin password: Compose refuses to
+    // start without GRAFANA_ADMIN_PASSWORD, and its .env file stays local.
+    let admin_password = s(
+        &services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"],
+        "grafana admin password",
+    );
+    assert!(
+        admin_password.starts_with("${GRAFANA_ADMIN_PASSWORD:?")
+            && admin_password.contains("GRAFANA_ADMIN_PASSWORD to"),
+        "Grafana's admin password must be required with a clear message, not defaulted: {admin_password}"
+    );
+    let compose_text = read("deploy/compose/compose.yaml");
+    assert!(
+        !compose_text.contains(":-admin"),
+        "admin/admin default is back"
+    );
+    assert!(
+        read("deploy/compose/.gitignore")
+            .lines()
+            .any(|l| l.trim() == ".env"),
+        "deploy/compose/.gitignore must keep .env (the Grafana password) out of git"
+    );
+
     // Prometheus: scrapes the exporter, alerts to alertmanager, loads the rules.
     let prom_svc = &services["prometheus"];
     let prom = yaml("deploy/compose/prometheus.yml");
@@ -776,6 +826,7 @@ fn docker_compose_config_renders() {
         c.args(["config", "--format", "json"]).current_dir(&dir);
         c.env_remove("OPENROUTER_MANAGEMENT_KEY");
         c.env_remove("COMPOSE_FILE");
+        c.env("GRAFANA_ADMIN_PASSWORD", "test-grafana-password");
         if let Some(k) = key {
             c.env("OPENROUTER_MANAGEMENT_KEY", k);
         }
@@ -787,6 +838,29 @@ fn docker_compose_config_renders() {
     let (o, demo) = render(&["compose.yaml"], None);
     let demo = demo.unwrap_or_else(|| panic!("compose config failed:\n{}", out_text(&o)));
     assert!(o.status.success());
+    assert_eq!(
+        demo["services"]["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"],
+        "test-grafana-password"
+    );
+    // Without a Grafana password, Compose refuses and says why (unless a
+    // local, git-ignored .env supplies one).
+    if !dir.join(".env").exists() {
+        let mut c = compose_cmd().unwrap();
+        c.args(["-f", "compose.yaml", "config", "--format", "json"])
+            .current_dir(&dir)
+            .env_remove("GRAFANA_ADMIN_PASSWORD")
+            .env_remove("COMPOSE_FILE");
+        let o = run(&mut c);
+        assert!(
+            serde_json::from_slice::<serde_json::Value>(&o.stdout).is_err(),
+            "compose must not render without GRAFANA_ADMIN_PASSWORD"
+        );
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("GRAFANA_ADMIN_PASSWORD"),
+            "{}",
+            out_text(&o)
+        );
+    }
     assert_eq!(demo["services"]["exporter"]["command"][0], "demo");
     assert_eq!(
         demo["services"]["grafana"]["volumes"]
