@@ -14,16 +14,11 @@
 //! and the big text is never compressed again.
 
 use std::io::{self, BufWriter, Read, Write};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
 use flate2::write::{DeflateEncoder, GzEncoder};
 use flate2::{Compression, CrcWriter};
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Body, Frame, SizeHint};
 
 use crate::exposition::MetricWriter;
 use crate::snapshot::Snapshot;
@@ -32,18 +27,8 @@ use crate::status::Status;
 /// Bodies with more text than this keep only their gzip form (64 MiB is about
 /// 30k keys with every per-key family).
 pub const PLAIN_LIMIT: usize = 64 << 20;
-/// Identity bodies that were not kept are inflated in chunks of this size.
-const INFLATE_CHUNK: usize = 128 * 1024;
-
-/// The HTTP body type of every response the server sends.
-pub type ResponseBody = BoxBody<Bytes, io::Error>;
-
-/// A complete response body from bytes.
-pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed()
-}
+/// The buffer between the renderer and the compressor.
+const GZIP_CHUNK: usize = 128 * 1024;
 
 /// The body `/metrics` serves, rendered and compressed once per publish.
 #[derive(Debug, Clone)]
@@ -83,28 +68,6 @@ impl Published {
         self.plain.len() == self.plain_len
     }
 
-    /// The identity-encoded body followed by `tail`: the kept text, or the
-    /// open gzip member inflated while sent.
-    pub fn identity(&self, tail: Bytes) -> ResponseBody {
-        if self.has_plain() {
-            return Chunks(vec![tail, self.plain.clone()]).boxed();
-        }
-        Inflate {
-            decoder: flate2::read::DeflateDecoder::new(
-                self.gzip_open.slice(GZIP_HEADER.len()..).reader(),
-            ),
-            remaining: self.plain_len as u64,
-            tail: Some(tail),
-        }
-        .boxed()
-    }
-
-    /// The gzip-encoded body of the text followed by `tail`: one gzip member.
-    pub fn gzip_body(&self, tail: &[u8]) -> ResponseBody {
-        let [open, close] = self.gzip_with(tail);
-        Chunks(vec![close, open]).boxed()
-    }
-
     /// The open member and what closes it after `tail`: a last deflate
     /// block of `tail`, then CRC-32 and length of text and tail together.
     pub fn gzip_with(&self, tail: &[u8]) -> [Bytes; 2] {
@@ -120,6 +83,12 @@ impl Published {
         let size = (self.plain_len as u64 + tail.len() as u64) as u32;
         close.extend_from_slice(&size.to_le_bytes());
         [self.gzip_open.clone(), Bytes::from(close)]
+    }
+
+    /// The text, inflated from the open gzip member as it is read: for a
+    /// body whose text was not kept ([`Published::has_plain`] is false).
+    pub fn inflater(&self) -> impl Read + Send + 'static {
+        flate2::read::DeflateDecoder::new(self.gzip_open.slice(GZIP_HEADER.len()..).reader())
     }
 
     /// The gzip of the text alone, closed (tests, tools).
@@ -162,7 +131,7 @@ pub fn render(
     let tee = Tee {
         plain: (expected <= PLAIN_LIMIT).then(|| Vec::with_capacity(expected)),
         gzip: BufWriter::with_capacity(
-            INFLATE_CHUNK,
+            GZIP_CHUNK,
             CrcWriter::new(DeflateEncoder::new(gzip_buffer, Compression::new(level))),
         ),
         len: 0,
@@ -224,74 +193,6 @@ impl Write for Tee {
     }
 }
 
-/// A kept gzip body inflated chunk by chunk as the client reads (bounded
-/// memory per connection). Its length is known, so responses carry `Content-Length`.
-struct Inflate {
-    decoder: flate2::read::DeflateDecoder<bytes::buf::Reader<Bytes>>,
-    remaining: u64,
-    /// Sent once the text is.
-    tail: Option<Bytes>,
-}
-
-impl Body for Inflate {
-    type Data = Bytes;
-    type Error = io::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        if self.remaining == 0 {
-            let tail = self.tail.take().filter(|t| !t.is_empty());
-            return Poll::Ready(tail.map(|t| Ok(Frame::data(t))));
-        }
-        let want = self.remaining.min(INFLATE_CHUNK as u64) as usize;
-        let mut chunk = vec![0; want];
-        if let Err(e) = self.decoder.read_exact(&mut chunk) {
-            self.remaining = 0;
-            return Poll::Ready(Some(Err(e)));
-        }
-        self.remaining -= want as u64;
-        Poll::Ready(Some(Ok(Frame::data(Bytes::from(chunk)))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.remaining == 0 && !matches!(&self.tail, Some(t) if !t.is_empty())
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.remaining + self.tail.as_ref().map_or(0, |t| t.len() as u64))
-    }
-}
-
-/// A body of a few ready chunks, sent last to first (a stack).
-struct Chunks(Vec<Bytes>);
-
-impl Body for Chunks {
-    type Data = Bytes;
-    type Error = io::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        while let Some(chunk) = self.0.pop() {
-            if !chunk.is_empty() {
-                return Poll::Ready(Some(Ok(Frame::data(chunk))));
-            }
-        }
-        Poll::Ready(None)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.0.iter().all(Bytes::is_empty)
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.0.iter().map(|c| c.len() as u64).sum())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,10 +203,6 @@ mod tests {
             .read_to_end(&mut out)
             .unwrap();
         out
-    }
-
-    async fn collect(body: ResponseBody) -> Vec<u8> {
-        body.collect().await.unwrap().to_bytes().to_vec()
     }
 
     #[test]
@@ -322,31 +219,6 @@ mod tests {
         assert!(body.has_plain());
         assert_eq!(gunzip(&body.gzip()), body.plain.to_vec());
         assert_eq!(gunzip(&Published::default().gzip()), b"");
-    }
-
-    #[tokio::test]
-    async fn text_past_the_limit_is_kept_as_gzip_and_inflated_for_identity() {
-        let line = "x".repeat(1000) + "\n";
-        let lines = PLAIN_LIMIT / line.len() + 10;
-        let body = render(&Published::default(), 0, |w| {
-            for _ in 0..lines {
-                w.raw(line.as_bytes())?;
-            }
-            Ok(())
-        })
-        .unwrap();
-        assert!(!body.has_plain());
-        assert!(body.plain.is_empty());
-        assert_eq!(body.plain_len, lines * line.len());
-        let identity = collect(body.identity(Bytes::new())).await;
-        assert_eq!(identity.len(), body.plain_len);
-        assert!(identity.chunks(line.len()).all(|c| c == line.as_bytes()));
-        assert_eq!(gunzip(&collect(body.gzip_body(b"")).await), identity);
-        // The fresh lines follow the inflated text.
-        let tail = Bytes::from_static(b"fresh 1\n");
-        let with_tail = collect(body.identity(tail.clone())).await;
-        assert_eq!(&with_tail[..body.plain_len], &identity[..]);
-        assert_eq!(&with_tail[body.plain_len..], &tail[..]);
     }
 
     #[test]
@@ -370,22 +242,28 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn each_scrape_closes_the_open_member_with_its_own_tail() {
+    #[test]
+    fn each_tail_closes_the_open_member_into_one_gzip_member() {
         let body = render(&Published::default(), 0, |w| w.raw(b"m 1\n")).unwrap();
         for tail in [&b""[..], b"fresh 1\n", &b"counter 12345\n".repeat(500)] {
-            let gzip = collect(body.gzip_body(tail)).await;
-            // One member: a decoder that stops after the first member sees it all.
             let mut expected = b"m 1\n".to_vec();
             expected.extend_from_slice(tail);
-            assert_eq!(gunzip(&gzip), expected);
-            let identity = collect(body.identity(Bytes::copy_from_slice(tail))).await;
-            assert_eq!(identity, expected);
+            // One member: a decoder that stops after the first member sees it all.
+            assert_eq!(gunzip(&body.gzip_with(tail).concat()), expected);
         }
-        // The empty body closes too.
         assert_eq!(
-            gunzip(&collect(Published::default().gzip_body(b"x\n")).await),
+            gunzip(&Published::default().gzip_with(b"x\n").concat()),
             b"x\n"
         );
+    }
+
+    #[test]
+    fn the_open_member_inflates_to_the_text() {
+        let text = b"openrouter_up 1\n".repeat(10_000);
+        let body = render(&Published::default(), PLAIN_LIMIT + 1, |w| w.raw(&text)).unwrap();
+        assert!(!body.has_plain());
+        let mut inflated = vec![0; body.plain_len];
+        body.inflater().read_exact(&mut inflated).unwrap();
+        assert_eq!(inflated, text);
     }
 }

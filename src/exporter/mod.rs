@@ -27,11 +27,13 @@ use organization::has_creator_selectors;
 use refresh::build_snapshot;
 use state::{KeyProvider, Shared, State};
 
+pub use read::ReadHandle;
 pub use state::Clock;
 
 mod activity_fetch;
 mod activity_runs;
 mod organization;
+mod read;
 mod refresh;
 mod state;
 
@@ -181,11 +183,9 @@ impl Exporter {
     }
 
     /// Ready once a refresh fully succeeded and while that data is not older
-    /// than `stale_after_intervals` refresh intervals.
+    /// than [`Config::stale_after`].
     pub fn is_ready(&self) -> bool {
-        let max_age = self.config().stale_after();
-        let last_success = lock(&self.shared.state).last_success;
-        last_success.is_some_and(|t| t.elapsed() <= max_age)
+        self.read_handle().is_ready()
     }
 
     /// Applies a new, already validated config: rebuilds the client (to

@@ -1,0 +1,199 @@
+//! Routing and the responses of each endpoint: `/metrics` (with content
+//! negotiation), the pages, `/healthz` and `/readyz`.
+
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+
+use super::response::{self, full, ResponseBody};
+use super::ServerOptions;
+use crate::exporter::ReadHandle;
+use crate::exposition::CONTENT_TYPE;
+use crate::page::{self, Links, Page};
+
+pub(super) fn route(
+    req: &Request<Incoming>,
+    reader: &ReadHandle,
+    options: &ServerOptions,
+) -> Response<ResponseBody> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
+    let path = req.uri().path();
+    if path == options.telemetry_path {
+        return metrics(req, reader);
+    }
+    let links = Links {
+        metrics: &options.telemetry_path,
+        grafana: options.grafana_url.as_deref(),
+    };
+    if let Some(name) = path.strip_prefix("/company/") {
+        let published = reader.published();
+        return match page::percent_decode(name) {
+            Some(name) => match page::company(
+                &published,
+                &reader.config(),
+                &links,
+                &name,
+                chrono::Utc::now(),
+            ) {
+                Page::Found(body) => html(StatusCode::OK, body),
+                Page::NotFound(body) => html(StatusCode::NOT_FOUND, body),
+            },
+            None => text(StatusCode::NOT_FOUND, "not found\n"),
+        };
+    }
+    match path {
+        "/" => html(
+            StatusCode::OK,
+            page::index(
+                &reader.published(),
+                &reader.config(),
+                &links,
+                chrono::Utc::now(),
+            ),
+        ),
+        "/companies.csv" => csv(&reader.published()),
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" => {
+            if reader.is_ready() {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready: no successful refresh from OpenRouter yet, or the data is stale\n",
+                )
+            }
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+fn metrics(req: &Request<Incoming>, reader: &ReadHandle) -> Response<ResponseBody> {
+    let published = reader.published();
+    let gzip = accepts_gzip(req.headers().get(header::ACCEPT_ENCODING));
+    // The exporter's own counters and process families, as of this scrape,
+    // follow the render-once text. Above `body::PLAIN_LIMIT` only gzip is
+    // kept; identity is inflated while sent.
+    let fresh = Bytes::from(reader.telemetry().render());
+    let body = if gzip {
+        response::gzip(&published, &fresh)
+    } else {
+        response::identity(&published, fresh)
+    };
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    if gzip {
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    response
+}
+
+/// True when `Accept-Encoding` accepts gzip with a non-zero quality: gzip
+/// itself when it is listed (so `gzip;q=0, *` refuses it), else `*`.
+pub fn accepts_gzip(value: Option<&HeaderValue>) -> bool {
+    let Some(value) = value.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let quality = |coding: &str| {
+        value.split(',').find_map(|item| {
+            let mut parts = item.split(';');
+            let name = parts.next().unwrap_or("").trim();
+            if !name.eq_ignore_ascii_case(coding) {
+                return None;
+            }
+            let q = parts.find_map(|param| {
+                let param = param.trim();
+                param
+                    .strip_prefix("q=")
+                    .or_else(|| param.strip_prefix("Q="))
+            });
+            Some(q.map_or(Some(1.0), |q| q.trim().parse::<f32>().ok()))
+        })
+    };
+    match quality("gzip").or_else(|| quality("*")) {
+        Some(Some(q)) => q > 0.0,
+        _ => false,
+    }
+}
+
+pub(super) fn text(status: StatusCode, body: &'static str) -> Response<ResponseBody> {
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// What the pages send besides their body and the headers of every answer
+/// (no caching, no sniffing: see [`handle`]): a policy that runs no script
+/// and loads nothing, so even a string that escaped escaping could not act.
+fn page_headers(response: &mut Response<ResponseBody>, content_type: &'static str) {
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; base-uri 'none'; \
+             form-action 'none'; frame-ancestors 'none'",
+        ),
+    );
+}
+
+fn html(status: StatusCode, body: String) -> Response<ResponseBody> {
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    page_headers(&mut response, "text/html; charset=utf-8");
+    response
+}
+
+fn csv(published: &crate::body::Published) -> Response<ResponseBody> {
+    let Some(body) = page::companies_csv(published) else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no data yet: no refresh from OpenRouter has succeeded\n",
+        );
+    };
+    let filename = published.snapshot.as_ref().map_or_else(
+        || "openrouter-companies.csv".to_string(),
+        |s| format!("openrouter-companies-{}.csv", s.taken_at.format("%Y-%m-%d")),
+    );
+    let mut response = Response::new(full(body));
+    page_headers(&mut response, "text/csv; charset=utf-8; header=present");
+    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_DISPOSITION, value);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gzip_negotiation() {
+        let yes = |v: &'static str| accepts_gzip(Some(&HeaderValue::from_static(v)));
+        assert!(yes("gzip"));
+        assert!(yes("identity, gzip;q=0.5"));
+        assert!(yes("GZIP"));
+        assert!(yes("*"));
+        assert!(!yes("gzip;q=0"));
+        assert!(!yes("gzip;q=0, *"), "an explicit refusal wins over *");
+        assert!(!yes("gzip; q=0.0"));
+        assert!(yes("br;q=1, *;q=0.1"));
+        assert!(!yes("*;q=0"));
+        assert!(!yes("deflate, br"));
+        assert!(!accepts_gzip(None));
+    }
+}
