@@ -302,14 +302,6 @@ async fn deleted_keys_disappear_and_spend_changes_appear() {
     );
 }
 
-/// The OpenRouter-derived part of the body (everything before the status families).
-fn snapshot_part(text: &str) -> String {
-    let cut = text
-        .find("# HELP openrouter_up ")
-        .expect("status part present");
-    text[..cut].to_string()
-}
-
 async fn failing_page_two_keeps_snapshot(fault: FaultResponse) {
     let sim = start_sim(big_account()).await;
     let exporter = exporter(config(&sim.base_url(), COMPANIES));

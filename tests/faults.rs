@@ -40,9 +40,12 @@ fn account() -> SimState {
 }
 
 fn yaml(base_url: &str, refresh: &str, timeout: &str, extra: &str) -> String {
-    format!(
-        "refresh_interval: {refresh}\n{extra}openrouter:\n  base_url: {base_url}\n  request_timeout: {timeout}\ncompanies:\n{COMPANIES}"
-    )
+    TestConfig::new(base_url)
+        .refresh(refresh)
+        .timeout(timeout)
+        .extra(extra)
+        .companies(COMPANIES)
+        .yaml()
 }
 
 fn config_with(base_url: &str, refresh: &str, timeout: &str, extra: &str) -> Config {
@@ -52,14 +55,6 @@ fn config_with(base_url: &str, refresh: &str, timeout: &str, extra: &str) -> Con
 /// The usual exporter: 30 s interval, 800 ms request timeout, fast retries.
 fn quick_exporter(base_url: &str) -> Exporter {
     exporter(config_with(base_url, "30s", "800ms", ""))
-}
-
-/// The OpenRouter-derived part of the body: everything before the status families.
-fn snapshot_part(text: &str) -> &str {
-    let cut = text
-        .find("# HELP openrouter_up ")
-        .expect("status part present");
-    &text[..cut]
 }
 
 /// The per-key and per-company sample lines, in order.

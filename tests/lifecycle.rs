@@ -40,9 +40,11 @@ fn account() -> SimState {
 }
 
 fn yaml(base_url: &str, refresh: &str, timeout: &str, companies: &str) -> String {
-    format!(
-        "refresh_interval: {refresh}\nopenrouter:\n  base_url: {base_url}\n  request_timeout: {timeout}\ncompanies:\n{companies}"
-    )
+    TestConfig::new(base_url)
+        .refresh(refresh)
+        .timeout(timeout)
+        .companies(companies)
+        .yaml()
 }
 
 /// The real binary on a free loopback port, with its config in a temp dir.

@@ -76,16 +76,19 @@ fn account() -> SimState {
 }
 
 fn yaml(base_url: &str, refresh: &str, stale_after: u32) -> String {
-    format!(
-        "refresh_interval: {refresh}\nstale_after_intervals: {stale_after}\n\
-         openrouter:\n  base_url: {base_url}\n  request_timeout: 500ms\n\
-         activity:\n  enabled: true\n  refresh_interval: 1h\n  concurrency: 2\n  top_models: 5\n\
-         companies:\n\
-         \x20 acme:\n    keys: [{{name_glob: 'acme-*'}}]\n    budget_usd: {{daily: 100, monthly: 1000}}\n\
+    let companies = format!(
+        "\x20 acme:\n    keys: [{{name_glob: 'acme-*'}}]\n    budget_usd: {{daily: 100, monthly: 1000}}\n\
          \x20 \"Smith & \\\"Sons\\\" <Ltd>\":\n    keys: [{{hash: '{}'}}]\n    budget_usd: {{monthly: 100}}\n\
          \x20 \"=SUM(A1:A9)\":\n    keys: [formula-key]\n    budget_usd: {{weekly: 50}}\n",
         hash(4)
-    )
+    );
+    TestConfig::new(base_url)
+        .refresh(refresh)
+        .timeout("500ms")
+        .extra(&format!("stale_after_intervals: {stale_after}\n"))
+        .extra("activity:\n  enabled: true\n  refresh_interval: 1h\n  concurrency: 2\n  top_models: 5\n")
+        .companies(&companies)
+        .yaml()
 }
 
 struct Running {

@@ -60,10 +60,12 @@ fn key_offsets(sim: &SimServer, ws: &str) -> Vec<usize> {
 }
 
 fn yaml(base_url: &str, interval: &str, timeout: &str, limit: usize) -> String {
-    format!(
-        "refresh_interval: {interval}\nopenrouter:\n  base_url: {base_url}\n  request_timeout: {timeout}\n  \
-         max_concurrent_requests: {limit}\ncompanies:\n  acme:\n    keys: [{{name_glob: 'key-*'}}]\n"
-    )
+    TestConfig::new(base_url)
+        .refresh(interval)
+        .timeout(timeout)
+        .openrouter(&format!("  max_concurrent_requests: {limit}\n"))
+        .companies("  acme:\n    keys: [{name_glob: 'key-*'}]\n")
+        .yaml()
 }
 
 #[tokio::test]

@@ -13,10 +13,12 @@ use openrouter_cost_exporter::sim::{SimKey, SimServer, SimState};
 use openrouter_cost_exporter::upstream::RetryPolicy;
 use secrecy::SecretString;
 
+pub mod config;
 #[path = "../../fuzz/harness.rs"]
 pub mod harness;
 pub mod tools;
 
+pub use config::{snapshot_part, TestConfig};
 pub use tools::{free_port, is_ci, which};
 
 /// Every `window` a company figure is published for (calendar, lifetime, rolling).
@@ -65,9 +67,7 @@ pub async fn start_sim(state: SimState) -> SimServer {
 
 /// A config YAML pointing at `base_url`; `companies` is the YAML under `companies:`.
 pub fn config_yaml(base_url: &str, companies: &str) -> String {
-    format!(
-        "refresh_interval: 30s\nopenrouter:\n  base_url: {base_url}\n  request_timeout: 2s\ncompanies:\n{companies}"
-    )
+    TestConfig::new(base_url).companies(companies).yaml()
 }
 
 pub fn config(base_url: &str, companies: &str) -> Config {
