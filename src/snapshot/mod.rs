@@ -224,7 +224,8 @@ pub struct DirectKey {
     pub name: String,
     /// Last good figures (`hash` = [`DirectKey::hash_for`]); `None` until the first success.
     pub key: Option<Key>,
-    /// When `key` was read: its calendar figures count only while their window lasts.
+    /// When the poll that read `key` was sent: its calendar figures count
+    /// only while the windows open at that moment last.
     pub fetched_at: Option<DateTime<Utc>>,
     /// Whether the last poll succeeded.
     pub up: bool,
