@@ -181,17 +181,27 @@ impl State {
         self.organization = Arc::new(organization);
     }
 
+    /// The config's direct keys, in its order: each keeps its last figures
+    /// under its (possibly new) company; a key new to the config is unknown
+    /// until polled, so its company is absent rather than `$0`.
     fn retain_direct(&mut self, config: &Config) {
-        let kept: Vec<DirectKey> = self
-            .direct
-            .iter()
-            .filter_map(|d| {
-                let (company, _, _) = config.direct_keys().find(|(_, name, _)| *name == d.name)?;
-                Some(DirectKey {
-                    company,
-                    ..d.clone()
-                })
-            })
+        let kept: Vec<DirectKey> = config
+            .direct_keys()
+            .map(
+                |(company, name, _)| match self.direct.iter().find(|d| d.name == name) {
+                    Some(d) => DirectKey {
+                        company,
+                        ..d.clone()
+                    },
+                    None => DirectKey {
+                        company,
+                        name: name.to_string(),
+                        key: None,
+                        fetched_at: None,
+                        up: false,
+                    },
+                },
+            )
             .collect();
         self.direct = Arc::new(kept);
     }
