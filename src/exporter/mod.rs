@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use tokio::sync::watch;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info};
 
 use crate::body::{self, Published};
 use crate::config::{Config, ConfigError, SecretError};
@@ -24,7 +24,6 @@ use crate::sync::lock;
 use crate::telemetry::{FailureReason, Telemetry};
 use crate::upstream::{Client, DeadlineReport, RetryPolicy, UpstreamError};
 use organization::has_creator_selectors;
-use refresh::build_snapshot;
 use state::{KeyProvider, Shared, State};
 
 pub use read::ReadHandle;
@@ -34,6 +33,7 @@ mod activity_fetch;
 mod activity_runs;
 mod organization;
 mod read;
+mod rebuild;
 mod refresh;
 mod state;
 
@@ -233,29 +233,6 @@ impl Exporter {
         Ok(())
     }
 
-    /// Rebuilds the snapshot from the last listing with the current config
-    /// and activity data (after a reload or an activity run). Caller holds `refresh_lock`.
-    async fn rebuild_snapshot(&self) {
-        let config = self.config();
-        let (listing, taken_at, extras) = {
-            let state = lock(&self.shared.state);
-            let Some(listing) = state.listing.clone() else {
-                return;
-            };
-            (
-                listing,
-                state.taken_at.unwrap_or_else(Utc::now),
-                state.extras(),
-            )
-        };
-        match build_snapshot(config, listing, extras, taken_at).await {
-            Ok(snapshot) => lock(&self.shared.state).replace_snapshot(snapshot),
-            Err(e) => {
-                warn!(error = %e, "rebuilding the snapshot failed; keeping the previous one")
-            }
-        }
-    }
-
     /// Re-reads the config file given at start (SIGHUP, file change).
     pub async fn reload(&self) -> Result<(), ReloadError> {
         let Some(path) = self.shared.config_path.clone() else {
@@ -272,12 +249,17 @@ impl Exporter {
         }
     }
 
-    /// Renders the snapshot and the status into a new body and swaps it in.
+    /// Renders the snapshot and the status into a new body and swaps it in,
+    /// rebuilt first as of now when a UTC boundary passed since it was built.
     /// Callers hold `refresh_lock`, so publishes never go out of order.
     async fn publish(&self) {
+        let now = self.now();
+        if self.outdated(now) {
+            self.rebuild_snapshot_at(now).await;
+        }
         let (snapshot, mut status) = {
             let state = lock(&self.shared.state);
-            (state.snapshot.clone(), state.status_at(self.now()))
+            (state.snapshot.clone(), state.status_at(now))
         };
         status.refresh_interval_seconds = self.config().refresh_interval.as_secs_f64();
         let exporter = self.clone();
@@ -322,7 +304,9 @@ impl Exporter {
 
     /// Refreshes now and then every `refresh_interval` until `shutdown` turns
     /// true; before the first refresh and every `organization_refresh_intervals`
-    /// refreshes, reads workspaces, members and caps first.
+    /// refreshes, reads workspaces, members and caps first. At each UTC
+    /// midnight in between, re-publishes the last data without the windows
+    /// that ended, whether or not OpenRouter answers.
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
         let mut config_changed = self.watch_config();
         self.check_management_key().await;
@@ -338,8 +322,10 @@ impl Exporter {
             // the next refresh to `started + new interval`, never triggers one.
             loop {
                 let interval = config_changed.borrow_and_update().refresh_interval;
+                let boundary = self.until_next_boundary();
                 tokio::select! {
                     _ = tokio::time::sleep_until(started + interval) => break,
+                    _ = tokio::time::sleep(boundary) => self.republish_as_of_now().await,
                     _ = config_changed.changed() => {}
                     _ = shutdown.changed() => {}
                 }

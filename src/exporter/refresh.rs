@@ -19,7 +19,7 @@ use crate::upstream::{Client, UpstreamData, UpstreamError};
 
 /// Listings of at least this many keys let their old snapshot go before the
 /// new one is built (memory over a brief "rebuilding" on the pages).
-const LARGE_LISTING: usize = 20_000;
+pub(super) const LARGE_LISTING: usize = 20_000;
 
 /// What the fetch phase brought back.
 type Fetch = (Option<UpstreamData>, Vec<DirectKey>);
@@ -70,6 +70,7 @@ impl Exporter {
             let state = lock(&self.shared.state);
             (Arc::clone(&state.direct_clients), Arc::clone(&state.direct))
         };
+        let clock = Arc::clone(&lock(&self.shared.clock));
         if client.previous_refresh().is_none() && config.openrouter.management_key.is_some() {
             info!(
                 max_concurrent_requests = client.limiter().limit(),
@@ -82,7 +83,7 @@ impl Exporter {
                 Some(_) => Some(client.fetch_all(&config.openrouter.workspaces).await?),
                 None => None,
             };
-            let direct = direct::poll(&direct_clients, &previous_direct).await;
+            let direct = direct::poll(&direct_clients, &previous_direct, &clock).await;
             Ok::<_, UpstreamError>((data, direct))
         };
         match tokio::time::timeout_at(deadline, work).await {
@@ -112,14 +113,7 @@ impl Exporter {
         let listing = Arc::new(listing);
         let direct_up = direct.iter().all(|d| d.up);
         if listing.keys.len() >= LARGE_LISTING {
-            // For a large account the two listings are never both alive
-            // (~50 MB each at 100k keys); the pages say "rebuilding"
-            // meanwhile. Small accounts keep the old one on show.
-            let current = self.published();
-            self.shared.published.store(Arc::new(Published {
-                snapshot: None,
-                ..(*current).clone()
-            }));
+            self.unpublish_snapshot();
         }
         let extras = lock(&self.shared.state).install_listing(Fetched {
             listing: Arc::clone(&listing),
@@ -130,6 +124,18 @@ impl Exporter {
         let snapshot = build_snapshot(Arc::clone(config), listing, extras, taken_at).await?;
         lock(&self.shared.state).install_snapshot(snapshot, direct_up, taken_at);
         Ok(direct_up)
+    }
+
+    /// For a large account two listings are never alive at once (~50 MB
+    /// each at 100k keys): the published body lets go of its snapshot while
+    /// the next is built, and the pages say "rebuilding" meanwhile. Small
+    /// accounts keep the old one on show.
+    pub(super) fn unpublish_snapshot(&self) {
+        let current = self.published();
+        self.shared.published.store(Arc::new(Published {
+            snapshot: None,
+            ..(*current).clone()
+        }));
     }
 
     /// The listing, and whether `/credits` answered (a failure there is

@@ -18,7 +18,7 @@ use crate::activity::{ActivityCache, Progress};
 use crate::body::Published;
 use crate::config::Config;
 use crate::direct::DirectClient;
-use crate::snapshot::{DirectKey, Extras, Listing, Organization, Snapshot};
+use crate::snapshot::{DirectKey, Extras, Listing, Organization, Snapshot, Window};
 use crate::status::{ActivityStatus, Status};
 use crate::telemetry::Telemetry;
 use crate::upstream::{Client, RetryPolicy};
@@ -41,6 +41,9 @@ pub(super) struct State {
     pub(super) listing: Option<Arc<Listing>>,
     /// When `listing` was fetched: the snapshot's clock for calendar windows.
     pub(super) taken_at: Option<DateTime<Utc>>,
+    /// The moment the snapshot was last built as of: the windows that had
+    /// ended by then are gone from `listing` and `direct`.
+    pub(super) as_of: Option<DateTime<Utc>>,
     pub(super) direct: Arc<Vec<DirectKey>>,
     pub(super) activity: Option<Arc<ActivityCache>>,
     /// What the published body shows; re-rendered with every status change.
@@ -92,6 +95,7 @@ impl State {
             direct_clients,
             listing: None,
             taken_at: None,
+            as_of: None,
             direct: Arc::new(Vec::new()),
             activity: None,
             snapshot: None,
@@ -118,6 +122,7 @@ impl State {
         self.snapshot = None;
         self.listing = Some(fetched.listing);
         self.taken_at = Some(fetched.taken_at);
+        self.as_of = Some(fetched.taken_at);
         self.direct = fetched.direct;
         self.status.account_up = fetched.account_up;
         self.extras()
@@ -176,19 +181,60 @@ impl State {
         self.organization = Arc::new(organization);
     }
 
+    /// The config's direct keys, in its order: each keeps its last figures
+    /// under its (possibly new) company; a key new to the config is unknown
+    /// until polled, so its company is absent rather than `$0`.
     fn retain_direct(&mut self, config: &Config) {
-        let kept: Vec<DirectKey> = self
-            .direct
-            .iter()
-            .filter_map(|d| {
-                let (company, _, _) = config.direct_keys().find(|(_, name, _)| *name == d.name)?;
-                Some(DirectKey {
-                    company,
-                    ..d.clone()
-                })
-            })
+        let kept: Vec<DirectKey> = config
+            .direct_keys()
+            .map(
+                |(company, name, _)| match self.direct.iter().find(|d| d.name == name) {
+                    Some(d) => DirectKey {
+                        company,
+                        ..d.clone()
+                    },
+                    None => DirectKey {
+                        company,
+                        name: name.to_string(),
+                        key: None,
+                        fetched_at: None,
+                        up: false,
+                    },
+                },
+            )
             .collect();
         self.direct = Arc::new(kept);
+    }
+
+    /// What a snapshot built as of `now` reads, `None` before the first
+    /// listing. The windows in `ended` (their boundary passed since the last
+    /// build) go from the listing and the direct keys for good; with
+    /// `let_go` the old snapshot goes first, so that a large listing is
+    /// changed in place, not copied. Activity figures count for the listing's
+    /// UTC day only: on a later day they are left out.
+    pub(super) fn as_of(
+        &mut self,
+        now: DateTime<Utc>,
+        ended: &[Window],
+        let_go: bool,
+    ) -> Option<(Arc<Listing>, DateTime<Utc>, Extras)> {
+        let listing = self.listing.as_mut()?;
+        if !ended.is_empty() {
+            if let_go {
+                self.snapshot = None;
+            }
+            Arc::make_mut(listing).omit_windows(ended);
+            let direct = self.direct.iter().map(|d| d.as_of(now)).collect();
+            self.direct = Arc::new(direct);
+        }
+        let listing = Arc::clone(listing);
+        let taken_at = self.taken_at.unwrap_or(now);
+        self.as_of = Some(now);
+        let mut extras = self.extras();
+        if taken_at.date_naive() != now.date_naive() {
+            extras.activity = None;
+        }
+        Some((listing, taken_at, extras))
     }
 
     fn set_activity_enabled(&mut self, enabled: bool) {

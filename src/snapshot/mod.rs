@@ -102,9 +102,15 @@ pub struct DirectDuplicate {
     pub listed_company: String,
 }
 
-/// Pairs (direct index, listed index) of the same key seen both ways: the
-/// same non-empty masked label and the same lifetime figure (the label alone
-/// is only 6 characters of the key, so it could name two keys).
+/// Pairs (direct index, listed index) of the same key seen both ways.
+///
+/// The masked label names the key (only 6 characters of it, so it could
+/// name two), and the lifetime figures must be in the order the two reads
+/// were made: spend only grows, and it goes on between them. A direct key
+/// that answered was polled after the listing (listed ≤ direct); one whose
+/// poll failed keeps figures from an earlier refresh (direct ≤ listed).
+/// When several listed keys carry the label, the closest lifetime of those
+/// in order wins; a tie pairs none. Each listed key pairs at most once.
 fn also_listed(listed: &[Key], direct: &[DirectKey]) -> Vec<(usize, usize)> {
     let mut pairs = Vec::new();
     if direct.iter().all(|d| d.key.is_none()) {
@@ -118,15 +124,42 @@ fn also_listed(listed: &[Key], direct: &[DirectKey]) -> Vec<(usize, usize)> {
             map.entry(k.label.as_ref()).or_default().push(i);
             map
         });
+    let mut taken = HashSet::new();
     for (d, direct) in direct.iter().enumerate() {
         let Some(key) = &direct.key else { continue };
-        let lifetime = key.usage[LIFETIME].and_then(Usd::from_f64);
-        let found = by_label.get(key.label.as_ref()).and_then(|candidates| {
-            candidates.iter().copied().find(|&i| {
-                lifetime.is_some() && listed[i].usage[LIFETIME].and_then(Usd::from_f64) == lifetime
-            })
-        });
+        let Some(direct_lifetime) = key.usage[LIFETIME].and_then(Usd::from_f64) else {
+            continue;
+        };
+        let Some(candidates) = by_label.get(key.label.as_ref()) else {
+            continue;
+        };
+        // The lifetime spent between the older read and the newer one.
+        let gap = |i: usize| {
+            let listed_lifetime = listed[i].usage[LIFETIME].and_then(Usd::from_f64)?;
+            let (older, newer) = if direct.up {
+                (listed_lifetime, direct_lifetime)
+            } else {
+                (direct_lifetime, listed_lifetime)
+            };
+            newer.checked_sub(older).filter(|g| *g >= Usd::ZERO)
+        };
+        let mut in_order: Vec<(Usd, usize)> = candidates
+            .iter()
+            .filter(|i| !taken.contains(*i))
+            .filter_map(|&i| Some((gap(i)?, i)))
+            .collect();
+        in_order.sort();
+        let found = match in_order.as_slice() {
+            [(_, i)] => Some(*i),
+            [(closest, i), (next, _), ..] if closest < next => Some(*i),
+            [] => None,
+            _ => {
+                warn!(direct_key = %direct.name, "several listed keys carry this direct key's masked label with the same lifetime figure; not paired");
+                None
+            }
+        };
         if let Some(i) = found {
+            taken.insert(i);
             pairs.push((d, i));
         }
     }
@@ -224,9 +257,11 @@ pub struct DirectKey {
     pub name: String,
     /// Last good figures (`hash` = [`DirectKey::hash_for`]); `None` until the first success.
     pub key: Option<Key>,
-    /// When `key` was read: its calendar figures count only while their window lasts.
+    /// When the poll that read `key` was sent: its calendar figures count
+    /// only while the windows open at that moment last.
     pub fetched_at: Option<DateTime<Utc>>,
-    /// Whether the last poll succeeded.
+    /// Whether the last poll succeeded (in the refresh of the listing it is
+    /// built with); `false` also for a key not polled yet.
     pub up: bool,
 }
 
@@ -417,8 +452,8 @@ impl Snapshot {
         let attribution = attribute(config, &data.keys, &extras.organization);
         let activity = extras.activity.as_deref();
         let mut sums = Sums::new(config, activity, taken_at.date_naive());
-        // A direct key that the management API also lists (same masked label
-        // and the same lifetime figure) counts once, under the direct key's
+        // A direct key that the management API also lists (`also_listed`: same
+        // masked label, lifetimes in order) counts once, under the direct key's
         // configured company; the listed row is left out and the pair reported.
         let (listed_as_direct, direct_duplicates) = match_direct(
             &data.keys,
