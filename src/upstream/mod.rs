@@ -26,6 +26,7 @@
 //! | `organization.rs` | how a counted list is paged, and the organization lists |
 //! | `report.rs` | why a refresh was slow |
 
+mod continuity;
 mod error;
 mod http;
 mod keys;
