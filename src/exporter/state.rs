@@ -222,7 +222,10 @@ impl State {
     /// still holds it, which the callers' `refresh_lock` rules out.
     pub(super) fn activity_cache(&mut self) -> Option<&mut ActivityCache> {
         let enabled = self.status.activity.is_some();
-        self.activity.as_mut().filter(|_| enabled).map(Arc::make_mut)
+        self.activity
+            .as_mut()
+            .filter(|_| enabled)
+            .map(Arc::make_mut)
     }
 
     /// Where the latest listing's keys stand on `today` (a refresh may have
