@@ -39,6 +39,7 @@ pub(super) struct Continuity {
 
 impl Continuity {
     /// How many positions are listed.
+    #[cfg(test)]
     pub(super) fn covered(&self) -> usize {
         self.covered
     }
@@ -57,6 +58,12 @@ impl Continuity {
     /// The offset the next page is asked from.
     pub(super) fn next_offset(&self) -> usize {
         self.covered - self.overlap().min(self.covered)
+    }
+
+    /// The offset one page before the item listed last: where it is found
+    /// again when fewer than a page of items before it were deleted.
+    pub(super) fn one_page_back(&self) -> usize {
+        self.covered.saturating_sub(self.step)
     }
 
     /// Where the items new to the listing start in the page at `offset`

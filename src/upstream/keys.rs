@@ -195,8 +195,7 @@ impl Client {
                 if matches!(added, Err(Broken::Shifted(_))) && resyncs < MAX_RESYNCS {
                     // The key listed last moved down: find it one page back.
                     resyncs += 1;
-                    let back = listing.continuity.covered()
-                        - listing.continuity.step().min(listing.continuity.covered());
+                    let back = listing.continuity.one_page_back();
                     debug!(listing = %redact_keys(label), offset, back, "the key list shifted; reading one page back");
                     added = listing.add(back, self.keys_page(workspace, back).await?);
                 }
