@@ -659,3 +659,274 @@ async fn spec_member_and_assignment_bodies_reach_the_exported_figures() {
         );
     }
 }
+
+// ------------------------------------------------------------ issue 22: shapes seen live
+
+/// The `body` of a sample in `observed/live-2026/` (each file is the
+/// research envelope: endpoint, provenance, source, notes, `body`).
+fn live(name: &str) -> serde_json::Value {
+    let sample = fixture_json(&format!("observed/live-2026/{name}"));
+    sample
+        .get("body")
+        .cloned()
+        .unwrap_or_else(|| panic!("{name} has no body"))
+}
+
+fn live_bytes(name: &str) -> Vec<u8> {
+    serde_json::to_vec(&live(name)).unwrap()
+}
+
+fn live_reply(path: &str, status: u16, name: &str) -> Fault {
+    let body = String::from_utf8(live_bytes(name)).unwrap();
+    Fault::new(path, FaultResponse::Reply { status, body })
+}
+
+/// A wrong or revoked key: 401 `"User not found."` (five independent live reports).
+#[tokio::test]
+async fn error_401_user_not_found_is_unauthorized_and_not_retried() {
+    let sim = one_key_sim().await;
+    sim.state().faults.push(live_reply(
+        "/workspaces",
+        401,
+        "error_401.user_not_found.json",
+    ));
+    let exporter = exporter(config(&sim.base_url(), ACME));
+    let err = exporter.refresh().await.unwrap_err();
+    assert_eq!(err.reason(), "unauthorized");
+    assert!(err.to_string().contains("User not found."), "{err}");
+    assert_eq!(sim.state().requests.len(), 1, "401 is not retried");
+}
+
+/// A live 429 body: the rate-limit headers inside the body as strings, the
+/// reset in epoch milliseconds (here long past: no wait). Retried; when it
+/// stays, `rate_limited` with OpenRouter's message.
+#[tokio::test]
+async fn error_429_live_body_is_retried_then_rate_limited() {
+    let name = "error_429.free_models_per_min_2025-12-13.json";
+    let sim = one_key_sim().await;
+    sim.state()
+        .faults
+        .push(live_reply("/workspaces", 429, name).times(1));
+    let exporter = exporter(config(&sim.base_url(), ACME));
+    exporter.refresh().await.expect("retried at once");
+    sim.state()
+        .faults
+        .push(live_reply("/workspaces", 429, name));
+    let err = exporter.refresh().await.unwrap_err();
+    assert_eq!(err.reason(), "rate_limited");
+    assert!(err.to_string().contains("free-models-per-min"), "{err}");
+}
+
+/// The newest `/key` shape: `workspace_id` (null once the key's workspace
+/// was deleted), `organization_id`, `allowed_data_regions`,
+/// `free_model_daily_requests`, and `budgets` (constructed: no sample carries
+/// them yet) decode as a direct key and as the management-key check.
+#[test]
+fn key_current_newest_shapes_decode() {
+    let spec = live_bytes("spec_newest.key_current.example.json");
+    let constructed = fixture("constructed/key_current.newest_workspace_deleted_with_budgets.json");
+    for (bytes, workspace) in [(&spec, Some(SPEC_WORKSPACE)), (&constructed, None)] {
+        let k = wire::current_key(bytes, "newest").unwrap();
+        assert_eq!(k.workspace_id.as_deref(), workspace);
+        assert_eq!(&*k.label, "sk-or-v1-au7...890");
+        assert_eq!(k.limit, Some(100.0));
+        assert_eq!(k.limit_remaining, Some(74.5));
+        assert_eq!(k.usage_monthly, Some(25.5));
+        assert_eq!(k.byok_usage_weekly, Some(17.38));
+        assert_eq!(
+            k.creator_user_id.as_deref(),
+            Some("user_2dHFtVWx2n56w6HkM0000000000")
+        );
+        let check = org_wire::key_check(bytes);
+        assert_eq!(check.is_management_key, Some(false));
+    }
+    let budgets =
+        &fixture_json("constructed/key_current.newest_workspace_deleted_with_budgets.json")["data"]
+            ["budgets"];
+    assert_eq!(budgets.as_array().map(Vec::len), Some(2));
+}
+
+/// Live `/key` bodies: integer zeros and integer limits, nine-decimal amounts.
+#[test]
+fn key_current_live_bodies_decode() {
+    let free = wire::current_key(
+        &live_bytes("key_current.siglab_audit_2026-06-14.json"),
+        "free",
+    )
+    .unwrap();
+    for v in [
+        free.usage,
+        free.usage_daily,
+        free.usage_weekly,
+        free.usage_monthly,
+        free.byok_usage,
+    ] {
+        assert_eq!(v, Some(0.0), "integer zeros are zeros");
+    }
+    assert_eq!(free.limit, None);
+    let capped = wire::current_key(
+        &live_bytes("key_current.go_mission_2026-09-08.json"),
+        "capped",
+    )
+    .unwrap();
+    assert_eq!(capped.limit, Some(100.0));
+    assert_eq!(capped.limit_remaining, Some(92.634926647));
+    assert_eq!(capped.usage_monthly, Some(7.365073353));
+    assert_eq!(
+        usd(100.0).checked_sub(usd(7.365073353)),
+        Some(usd(92.634926647))
+    );
+}
+
+/// The newest `/keys` item: `last_used_at` and `external_user` (nullable) are accepted.
+#[test]
+fn keys_list_newest_item_with_last_used_at_and_external_user_decodes() {
+    let body = live("spec_newest.keys_item.example_last_used_at.json");
+    assert_eq!(body["data"][0]["last_used_at"], "2026-09-15T15:45:00Z");
+    assert!(body["data"][0]["external_user"].is_null());
+    let keys = wire::keys_page(&serde_json::to_vec(&body).unwrap()).unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(&*keys[0].hash, SPEC_HASH);
+    assert_eq!(keys[0].usage, Some(25.5));
+    assert_eq!(keys[0].workspace_id.as_deref(), Some(SPEC_WORKSPACE));
+}
+
+/// Live and newest `/activity` rows: `byok_requests`, `cached_tokens` (even
+/// above `prompt_tokens`), integer zeros, a time part in `date`.
+#[test]
+fn activity_live_row_shapes_decode() {
+    let owl = wire::activity(&live_bytes("activity.go_owl_alpha_2026-06-03.json")).unwrap();
+    assert_eq!(owl[0].usage, Some(0.0), "an integer zero");
+    assert_eq!(owl[0].byok_usage_inference, 0.0);
+    assert_eq!((owl[0].requests, owl[0].prompt_tokens), (274, 14_993_669));
+    let (spend, models) = wire::activity_figures(&owl, day("2026-06-04"));
+    assert_eq!(spend, Some(Usd::ZERO));
+    assert_eq!(models["openrouter/owl-alpha"].requests, 274);
+
+    let spec = wire::activity(&live_bytes(
+        "spec_newest.activity.example_cached_tokens.json",
+    ))
+    .unwrap();
+    let cached = wire::activity(&fixture(
+        "constructed/activity.cached_tokens_above_prompt.json",
+    ))
+    .unwrap();
+    for rows in [&spec, &cached] {
+        assert_eq!((rows[0].usage, rows[0].prompt_tokens), (Some(0.015), 50));
+    }
+    let (spend, _) = wire::activity_figures(&cached, day("2026-09-15"));
+    assert_eq!(spend, Some(usd(0.015)));
+}
+
+/// The recorded 676-row undated `/activity` answer (2026-04, 31 dates, 152
+/// `(date, model)` pairs split over endpoints, reasoning above completion
+/// on 68 rows), decoded end to end through the wire type and
+/// `activity::summarize`, read the day after its newest date (a 31st day
+/// back) and on that date (a partial today). Every figure equals an
+/// independent sum of the JSON.
+#[test]
+fn activity_recorded_676_rows_decode_and_sum_end_to_end() {
+    use openrouter_cost_exporter::activity::{summarize, ActivityCache, HISTORY_DAYS};
+    use std::collections::{BTreeMap, BTreeSet};
+
+    let body = live("activity.tokentop_recorded_2026-04.json");
+    let raw = body["data"].as_array().unwrap();
+    let rows = wire::activity(&live_bytes("activity.tokentop_recorded_2026-04.json")).unwrap();
+    assert_eq!((raw.len(), rows.len()), (676, 676));
+    let dates: BTreeSet<&str> = raw
+        .iter()
+        .map(|r| &r["date"].as_str().unwrap()[..10])
+        .collect();
+    assert_eq!(dates.len(), 31);
+    let mut pairs: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    for r in raw {
+        let pair = (r["date"].as_str().unwrap(), r["model"].as_str().unwrap());
+        *pairs.entry(pair).or_default() += 1;
+    }
+    let split = pairs.values().filter(|rows| **rows > 1).count();
+    assert_eq!(split, 152, "(date, model) pairs split over endpoints");
+    let above = |a: &str, b: &str| raw.iter().filter(|r| r[a].as_u64() > r[b].as_u64()).count();
+    assert_eq!(above("reasoning_tokens", "completion_tokens"), 68);
+
+    let nanos = |v: &serde_json::Value| (v.as_f64().unwrap() * 1e9).round() as i128;
+    for (today, newest_counted) in [("2026-04-23", "2026-04-22"), ("2026-04-22", "2026-04-21")] {
+        let today = day(today);
+        let first = today - chrono::Duration::days(HISTORY_DAYS);
+        let counted = |r: &&serde_json::Value| {
+            let d = day(&r["date"].as_str().unwrap()[..10]);
+            d >= first && d < today
+        };
+        // Independently: the 30 completed days' spend, and each model's figures.
+        let spend: i128 = raw.iter().filter(counted).map(|r| nanos(&r["usage"])).sum();
+        let mut by_model: BTreeMap<&str, (i128, u64, u64, u64, u64)> = BTreeMap::new();
+        for r in raw.iter().filter(counted) {
+            let m = by_model.entry(r["model"].as_str().unwrap()).or_default();
+            m.0 += nanos(&r["usage"]);
+            m.1 += r["requests"].as_u64().unwrap();
+            m.2 += r["prompt_tokens"].as_u64().unwrap();
+            m.3 += r["completion_tokens"].as_u64().unwrap();
+            m.4 += r["reasoning_tokens"].as_u64().unwrap();
+        }
+        assert!(raw
+            .iter()
+            .filter(counted)
+            .any(|r| r["date"].as_str().unwrap().starts_with(newest_counted)));
+        assert!(spend > 0);
+
+        let history = summarize(&rows, today).expect("every row readable");
+        assert_eq!(history.completed(), Usd::from_nanos(spend), "{today}");
+        let mut cache = ActivityCache::default();
+        assert_eq!(cache.apply("h", &rows, today), 0);
+        assert_eq!(
+            cache.completed_usage("h", today, 30),
+            Some(Usd::from_nanos(spend))
+        );
+        let models: BTreeMap<&str, _> = cache.models("h", today).unwrap().collect();
+        assert_eq!(models.len(), by_model.len(), "{today}");
+        for (model, (usage, requests, prompt, completion, reasoning)) in &by_model {
+            let got = models[model];
+            assert_eq!(got.usage, Usd::from_nanos(*usage), "{model}");
+            assert_eq!(
+                (
+                    got.requests,
+                    got.prompt_tokens,
+                    got.completion_tokens,
+                    got.reasoning_tokens
+                ),
+                (*requests, *prompt, *completion, *reasoning),
+                "{model}: endpoints summed, never overwritten"
+            );
+        }
+    }
+    // Read the day after: a 31st day back, and yesterday, so not a lagging window.
+    let after = summarize(&rows, day("2026-04-23")).unwrap();
+    assert!(after.shows_rollover() && !after.looks_behind());
+}
+
+/// Live `/credits`: a negative balance (usage above credits) and an integer
+/// `total_credits` are published as they are.
+#[tokio::test]
+async fn credits_live_negative_balance_and_integer_credits() {
+    for (name, credits, usage) in [
+        (
+            "credits.localrouter_negative_balance.json",
+            770.8176,
+            770.893717902,
+        ),
+        ("credits.dsh_2026-09-06.json", 1535.0, 1508.476966502),
+    ] {
+        let c = wire::credits(&live_bytes(name)).unwrap();
+        assert_eq!((c.total_credits, c.total_usage), (credits, usage), "{name}");
+        let sim = one_key_sim().await;
+        sim.state().faults.push(live_reply("/credits", 200, name));
+        let exporter = exporter(config(&sim.base_url(), ACME));
+        exporter.refresh().await.expect(name);
+        let samples = parse(&body(&exporter));
+        assert_eq!(value(&samples, "openrouter_account_up", &[]), 1.0, "{name}");
+        assert_eq!(
+            value(&samples, "openrouter_account_credits_usd", &[]),
+            credits
+        );
+        assert_eq!(value(&samples, "openrouter_account_usage_usd", &[]), usage);
+    }
+}

@@ -68,15 +68,17 @@ async fn every_key_exported_once_with_upstream_values_and_exact_company_sums() {
     let samples = parse(&text);
     let upstream = sim.state().clone();
 
-    // Pagination across both workspaces never trusts a page size: it ends on
-    // an empty page. 230 keys = 3 pages + 1 empty in A, 1 page + 1 empty in B,
-    // plus pages fetched ahead past the end (issue 17: at most K − 1 = 7 per workspace).
+    // Pagination across both workspaces never trusts a page size: each page is
+    // asked from the last key listed (issue 22), and a page holding that key
+    // alone ends it. 230 keys = pages at 0, 99, 198 and the last key alone at
+    // 229 in A, one page and the last key alone at 25 in B, plus pages
+    // fetched ahead past the end (issue 17: at most K − 1 = 7 per workspace).
     let key_pages: Vec<_> = upstream
         .requests
         .iter()
         .filter(|r| r.starts_with("/api/v1/keys"))
         .collect();
-    for (ws, needed) in [(WS_A, &[0, 100, 200, 230][..]), (WS_B, &[0, 26][..])] {
+    for (ws, needed) in [(WS_A, &[0, 99, 198, 229][..]), (WS_B, &[0, 25][..])] {
         let offsets: Vec<usize> = key_pages
             .iter()
             .filter(|r| r.contains(ws))
@@ -316,7 +318,7 @@ async fn failing_page_two_keeps_snapshot(fault: FaultResponse) {
         .insert("usage".into(), json!(999.0));
     sim.state()
         .faults
-        .push(Fault::new("/keys", fault).at_offset(100));
+        .push(Fault::new("/keys", fault).at_offset(99));
     assert!(exporter.refresh().await.is_err());
     let after = body(&exporter);
     assert_eq!(
@@ -485,8 +487,9 @@ async fn upstream_calls_per_refresh_are_minimal() {
     let requests = sim.state().requests.clone();
     let count = |p: &str| requests.iter().filter(|r| r.starts_with(p)).count();
     assert_eq!(count("/api/v1/workspaces"), 1);
-    // Workspace A: 230 keys → pages at 0, 100, 200 and the empty one at 230;
-    // workspace B: 26 keys → one page and the empty one at 26. Pages fetched
+    // Workspace A: 230 keys → pages at 0, 99, 198 and the last key alone at
+    // 229 (each page asked from the last key listed, issue 22); workspace B:
+    // 26 keys → one page and the last key alone at 25. Pages fetched
     // ahead past the end (issue 17) may add at most K − 1 = 7 per workspace;
     // B's first page is short, so it is listed one page at a time.
     let ahead = requests
@@ -496,7 +499,7 @@ async fn upstream_calls_per_refresh_are_minimal() {
             r.split("offset=")
                 .nth(1)
                 .and_then(|o| o.split('&').next()?.parse::<usize>().ok())
-                .is_some_and(|o| o > 230)
+                .is_some_and(|o| o > 229)
         })
         .count();
     assert!(ahead <= 7, "{requests:?}");

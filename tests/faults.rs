@@ -725,24 +725,25 @@ async fn a_key_page_repeating_forever_fails_whole_after_two_pages() {
     assert!(err.to_string().contains("repeats"), "{err}");
     assert!(err.to_string().contains(WS_A), "{err}");
     // Workspace A asked for page 1, got page 0 again: exactly 2 calls before giving up.
-    // 3 pages + the empty one in A, 1 page + the empty one in B, plus pages
+    // 3 pages + the last key alone in A, 1 page + the last key alone in B
+    // (pages are asked from the last key listed, issue 22), plus pages
     // fetched ahead past the end (issue 17: at most K − 1 = 7 per workspace).
     let per_good_refresh = good_calls;
     assert!(
         (6..=6 + 7).contains(&per_good_refresh),
         "{per_good_refresh}"
     );
-    let offset_100 = requests(
+    let offset_99 = requests(
         &sim,
-        &format!("/api/v1/keys?include_disabled=true&offset=100&workspace_id={WS_A}"),
+        &format!("/api/v1/keys?include_disabled=true&offset=99&workspace_id={WS_A}"),
     );
-    let offset_200 = requests(
+    let offset_198 = requests(
         &sim,
-        &format!("/api/v1/keys?include_disabled=true&offset=200&workspace_id={WS_A}"),
+        &format!("/api/v1/keys?include_disabled=true&offset=198&workspace_id={WS_A}"),
     );
-    // good, good, failing (stopped at offset 100), recovery.
-    assert_eq!(offset_100, 4);
-    assert_eq!(offset_200, 3);
+    // good, good, failing (stopped at offset 99), recovery.
+    assert_eq!(offset_99, 4);
+    assert_eq!(offset_198, 3);
 }
 
 #[tokio::test]

@@ -356,10 +356,20 @@ async fn guardrail_caps_and_workspace_budgets_are_exported_exactly() {
         ),
         1000.0
     );
-    // One call per workspace, and the guardrails read over three pages of 25.
+    // One call per workspace, and the guardrails (all in A, the default
+    // workspace) read per workspace (issue 22): over three pages of 25 in A
+    // (each asked from the last guardrail listed), one empty page in B.
     let requests = sim.state().requests.clone();
     let count = |p: &str| requests.iter().filter(|r| r.starts_with(p)).count();
-    assert_eq!(count("/api/v1/guardrails?"), 3);
+    let guardrail_pages = |ws: &str| {
+        requests
+            .iter()
+            .filter(|r| r.starts_with("/api/v1/guardrails?") && r.contains(ws))
+            .count()
+    };
+    assert_eq!(count("/api/v1/guardrails?"), 4);
+    assert_eq!(guardrail_pages(WS_A), 3);
+    assert_eq!(guardrail_pages(WS_B), 1);
     assert_eq!(count(&format!("/api/v1/workspaces/{WS_A}/budgets")), 1);
     assert_eq!(count(&format!("/api/v1/workspaces/{WS_B}/budgets")), 1);
 }

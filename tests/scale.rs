@@ -75,8 +75,10 @@ async fn pages_come_back_in_order_with_every_key_once_at_page_sizes_50_and_100()
         // 1,234 keys: a short last page, then the empty one.
         state.keys = keys(WS_A, 0, 1234);
         state.newest_first = true;
-        // Pages arriving out of order: early pages are the slowest.
-        for (offset, ms) in [(page_size, 120), (2 * page_size, 80), (5 * page_size, 60)] {
+        // Pages arriving out of order: early pages are the slowest. Pages are
+        // asked from the last key listed (issue 22): a page size less one apart.
+        let stride = page_size - 1;
+        for (offset, ms) in [(stride, 120), (2 * stride, 80), (5 * stride, 60)] {
             state.faults.push(
                 Fault::new("/keys", FaultResponse::Delay(Duration::from_millis(ms)))
                     .at_offset(offset)
@@ -105,7 +107,7 @@ async fn pages_come_back_in_order_with_every_key_once_at_page_sizes_50_and_100()
 
         // Calls: the pages a page-by-page listing makes, plus at most K − 1
         // speculative pages past the end.
-        let sequential = 1234usize.div_ceil(page_size) + 1;
+        let sequential = 1233usize.div_ceil(stride) + 1;
         let offsets = key_offsets(&sim, WS_A);
         assert!(
             offsets.len() >= sequential && offsets.len() < sequential + 8,
@@ -121,8 +123,8 @@ async fn pages_come_back_in_order_with_every_key_once_at_page_sizes_50_and_100()
             "no offset asked twice: {offsets:?}"
         );
         assert!(
-            offsets.contains(&1234),
-            "the empty page right after the last key: {offsets:?}"
+            offsets.contains(&1233),
+            "the page from the last key, holding it alone: {offsets:?}"
         );
         let peak = sim.state().max_in_flight;
         assert!(
@@ -136,8 +138,9 @@ async fn pages_come_back_in_order_with_every_key_once_at_page_sizes_50_and_100()
 async fn an_empty_page_mid_window_does_not_drop_earlier_pages_that_arrive_later() {
     let mut state = state(50, 5);
     state.keys = keys(WS_A, 0, 400);
-    // The last real pages are slow: the empty pages past the end come back first.
-    for offset in [300, 350] {
+    // The last real pages are slow: the empty pages past the end come back
+    // first. Pages are asked 49 apart (from the last key listed, issue 22).
+    for offset in [294, 343] {
         state.faults.push(
             Fault::new("/keys", FaultResponse::Delay(Duration::from_millis(300)))
                 .at_offset(offset)
@@ -154,9 +157,9 @@ async fn an_empty_page_mid_window_does_not_drop_earlier_pages_that_arrive_later(
     let expected: Vec<String> = (0..400).map(hash).collect();
     assert_eq!(hashes, expected);
     let offsets = key_offsets(&sim, WS_A);
-    assert!(offsets.contains(&400), "{offsets:?}");
+    assert!(offsets.contains(&399), "{offsets:?}");
     assert!(
-        offsets.iter().any(|o| *o > 400),
+        offsets.iter().any(|o| *o > 399),
         "a page past the end came back first: {offsets:?}"
     );
 }
@@ -235,7 +238,8 @@ async fn a_429_mid_window_backs_every_call_off_and_is_counted() {
     let mut state = state(50, 10);
     state.workspaces.truncate(1);
     state.keys = keys(WS_A, 0, 2000);
-    // One page, well into the window, is rate limited with Retry-After: 1.
+    // One page, well into the window, is rate limited with Retry-After: 1
+    // (pages are asked 49 apart, from the last key listed: issue 22).
     state.faults.push(
         Fault::new(
             "/keys",
@@ -244,7 +248,7 @@ async fn a_429_mid_window_backs_every_call_off_and_is_counted() {
                 retry_after: Some(1),
             },
         )
-        .at_offset(500)
+        .at_offset(490)
         .times(1),
     );
     let sim = start_sim(state).await;
@@ -283,7 +287,7 @@ async fn a_429_mid_window_backs_every_call_off_and_is_counted() {
     let answered = sim.state().answered.clone();
     let throttled_at = answered
         .iter()
-        .find(|(_, r)| r.starts_with("/api/v1/keys?") && r.contains("offset=500&"))
+        .find(|(_, r)| r.starts_with("/api/v1/keys?") && r.contains("offset=490&"))
         .map(|(t, _)| *t)
         .expect("the 429'd page");
     let quiet_from = throttled_at + Duration::from_millis(100);
@@ -296,7 +300,7 @@ async fn a_429_mid_window_backs_every_call_off_and_is_counted() {
     assert!(during.is_empty(), "calls during the back-off: {during:?}");
     let retried = answered
         .iter()
-        .filter(|(_, r)| r.contains("offset=500&"))
+        .filter(|(_, r)| r.contains("offset=490&"))
         .count();
     assert_eq!(retried, 2, "the 429'd page is asked again once");
 }

@@ -252,6 +252,12 @@ fn a_page_with_a_lone_surrogate_decodes_with_the_replacement_character() {
 #[tokio::test]
 async fn one_odd_key_name_no_longer_stops_the_accounts_figures() {
     let mut state = empty_state();
+    // The account holds the keys the odd page lists: the page asked next,
+    // from the last key (issue 22), finds it.
+    state.keys = vec![
+        key_with_usage(WS_A, 1, "acme-one", 1.0),
+        key_with_usage(WS_A, 2, "acme-two", 2.0),
+    ];
     state.total_credits = 10.0;
     state.total_usage = 3.0;
     let sim = start_sim(state).await;

@@ -1,17 +1,28 @@
 //! The exporter's slower-cadence organization lists (workspaces, members,
 //! guardrails, workspace budgets) and the start-up management-key check.
 //! A failure here never fails a key refresh: last good values are kept.
+//!
+//! Time: the lists share a budget of 0.45 × `refresh_interval`. The
+//! workspace list goes first (guardrails and budgets are read per
+//! workspace), with at most half of it; the others are then read side by
+//! side, each with all the time left, so that one slow list (members
+//! retrying) never leaves the others unread.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tracing::{debug, error, warn};
 
 use super::Exporter;
 use crate::config::{Config, Selector};
 use crate::snapshot::{OrgList, Organization};
 use crate::sync::lock;
-use crate::upstream::{Client, Endpoint, UpstreamError};
+use crate::upstream::{
+    Client, Endpoint, Guardrail, GuardrailKeyAssignment, Member, UpstreamError, Workspace,
+    WorkspaceBudget,
+};
 
 impl Exporter {
     /// Reads workspaces, members (when a company has a `creator` selector),
@@ -40,30 +51,33 @@ impl Exporter {
             .refresh_interval
             .mul_f64(0.45)
             .max(Duration::from_millis(250));
-        let deadline = tokio::time::Instant::now() + budget;
-        let client = client.with_deadline(deadline);
+        let started = Instant::now();
         let mut org = (*previous).clone();
-        let mut lists = vec![OrgList::Workspaces];
-        if has_creator_selectors(&config) {
-            lists.push(OrgList::Members);
+
+        let first_deadline = started + budget / 2;
+        let workspaces = client.with_deadline(first_deadline);
+        let read = read_in_time(workspaces, first_deadline, OrgList::Workspaces, None).await;
+        apply(&mut org, OrgList::Workspaces, read);
+
+        let ids = workspace_ids(&org);
+        let deadline = started + budget;
+        let client = client.with_deadline(deadline);
+        let mut tasks = JoinSet::new();
+        let mut unread = Vec::new();
+        for list in lists_to_read(&config) {
+            let (client, ids) = (client.clone(), ids.clone());
+            tasks.spawn(async move { (list, read_in_time(client, deadline, list, ids).await) });
+            unread.push(list);
         }
-        lists.extend([
-            OrgList::Guardrails,
-            OrgList::GuardrailAssignments,
-            OrgList::WorkspaceBudgets,
-        ]);
-        let mut done = Vec::new();
-        let work = read_lists(&client, &lists, &mut org, &mut done);
-        if tokio::time::timeout_at(deadline, work).await.is_err() {
-            warn!(
-                seconds = budget.as_secs_f64(),
-                "reading workspaces, members and caps did not finish in time; the unread lists keep their last values"
-            );
-        }
-        for list in lists {
-            if !done.contains(&list) {
-                org.mark(list, false);
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok((list, read)) = joined {
+                unread.retain(|l| *l != list);
+                apply(&mut org, list, read);
             }
+        }
+        // Only a task that panicked is left unread.
+        for list in unread {
+            org.mark(list, false);
         }
         lock(&self.shared.state).set_organization(org);
     }
@@ -105,48 +119,157 @@ pub(super) fn has_creator_selectors(config: &Config) -> bool {
         .any(|s| matches!(s, Selector::Creator(_)))
 }
 
-/// Reads `lists` into `org`, recording each one read in `done`.
-async fn read_lists(
-    client: &Client,
-    lists: &[OrgList],
-    org: &mut Organization,
-    done: &mut Vec<OrgList>,
-) {
-    for &list in lists {
-        let result: Result<(), UpstreamError> = async {
-            match list {
-                OrgList::Workspaces => {
-                    let listed = client.list_workspaces().await?.unwrap_or_default();
-                    org.set_workspaces(listed);
-                }
-                OrgList::Members => org.set_members(client.list_members().await?),
-                OrgList::Guardrails => org.set_guardrails(client.list_guardrails().await?),
-                OrgList::GuardrailAssignments => {
-                    org.set_guardrail_assignments(client.list_guardrail_key_assignments().await?)
-                }
-                OrgList::WorkspaceBudgets => {
-                    let Some(slugs) = org.workspace_slugs.as_ref() else {
-                        return Err(UpstreamError::Transport {
-                            endpoint: Endpoint::WorkspaceBudgets,
-                            message: "the workspace list was never read, so which workspaces to ask is unknown".into(),
-                        });
-                    };
-                    let mut ids: Vec<String> = slugs.keys().cloned().collect();
-                    ids.sort();
-                    let mut budgets = Vec::new();
-                    for id in ids {
-                        budgets.extend(client.workspace_budgets(&id).await?);
-                    }
-                    org.set_workspace_budgets(budgets);
-                }
-            }
-            Ok(())
-        }
-        .await;
-        if let Err(e) = &result {
-            warn!(list = list.as_str(), error = %e, "reading an organization list failed; keeping its last good values (openrouter_organization_list_stale 1)");
-        }
-        org.mark(list, result.is_ok());
-        done.push(list);
+/// The lists read after the workspace list: members only when a company
+/// selects keys by creator.
+fn lists_to_read(config: &Config) -> Vec<OrgList> {
+    let mut lists = Vec::new();
+    if has_creator_selectors(config) {
+        lists.push(OrgList::Members);
     }
+    lists.extend([
+        OrgList::Guardrails,
+        OrgList::GuardrailAssignments,
+        OrgList::WorkspaceBudgets,
+    ]);
+    lists
+}
+
+/// The ids of the workspaces last listed, sorted; `None` while never listed.
+fn workspace_ids(org: &Organization) -> Option<Vec<String>> {
+    let mut ids: Vec<String> = org.workspace_slugs.as_ref()?.keys().cloned().collect();
+    ids.sort();
+    Some(ids)
+}
+
+/// One organization list as read.
+enum Read {
+    Workspaces(Vec<Workspace>),
+    Members(Vec<Member>),
+    Guardrails(Vec<Guardrail>),
+    Assignments(Vec<GuardrailKeyAssignment>),
+    Budgets(Vec<WorkspaceBudget>),
+}
+
+/// Stores a list read into `org`, or keeps its last good value and marks it stale.
+fn apply(org: &mut Organization, list: OrgList, read: Result<Read, UpstreamError>) {
+    org.mark(list, read.is_ok());
+    match read {
+        Ok(Read::Workspaces(listed)) => org.set_workspaces(listed),
+        Ok(Read::Members(members)) => org.set_members(members),
+        Ok(Read::Guardrails(guardrails)) => org.set_guardrails(guardrails),
+        Ok(Read::Assignments(assignments)) => org.set_guardrail_assignments(assignments),
+        Ok(Read::Budgets(budgets)) => org.set_workspace_budgets(budgets),
+        Err(e) => {
+            warn!(list = list.as_str(), error = %e, "reading an organization list failed; keeping its last good values (openrouter_organization_list_stale 1)")
+        }
+    }
+}
+
+/// The endpoint a list is read from (for an error that names none).
+fn endpoint_of(list: OrgList) -> Endpoint {
+    match list {
+        OrgList::Workspaces => Endpoint::Workspaces,
+        OrgList::Members => Endpoint::Members,
+        OrgList::Guardrails => Endpoint::Guardrails,
+        OrgList::GuardrailAssignments => Endpoint::GuardrailAssignments,
+        OrgList::WorkspaceBudgets => Endpoint::WorkspaceBudgets,
+    }
+}
+
+/// [`read_list`], given up at `deadline` (the list's share of the budget).
+async fn read_in_time(
+    client: Client,
+    deadline: Instant,
+    list: OrgList,
+    workspaces: Option<Vec<String>>,
+) -> Result<Read, UpstreamError> {
+    match tokio::time::timeout_at(deadline, read_list(&client, list, workspaces)).await {
+        Ok(read) => read,
+        Err(_) => {
+            warn!(
+                list = list.as_str(),
+                "reading an organization list did not finish in its time; it keeps its last values"
+            );
+            Err(UpstreamError::Timeout {
+                endpoint: endpoint_of(list),
+            })
+        }
+    }
+}
+
+/// Reads one list. Guardrails and budgets are read per workspace listed
+/// (`workspaces`); guardrails of the default workspace alone when none is.
+async fn read_list(
+    client: &Client,
+    list: OrgList,
+    workspaces: Option<Vec<String>>,
+) -> Result<Read, UpstreamError> {
+    Ok(match list {
+        OrgList::Workspaces => {
+            Read::Workspaces(client.list_workspaces().await?.unwrap_or_default())
+        }
+        OrgList::Members => Read::Members(client.list_members().await?),
+        OrgList::GuardrailAssignments => {
+            Read::Assignments(client.list_guardrail_key_assignments().await?)
+        }
+        OrgList::Guardrails => {
+            let ids = workspaces.filter(|ids| !ids.is_empty());
+            let Some(ids) = ids else {
+                return Ok(Read::Guardrails(client.list_guardrails(None).await?));
+            };
+            let mut guardrails = per_workspace(client, ids, |client, id| async move {
+                client.list_guardrails(Some(&id)).await
+            })
+            .await?;
+            // A guardrail listed under two workspaces counts once.
+            let mut seen = std::collections::HashSet::new();
+            guardrails.retain(|g| seen.insert(g.id.clone()));
+            Read::Guardrails(guardrails)
+        }
+        OrgList::WorkspaceBudgets => {
+            let Some(ids) = workspaces else {
+                return Err(UpstreamError::Transport {
+                    endpoint: Endpoint::WorkspaceBudgets,
+                    message:
+                        "the workspace list was never read, so which workspaces to ask is unknown"
+                            .into(),
+                });
+            };
+            Read::Budgets(
+                per_workspace(client, ids, |client, id| async move {
+                    client.workspace_budgets(&id).await
+                })
+                .await?,
+            )
+        }
+    })
+}
+
+/// `call` for each workspace id, side by side (the client's budget of calls
+/// in flight bounds them), joined in the order of `ids`; the first failure fails all.
+async fn per_workspace<T, F, Fut>(
+    client: &Client,
+    ids: Vec<String>,
+    call: F,
+) -> Result<Vec<T>, UpstreamError>
+where
+    T: Send + 'static,
+    F: Fn(Client, String) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<T>, UpstreamError>> + Send + 'static,
+{
+    let mut tasks = JoinSet::new();
+    for (index, id) in ids.into_iter().enumerate() {
+        let call = call(client.clone(), id);
+        tasks.spawn(async move { (index, call.await) });
+    }
+    let mut read = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let (index, items) = joined.map_err(|e| UpstreamError::Transport {
+            endpoint: Endpoint::WorkspaceBudgets,
+            message: format!("task failed: {e}"),
+        })?;
+        read.push((index, items?));
+    }
+    read.sort_by_key(|(index, _)| *index);
+    Ok(read.into_iter().flat_map(|(_, items)| items).collect())
 }

@@ -89,6 +89,15 @@ impl SimKey {
         self.workspace == workspace || self.also_listed_in.iter().any(|w| w == workspace)
     }
 
+    /// Whether the key's `expires_at` (RFC 3339) is at or before `now`.
+    pub(super) fn expired_at(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        self.fields
+            .get("expires_at")
+            .and_then(Value::as_str)
+            .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
+            .is_some_and(|at| at <= now)
+    }
+
     pub fn set(mut self, field: &str, value: Value) -> SimKey {
         self.fields.insert(field.to_string(), value);
         self
@@ -149,6 +158,9 @@ pub struct SimState {
     /// List keys most recent first (reverse insertion order), as the real API does.
     pub newest_first: bool,
     pub keys: Vec<SimKey>,
+    /// Items to delete while their list is paged ([`Deletion`]): each fires
+    /// once, in order.
+    pub deletions: Vec<Deletion>,
     pub total_credits: f64,
     pub total_usage: f64,
     /// Scripted faults, tried in order (tests only: the `testing` feature).
@@ -206,6 +218,7 @@ impl SimState {
             keys_page_size: DEFAULT_PAGE_SIZE,
             newest_first: false,
             keys: Vec::new(),
+            deletions: Vec::new(),
             total_credits: 0.0,
             total_usage: 0.0,
             #[cfg(any(test, feature = "testing"))]
@@ -262,9 +275,58 @@ impl SimState {
         self.requests.push(seen);
     }
 
+    /// The deletion hook: the first [`Deletion`] due deletes its item as a
+    /// request to its path asking from its offset or beyond arrives (before
+    /// the request is answered).
+    pub(super) fn delete_on_arrival(&mut self, request: &SimRequest) {
+        let offset: usize = request
+            .params
+            .get("offset")
+            .and_then(|o| o.parse().ok())
+            .unwrap_or(0);
+        let Some(due) = self.deletions.first() else {
+            return;
+        };
+        if due.path != request.path || offset < due.offset {
+            return;
+        }
+        let Deletion { id, .. } = self.deletions.remove(0);
+        let has_id = |item: &Value| item.get("id").and_then(Value::as_str) == Some(id.as_str());
+        match request.path.as_str() {
+            "/keys" => self.keys.retain(|k| k.hash() != id),
+            "/workspaces" => self.workspaces.retain(|(w, _)| *w != id),
+            "/organization/members" => self.members.retain(|m| !has_id(m)),
+            "/guardrails" => self.guardrails.retain(|g| !has_id(g)),
+            "/guardrails/assignments/keys" => self.guardrail_key_assignments.retain(|a| !has_id(a)),
+            _ => {}
+        }
+    }
+
     /// Sum of `usage` over all keys: what `/credits` would report with nothing deleted.
     pub fn keys_lifetime_usage(&self) -> f64 {
         self.keys.iter().filter_map(|k| k.num("usage")).sum()
+    }
+}
+
+/// An item deleted while its list is paged: when the first request to
+/// `path` (`/keys`, `/workspaces`, `/organization/members`, `/guardrails`,
+/// `/guardrails/assignments/keys`) asking from `offset` or beyond arrives,
+/// the item `id` (a key's hash, or the `id` of a workspace or list item) is
+/// deleted before that request is answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deletion {
+    pub path: String,
+    pub offset: usize,
+    pub id: String,
+}
+
+impl Deletion {
+    pub fn new(path: &str, offset: usize, id: &str) -> Deletion {
+        Deletion {
+            path: path.to_string(),
+            offset,
+            id: id.to_string(),
+        }
     }
 }
 

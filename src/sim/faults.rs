@@ -7,6 +7,7 @@
 //! | `/credits` failing forever (500, 403, …) | [`SimState::fail_forever`]`("/credits", 500)` (a [`Fault`] with no `times`) |
 //! | a recorded body (any status) served verbatim | [`FaultResponse::Reply`]`{status, body}` |
 //! | `Retry-After` in seconds, as an HTTP date, or garbage | [`FaultResponse::Error`]`{retry_after: Some(secs)}` or [`FaultResponse::ErrorRetryAfter`]`{value}` |
+//! | a live-shaped 429: no `Retry-After`, the reset in the body (epoch ms) | [`FaultResponse::RateLimitReset`]`(wait)` |
 //!
 //! [`SimState::fail_forever`]: super::SimState::fail_forever
 
@@ -32,6 +33,10 @@ pub enum FaultResponse {
     /// An OpenRouter error body with this status and a verbatim `Retry-After`
     /// header: an HTTP date (`Wed, 21 Oct 2026 07:28:00 GMT`), a huge number, garbage.
     ErrorRetryAfter { status: u16, value: String },
+    /// A 429 as live OpenRouter sends it: no `Retry-After` header, the
+    /// rate-limit headers copied into `error.metadata.headers` as strings,
+    /// `X-RateLimit-Reset` this long from now in epoch milliseconds.
+    RateLimitReset(Duration),
     /// A 200 with this body and content type.
     Raw { content_type: String, body: String },
     /// Any status with this body verbatim (e.g. a recorded error body from
@@ -159,6 +164,10 @@ pub(super) fn replacement(
             retry_after,
         } => with_retry_after(*status, retry_after.map(|s| s.to_string()).as_deref()),
         FaultResponse::ErrorRetryAfter { status, value } => with_retry_after(*status, Some(value)),
+        FaultResponse::RateLimitReset(wait) => Response::builder()
+            .status(StatusCode::TOO_MANY_REQUESTS)
+            .header("content-type", "application/json")
+            .body(SimBody::full(rate_limit_body(*wait))),
         FaultResponse::Reply { status, body } => Response::builder()
             .status(StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
             .header("content-type", "application/json")
@@ -207,6 +216,31 @@ fn with_retry_after(
         response.headers_mut().insert("retry-after", v);
     }
     Ok(response)
+}
+
+/// The body of a live 429 (`error_429.free_models_per_min_2025-12-13.json`)
+/// whose counter resets `wait` from now.
+fn rate_limit_body(wait: Duration) -> String {
+    let reset = std::time::SystemTime::now()
+        .checked_add(wait)
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis());
+    serde_json::json!({
+        "error": {
+            "message": "Rate limit exceeded: simulated. ",
+            "code": 429,
+            "metadata": {
+                "headers": {
+                    "X-RateLimit-Limit": "20",
+                    "X-RateLimit-Remaining": "0",
+                    "X-RateLimit-Reset": reset.to_string(),
+                },
+                "provider_name": null,
+            },
+        },
+        "user_id": "user_sim",
+    })
+    .to_string()
 }
 
 /// `remaining` bytes of filler, sliced from one chunk: no allocation per byte sent.

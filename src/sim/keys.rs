@@ -11,7 +11,9 @@ use super::http::{error_response, json_response, SimBody};
 use crate::config::is_uuid;
 
 /// `GET /keys`: one page of a workspace's keys (default: the first
-/// workspace), enabled only unless `include_disabled=true`.
+/// workspace), enabled only unless `include_disabled=true`, and not yet
+/// expired (an `expires_at` in the past) unless `include_expired=true`, as
+/// newer OpenRouter lists them.
 pub(super) fn list(params: &HashMap<String, String>, st: &SimState) -> Response<SimBody> {
     let workspace = match params.get("workspace_id") {
         Some(ws) => {
@@ -31,6 +33,8 @@ pub(super) fn list(params: &HashMap<String, String>, st: &SimState) -> Response<
             .unwrap_or_default(),
     };
     let include_disabled = params.get("include_disabled").map(String::as_str) == Some("true");
+    let include_expired = params.get("include_expired").map(String::as_str) == Some("true");
+    let now = chrono::Utc::now();
     let offset: usize = params
         .get("offset")
         .and_then(|o| o.parse().ok())
@@ -50,7 +54,8 @@ pub(super) fn list(params: &HashMap<String, String>, st: &SimState) -> Response<
                     .get("disabled")
                     .and_then(Value::as_bool)
                     .unwrap_or(false)
-        });
+        })
+        .filter(|k| include_expired || !k.expired_at(now));
     let ordered: Vec<&SimKey> = if st.newest_first {
         listed.rev().collect()
     } else {

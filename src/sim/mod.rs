@@ -20,13 +20,15 @@
 //! |---|---|
 //! | `/keys` page size (real: undocumented; newer endpoints default to 50) | `state.keys_page_size = 50` (default [`DEFAULT_PAGE_SIZE`]); a `limit` query parameter can only shrink it |
 //! | keys listed most recent first, like the real API | `state.newest_first = true` |
+//! | expired keys left out of `/keys` unless `include_expired=true` (newer API) | an `expires_at` in the past ([`SimKey::set`]) |
+//! | an item deleted while its list is paged (a key, a workspace, a member, a guardrail, an assignment) | `state.deletions.push(`[`Deletion`]`::new("/keys", 100, &hash))`: deleted as the first request to that path asking from `offset` 100 or beyond arrives |
 //! | null or absent fields on chosen keys | [`SimKey::null`], [`SimKey::nulls`], [`SimKey::without`], [`SimKey::without_all`] with [`KEY_LIMIT_FIELDS`], [`KEY_DATE_FIELDS`], [`KEY_BYOK_FIELDS`], … |
 //! | a key listed in two workspaces | [`SimKey::also_in`] |
 //! | `/workspaces` empty, 403 or 404 | `state.workspaces_mode = `[`WorkspacesMode::Empty`] / [`WorkspacesMode::Status`]`(403)`; `workspaces_api = false` is the older spelling of `Status(404)` |
 //! | `/workspaces` without the default workspace | `state.list_default_workspace = false` |
 //! | `/workspaces` paged below the asked `limit` (stop on `total_count`) | `state.workspaces_page_size = 50` (default 100, the documented maximum; default `limit` 50) |
 //! | workspace slug vs UUID | every workspace has a slug ([`SimState::slug_of`]); `GET /workspaces/{id or slug}` resolves both; `/keys?workspace_id=<slug>` is a 400, as for any non-UUID |
-//! | organization members, guardrails, their key assignments, workspace budgets | `state.members`, `state.guardrails`, `state.guardrail_key_assignments` (spec shapes, paged on `offset`/`limit` with `total_count`, at most `state.org_page_size` per page); `state.workspace_budgets[workspace id]` ([`member_json`], [`guardrail_json`], [`assignment_json`], [`budget_json`]) |
+//! | organization members, guardrails (per workspace: `workspace_id`, `null` = the default one), their key assignments, workspace budgets | `state.members`, `state.guardrails`, `state.guardrail_key_assignments` (spec shapes, paged on `offset`/`limit` with `total_count`, at most `state.org_page_size` per page); `state.workspace_budgets[workspace id]` ([`member_json`], [`guardrail_json`], [`assignment_json`], [`budget_json`]) |
 //! | a management key that is not one (`GET /key` answers `is_management_key: false`, `/keys` a 401) | `state.management_key_is_management = false` |
 //! | a real network's round trip: every call answered after a delay | `state.latency = Duration::from_millis(250)` |
 //! | how many requests were in flight at once | `state.max_in_flight` (peak since start or since reset), `state.in_flight` (now); `state.answered`: each request with when it was answered |
@@ -50,8 +52,8 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 pub use account::{
-    SimKey, SimState, WorkspacesMode, DEFAULT_PAGE_SIZE, KEY_BYOK_FIELDS, KEY_DATE_FIELDS,
-    KEY_IDENTITY_FIELDS, KEY_LIMIT_FIELDS,
+    Deletion, SimKey, SimState, WorkspacesMode, DEFAULT_PAGE_SIZE, KEY_BYOK_FIELDS,
+    KEY_DATE_FIELDS, KEY_IDENTITY_FIELDS, KEY_LIMIT_FIELDS,
 };
 #[cfg(any(test, feature = "testing"))]
 pub use faults::{Fault, FaultResponse};
@@ -161,7 +163,11 @@ async fn respond(
     request: SimRequest,
     state: &Mutex<SimState>,
 ) -> Result<Response<SimBody>, std::io::Error> {
-    lock(state).record(&request);
+    {
+        let mut st = lock(state);
+        st.record(&request);
+        st.delete_on_arrival(&request);
+    }
     Ok(answer(&request, &lock(state)))
 }
 
@@ -175,6 +181,7 @@ async fn respond(
     let fault = {
         let mut st = lock(state);
         st.record(&request);
+        st.delete_on_arrival(&request);
         faults::take(&mut st.faults, &request)
     };
     if let Some(replaced) = fault
@@ -215,7 +222,7 @@ fn answer(request: &SimRequest, st: &SimState) -> Response<SimBody> {
     let params = &request.params;
     match request.path.as_str() {
         "/organization/members" => organization::list(&st.members, params, st),
-        "/guardrails" => organization::list(&st.guardrails, params, st),
+        "/guardrails" => organization::guardrails(params, st),
         "/guardrails/assignments/keys" => {
             organization::list(&st.guardrail_key_assignments, params, st)
         }

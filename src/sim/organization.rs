@@ -1,6 +1,6 @@
-//! The organization endpoints: members, guardrails and their key assignments
-//! (counted lists paged on `offset`/`limit`), workspace budgets, and the
-//! spec-shaped items tests put in them.
+//! The organization endpoints: members, guardrails (one workspace's at a
+//! time) and their key assignments (counted lists paged on `offset`/`limit`),
+//! workspace budgets, and the spec-shaped items tests put in them.
 
 use std::collections::HashMap;
 
@@ -30,6 +30,30 @@ pub(super) fn list(
     json_response(200, json!({"data": page, "total_count": items.len()}))
 }
 
+/// `GET /guardrails`: the guardrails of the workspace `workspace_id` names
+/// (default: the first), as the spec has it. A guardrail whose
+/// `workspace_id` is `null` belongs to the first (default) workspace.
+pub(super) fn guardrails(params: &HashMap<String, String>, st: &SimState) -> Response<SimBody> {
+    let default = st.workspaces.first().map(|(id, _)| id.as_str());
+    let workspace = match params.get("workspace_id") {
+        Some(wanted) => match st.workspaces.iter().find(|(id, _)| id == wanted) {
+            Some((id, _)) => Some(id.as_str()),
+            None => return error_response(404, "Workspace not found"),
+        },
+        None => default,
+    };
+    let listed: Vec<Value> = st
+        .guardrails
+        .iter()
+        .filter(|g| match g.get("workspace_id").and_then(Value::as_str) {
+            Some(own) => Some(own) == workspace,
+            None => workspace == default,
+        })
+        .cloned()
+        .collect();
+    list(&listed, params, st)
+}
+
 /// `GET /workspaces/{id or slug}/budgets`.
 pub(super) fn budgets(wanted: &str, st: &SimState) -> Response<SimBody> {
     let Some((id, _)) = st.workspace(&percent_decode(wanted)) else {
@@ -48,6 +72,7 @@ pub fn member_json(id: &str, email: &str, first_name: &str, last_name: &str) -> 
 }
 
 /// A guardrail as `GET /guardrails` lists it; `limit_usd` and `reset_interval` may be `None` (null).
+/// Its `workspace_id` is `null`: the default workspace's (set it to put it in another).
 pub fn guardrail_json(id: &str, name: &str, limit_usd: Option<f64>, reset: Option<&str>) -> Value {
     json!({
         "id": id, "name": name, "description": null, "limit_usd": limit_usd,

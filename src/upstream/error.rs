@@ -1,6 +1,6 @@
 //! Why an OpenRouter call failed: [`Endpoint`], [`UpstreamError`] and its
-//! bounded failure reason, and the error text taken from an answer, with the
-//! management key kept out of it.
+//! bounded failure reason, and what is taken from an error answer: its text,
+//! with the management key kept out of it, and the wait a 429 body names.
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -251,6 +251,28 @@ fn upstream_message(body: &[u8], secret: &str) -> String {
     }
 }
 
+/// The wait a 429 body names when no `Retry-After` header came: live 429s
+/// copy the rate-limit headers into `error.metadata.headers`, as strings,
+/// with `X-RateLimit-Reset` in epoch **milliseconds**. `now_ms` is the
+/// current time in epoch milliseconds; a reset already past waits nothing.
+pub(super) fn body_reset_wait(body: &[u8], now_ms: u64) -> Option<Duration> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let headers = value
+        .get("error")?
+        .get("metadata")?
+        .get("headers")?
+        .as_object()?;
+    let reset = headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("x-ratelimit-reset"))?
+        .1;
+    let reset_ms = match reset {
+        serde_json::Value::String(s) => s.trim().parse::<u64>().ok()?,
+        other => other.as_u64()?,
+    };
+    Some(Duration::from_millis(reset_ms.saturating_sub(now_ms)))
+}
+
 /// A proxy or server that echoes the request (headers included) into its
 /// error body must not carry the management key into our logs and errors:
 /// `secret` itself goes, and anything else shaped like a key ([`redact_keys`]).
@@ -349,6 +371,37 @@ mod tests {
         assert_eq!(upstream_message(b"", "k"), "empty body");
         let long = "x".repeat(1000);
         assert!(upstream_message(long.as_bytes(), "k").chars().count() <= 301);
+    }
+
+    #[test]
+    fn a_429_body_names_its_reset_in_epoch_milliseconds() {
+        // The live shape (error_429.free_models_per_min_2025-12-13.json).
+        let body = br#"{"error":{"message":"Rate limit exceeded: free-models-per-min. ","code":429,
+            "metadata":{"headers":{"X-RateLimit-Limit":"20","X-RateLimit-Remaining":"0",
+            "X-RateLimit-Reset":"1765661700000"},"provider_name":null}},
+            "user_id":"user_2tsSIuSAxDMYKP7X6YbWZaK19xm"}"#;
+        let now = 1_765_661_700_000 - 42_500;
+        assert_eq!(
+            body_reset_wait(body, now),
+            Some(Duration::from_millis(42_500))
+        );
+        assert_eq!(
+            body_reset_wait(body, now + 60_000),
+            Some(Duration::ZERO),
+            "a reset already past waits nothing"
+        );
+        let number = br#"{"error":{"metadata":{"headers":{"x-ratelimit-reset":2000}}}}"#;
+        assert_eq!(
+            body_reset_wait(number, 500),
+            Some(Duration::from_millis(1500))
+        );
+        for none in [
+            &br#"{"error":{"code":429,"message":"Rate limit exceeded"}}"#[..],
+            br#"{"error":{"metadata":{"headers":{"X-RateLimit-Reset":"soon"}}}}"#,
+            b"not json",
+        ] {
+            assert_eq!(body_reset_wait(none, 0), None);
+        }
     }
 
     #[test]

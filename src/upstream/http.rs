@@ -12,7 +12,8 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use super::error::{
-    redact, redirect_error, status_error, transport_error, Endpoint, UpstreamError, MAX_BODY_BYTES,
+    body_reset_wait, redact, redirect_error, status_error, transport_error, Endpoint,
+    UpstreamError, MAX_BODY_BYTES,
 };
 use super::wire::{self, CountedPage};
 use super::Client;
@@ -64,8 +65,9 @@ impl Client {
                     if matches!(error.status(), Some(429 | 503)) {
                         self.telemetry.count_throttled();
                         self.stats.throttled.fetch_add(1, Ordering::Relaxed);
-                        // Everyone waits out a back-off the refresh can afford.
-                        self.limiter.throttled(permit.sent, fits.then_some(delay));
+                        // The calls it holds wait out a back-off the refresh can afford.
+                        self.limiter
+                            .throttled(endpoint, permit.sent, fits.then_some(delay));
                     }
                     drop(permit);
                     if !error.retryable() || retry >= self.retry.attempts {
@@ -84,7 +86,8 @@ impl Client {
         }
     }
 
-    /// One HTTP call; on failure also returns the server's `Retry-After`.
+    /// One HTTP call; on failure also returns the wait the server asks for:
+    /// its `Retry-After` header, else a 429 body's `X-RateLimit-Reset`.
     async fn get_once<Q: serde::Serialize + ?Sized>(
         &self,
         endpoint: Endpoint,
@@ -133,6 +136,10 @@ impl Client {
             .await
             .map_err(|e| (e, retry_after))?;
         if !(200..300).contains(&status) {
+            let retry_after = match retry_after {
+                None if status == 429 => body_reset_wait(&body, epoch_millis()),
+                header => header,
+            };
             return Err((status_error(endpoint, status, &body, secret), retry_after));
         }
         if let Some(ct) = content_type {
@@ -180,6 +187,13 @@ impl Client {
             );
         }
     }
+}
+
+/// Now, in epoch milliseconds (the unit of a 429 body's `X-RateLimit-Reset`).
+fn epoch_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Reads the body into `body` (cleared first), refusing more than

@@ -3,9 +3,14 @@
 //! of one workspace's keys with its assembly in offset order.
 //!
 //! The API documents no page size for `/keys` (newer list endpoints default
-//! to 50), so a listing never trusts one: it ends on an empty page. A
-//! non-empty page that adds no new key means the server ignores `offset`:
-//! that fails the refresh (`reason="pagination"`) rather than drop keys.
+//! to 50), so a listing never trusts one: it ends when a page asked from the
+//! last key's position holds nothing past it. Pages overlap by one key, so a
+//! key deleted mid-listing cannot make another vanish unseen
+//! ([`continuity`](super::continuity)): such a shift is read past from one
+//! page further back, or the workspace is listed again (at most
+//! [`RELISTS`] times) before the refresh fails (`reason="pagination"`). A
+//! page of keys already listed where new ones were due means the server
+//! ignores `offset`: that fails the refresh too, rather than drop keys.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::BuildHasher;
@@ -13,10 +18,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio::task::JoinSet;
-use tracing::debug;
+use tracing::{debug, warn};
 
+use super::continuity::{Broken, Continuity};
 use super::error::{pagination, redact_keys, Endpoint, UpstreamError};
-use super::organization::MAX_PAGES;
+use super::organization::{MAX_PAGES, RELISTS};
 use super::wire::{ApiKey, Credits};
 use super::Client;
 use crate::config::{is_uuid, Workspaces};
@@ -125,45 +131,79 @@ impl Client {
             .collect()
     }
 
-    /// Every key of one workspace (or the default one), disabled keys
-    /// included. Pages are read until one is empty.
-    ///
-    /// The first page alone shows the page size; the next offsets are then
-    /// fetched ahead, up to the limiter's limit at once (growing from 1 by one
-    /// per full page, so a small workspace costs what it did one page at a
-    /// time). No new offset is issued once a page comes back short or empty.
-    /// Pages are assembled in offset order: an empty page ends the listing
-    /// only once every page before it is in; a short page leaves a gap that is
-    /// fetched at its exact offset. So the keys, their order, the de-duplication
-    /// and the "no new key" guard are those of a page-by-page listing.
+    /// Every key of one workspace (or the default one), disabled and
+    /// expired keys included, each once. Listed again from the start when
+    /// the list shifted under the listing in a way one page back could not
+    /// mend; after [`RELISTS`] such tries the listing fails as `pagination`.
     pub async fn list_keys(&self, workspace: Option<&str>) -> Result<Vec<ApiKey>, UpstreamError> {
         let label = match workspace {
             Some(w) => format!("/keys?workspace_id={w}"),
             None => "/keys".to_string(),
         };
-        let mut listing = Assembly::new(workspace);
-        let first = self.keys_page(workspace, 0).await?;
-        let step = first.len();
-        if listing.add(0, first).map_err(|m| pagination(&label, m))? {
-            return Ok(listing.done());
-        }
-        let mut pages = PagesOut::new(self, workspace, step);
+        let mut relists = 0;
         loop {
-            pages.issue(listing.covered);
+            match self.list_keys_once(workspace, &label).await? {
+                Ok(keys) => return Ok(keys),
+                Err(Broken::Shifted(message)) if relists < RELISTS => {
+                    relists += 1;
+                    warn!(listing = %redact_keys(&label), reason = %message, relists, "the key list shifted while it was paged; listing it again");
+                }
+                Err(Broken::Shifted(message)) => {
+                    let message = format!("{message}; still so after {RELISTS} new listings");
+                    return Err(pagination(&label, message));
+                }
+                Err(Broken::Repeats(message)) => return Err(pagination(&label, message)),
+            }
+        }
+    }
+
+    /// One listing of a workspace's keys; `Ok(Err(_))` when it broke.
+    ///
+    /// The first page alone shows the page size; the next offsets are then
+    /// fetched ahead, up to the limiter's limit at once (growing from 1 by one
+    /// per full page, so a small workspace costs what it did one page at a
+    /// time), each from the last key of the page before. No new offset is
+    /// issued once a page comes back short or empty. Pages are assembled in
+    /// offset order, each once the key it overlaps is listed; a short page
+    /// leaves a gap that is fetched from its last key. A page that does not
+    /// hold the key listed last (keys deleted before it) is read past from
+    /// one page further back, at most [`MAX_RESYNCS`] times.
+    async fn list_keys_once(
+        &self,
+        workspace: Option<&str>,
+        label: &str,
+    ) -> Result<Result<Vec<ApiKey>, Broken>, UpstreamError> {
+        let mut listing = Assembly::new(workspace);
+        match listing.add(0, self.keys_page(workspace, 0).await?) {
+            Ok(false) => {}
+            Ok(true) => return Ok(Ok(listing.done())),
+            Err(broken) => return Ok(Err(broken)),
+        }
+        let mut pages = PagesOut::new(self, workspace, &listing.continuity);
+        let mut resyncs = 0;
+        loop {
+            pages.issue(listing.continuity.next_offset());
             if pages.asked > MAX_PAGES {
-                return Err(pagination(&label, format!("more than {MAX_PAGES} pages")));
+                return Err(pagination(label, format!("more than {MAX_PAGES} pages")));
             }
             if !pages.receive().await? {
                 // Not reached: a page is always out here (the gap fill in `issue`).
-                return Err(pagination(&label, "no page left to fetch".into()));
+                return Err(pagination(label, "no page left to fetch".into()));
             }
-            while let Some((offset, page)) = pages.ready(listing.covered) {
-                if listing
-                    .add(offset, page)
-                    .map_err(|m| pagination(&label, m))?
-                {
+            while let Some((offset, page)) = pages.ready(listing.continuity.next_offset()) {
+                let mut added = listing.add(offset, page);
+                if matches!(added, Err(Broken::Shifted(_))) && resyncs < MAX_RESYNCS {
+                    // The key listed last moved down: find it one page back.
+                    resyncs += 1;
+                    let back = listing.continuity.one_page_back();
+                    debug!(listing = %redact_keys(label), offset, back, "the key list shifted; reading one page back");
+                    added = listing.add(back, self.keys_page(workspace, back).await?);
+                }
+                match added {
+                    Ok(false) => {}
                     // Pages still out past the end: see `PagesOut`.
-                    return Ok(listing.done());
+                    Ok(true) => return Ok(Ok(listing.done())),
+                    Err(broken) => return Ok(Err(broken)),
                 }
             }
         }
@@ -182,12 +222,19 @@ impl Client {
         if let Some(ws) = workspace {
             query.push(("workspace_id", ws.to_string()));
         }
+        // Newer OpenRouter leaves expired keys out unless asked; their spend
+        // this month is still billed spend.
+        query.push(("include_expired", "true".to_string()));
         let body = self.get(Endpoint::Keys, "/keys", &query).await?;
         self.stats.key_pages.fetch_add(1, Ordering::Relaxed);
         // What `wire::parse_keys_page` (the fuzzed decoder) runs, counted.
         self.decode(Endpoint::Keys, &body)
     }
 }
+
+/// Reads one page back past a shift at most this many times per listing
+/// (each costs one call); past that, the workspace is listed again.
+const MAX_RESYNCS: usize = 64;
 
 /// The page fetches of one listing after its first page: which offsets are
 /// out, which pages are in but not yet assembled, and how many may be out.
@@ -205,6 +252,9 @@ struct PagesOut {
     workspace: Option<String>,
     /// The first page's length: the page size.
     step: usize,
+    /// How far apart the pages are asked: the page size less the one key
+    /// each page shares with the one before it.
+    stride: usize,
     /// The most pages out or waiting at once (the limiter's limit), and how many now.
     most: usize,
     window: usize,
@@ -225,8 +275,10 @@ impl Drop for PagesOut {
 }
 
 impl PagesOut {
-    fn new(client: &Client, workspace: Option<&str>, step: usize) -> PagesOut {
+    fn new(client: &Client, workspace: Option<&str>, listed: &Continuity) -> PagesOut {
         let stop = Arc::new(AtomicBool::new(false));
+        let step = listed.step();
+        let stride = step - listed.overlap();
         PagesOut {
             tasks: JoinSet::new(),
             pager: Client {
@@ -236,9 +288,10 @@ impl PagesOut {
             stop,
             workspace: workspace.map(str::to_string),
             step,
+            stride,
             most: client.limiter.limit().max(1),
             window: 1,
-            next_offset: step,
+            next_offset: stride,
             issuing: true,
             asked: 1,
             in_flight: BTreeSet::new(),
@@ -255,22 +308,23 @@ impl PagesOut {
         self.asked += 1;
     }
 
-    /// Sends what is due once keys `0..covered` are listed: a gap (a short
-    /// page before later ones) at its exact offset, then new offsets up to the window.
-    fn issue(&mut self, covered: usize) {
+    /// Sends what is due once the next page is due at offset `next` (the
+    /// last key listed): a gap (a short page before later ones) from `next`
+    /// itself, then new offsets up to the window.
+    fn issue(&mut self, next: usize) {
         let lowest = match (self.in_flight.first(), self.arrived.keys().next()) {
             (Some(a), Some(b)) => Some(*a.min(b)),
             (a, b) => a.or(b).copied(),
         };
-        if lowest.map_or(true, |o| o > covered) && !self.in_flight.contains(&covered) {
-            self.spawn(covered);
-            if covered >= self.next_offset {
-                self.next_offset = covered + self.step;
+        if lowest.map_or(true, |o| o > next) && !self.in_flight.contains(&next) {
+            self.spawn(next);
+            if next >= self.next_offset {
+                self.next_offset = next + self.stride;
             }
         }
         while self.issuing && self.in_flight.len() + self.arrived.len() < self.window {
             self.spawn(self.next_offset);
-            self.next_offset += self.step;
+            self.next_offset += self.stride;
         }
     }
 
@@ -295,10 +349,11 @@ impl PagesOut {
         Ok(true)
     }
 
-    /// The lowest page in, once it starts within the `covered` keys.
-    fn ready(&mut self, covered: usize) -> Option<(usize, Vec<ApiKey>)> {
+    /// The lowest page in, once it starts at or before `next` (the offset
+    /// the next page is due at).
+    fn ready(&mut self, next: usize) -> Option<(usize, Vec<ApiKey>)> {
         let entry = self.arrived.first_entry()?;
-        (*entry.key() <= covered).then(|| entry.remove_entry())
+        (*entry.key() <= next).then(|| entry.remove_entry())
     }
 }
 
@@ -334,8 +389,7 @@ impl Seen {
 struct Assembly<'a> {
     keys: Vec<ApiKey>,
     seen: Seen,
-    /// Keys `0..covered` are listed without a gap.
-    covered: usize,
+    continuity: Continuity,
     workspace: Option<&'a str>,
 }
 
@@ -344,24 +398,28 @@ impl<'a> Assembly<'a> {
         Assembly {
             keys: Vec::new(),
             seen: Seen::default(),
-            covered: 0,
+            continuity: Continuity::default(),
             workspace,
         }
     }
 
-    /// Adds the page at `offset` (never past `covered`). `Ok(true)`: the
-    /// listing is complete (an empty page right after what is listed).
-    fn add(&mut self, offset: usize, page: Vec<ApiKey>) -> Result<bool, String> {
+    /// Adds the page at `offset` (never past `continuity.next_offset()`).
+    /// `Ok(true)`: the listing is complete. A page that broke the listing
+    /// adds nothing.
+    fn add(&mut self, offset: usize, page: Vec<ApiKey>) -> Result<bool, Broken> {
+        let from = self
+            .continuity
+            .locate(offset, page.iter().map(|k| &*k.hash))?;
         let len = page.len();
-        if len == 0 {
-            // An empty page inside what is listed (keys deleted meanwhile) ends nothing.
-            return Ok(offset == self.covered);
-        }
+        let page_last = page.last().map(|k| k.hash.clone());
         let before = self.keys.len();
-        for key in page {
+        let mut added = 0;
+        for (at, key) in page.into_iter().enumerate() {
             self.keys.push(key);
             if !self.seen.insert(&self.keys, self.keys.len() - 1) {
                 self.keys.pop();
+            } else if at >= from {
+                added += 1;
             }
         }
         for key in &mut self.keys[before..] {
@@ -369,13 +427,8 @@ impl<'a> Assembly<'a> {
                 key.workspace_id = self.workspace.map(Box::from);
             }
         }
-        if self.keys.len() == before && offset + len > self.covered {
-            // A whole page of keys already listed where new ones were due: the
-            // server ignores `offset`. Stopping here could drop keys; fail loudly instead.
-            return Err(format!("page at offset {offset} repeats earlier keys"));
-        }
-        self.covered = self.covered.max(offset + len);
-        Ok(false)
+        self.continuity
+            .advance(offset, len, from, page_last.as_deref(), added)
     }
 
     fn done(self) -> Vec<ApiKey> {
@@ -400,17 +453,25 @@ mod tests {
     }
 
     #[test]
-    fn pages_assemble_by_offset_and_only_an_empty_page_at_the_end_ends_them() {
+    fn pages_assemble_from_the_last_key_and_end_on_it_alone() {
         let mut a = Assembly::new(Some("ws"));
         assert_eq!(a.add(0, listed(&["a", "b"])), Ok(false));
-        // A page overlapping what is listed (the server served more): repeats are fine.
-        assert_eq!(a.add(1, listed(&["b", "c"])), Ok(false));
-        assert_eq!(a.covered, 3);
-        // An empty page inside what is listed ends nothing.
-        assert_eq!(a.add(2, Vec::new()), Ok(false));
-        // A page of repeats where new keys were due: offset ignored.
-        assert!(a.add(3, listed(&["a", "b"])).is_err());
-        assert_eq!(a.add(3, Vec::new()), Ok(true));
+        assert_eq!(a.continuity.next_offset(), 1);
+        // A page holding the last key further on (a key created before it): repeats are fine.
+        assert_eq!(a.add(1, listed(&["a", "b", "c"])), Ok(false));
+        assert_eq!(a.continuity.covered(), 4);
+        // A page without the last key (keys deleted before it) breaks the listing.
+        assert!(matches!(a.add(3, Vec::new()), Err(Broken::Shifted(_))));
+        assert!(matches!(
+            a.add(3, listed(&["d", "e"])),
+            Err(Broken::Shifted(_))
+        ));
+        // A full page of repeats where new keys were due: offset ignored.
+        assert!(matches!(
+            a.add(3, listed(&["b", "c"])),
+            Err(Broken::Repeats(_))
+        ));
+        assert_eq!(a.add(3, listed(&["c"])), Ok(true));
         let keys = a.done();
         let hashes: Vec<&str> = keys.iter().map(|k| k.hash.as_ref()).collect();
         assert_eq!(hashes, ["a", "b", "c"]);

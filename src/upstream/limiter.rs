@@ -50,9 +50,14 @@ impl RetryPolicy {
 ///
 /// Additive increase, multiplicative decrease: the window starts at the limit;
 /// a 429 or 503 halves it (once per back-off: answers to calls sent before the
-/// last decrease do not shrink it again) and pauses every call for the
-/// back-off; each successful call then adds `1 / window`, so the window grows
-/// back by about one call per round trip.
+/// last decrease do not shrink it again) and pauses calls for the back-off;
+/// each successful call then adds `1 / window`, so the window grows back by
+/// about one call per round trip.
+///
+/// The window is shared, but a pause is scoped by [`Class`]: one asked for by
+/// an activity call holds activity calls only, so that a `Retry-After` on
+/// `/activity` never stops the key listing; one asked for by any other call
+/// holds every call (activity calls are the ones that can wait).
 #[derive(Debug)]
 pub struct Limiter {
     limit: usize,
@@ -64,8 +69,41 @@ pub struct Limiter {
 struct LimiterState {
     in_flight: usize,
     window: f64,
+    /// Every call waits until then (a back-off asked for by a listing call).
     paused_until: Option<Instant>,
+    /// Activity calls also wait until then (a back-off asked for by one of them).
+    activity_paused_until: Option<Instant>,
     last_decrease: Option<Instant>,
+}
+
+/// Whose back-off a pause is: which calls it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Class {
+    /// `GET /activity`: its pauses hold activity calls only.
+    Activity,
+    /// Everything else (the listing, credits, organization lists, direct
+    /// keys): its pauses hold every call.
+    Listing,
+}
+
+impl Class {
+    pub(super) fn of(endpoint: Endpoint) -> Class {
+        match endpoint {
+            Endpoint::Activity => Class::Activity,
+            _ => Class::Listing,
+        }
+    }
+}
+
+impl LimiterState {
+    /// The end of the pause that holds a call of `class`, if one does now.
+    fn paused_for(&self, class: Class, now: Instant) -> Option<Instant> {
+        let own = match class {
+            Class::Activity => self.activity_paused_until,
+            Class::Listing => None,
+        };
+        self.paused_until.max(own).filter(|until| *until > now)
+    }
 }
 
 /// One call's place in the budget; dropping it frees the place.
@@ -96,6 +134,7 @@ impl Limiter {
                 in_flight: 0,
                 window: limit as f64,
                 paused_until: None,
+                activity_paused_until: None,
                 last_decrease: None,
             }),
             released: tokio::sync::Notify::new(),
@@ -112,13 +151,15 @@ impl Limiter {
         lock(&self.state).window as usize
     }
 
-    /// Waits for a place, and out any shared back-off. A back-off that ends
-    /// past `deadline` fails at once, as the call that started it did.
+    /// Waits for a place, and out any back-off that holds `endpoint`'s
+    /// [`Class`]. A back-off that ends past `deadline` fails at once, as the
+    /// call that started it did.
     pub(super) async fn acquire(
         self: &Arc<Self>,
         endpoint: Endpoint,
         deadline: Option<Instant>,
     ) -> Result<(Permit, usize), UpstreamError> {
+        let class = Class::of(endpoint);
         loop {
             let released = self.released.notified();
             tokio::pin!(released);
@@ -126,9 +167,9 @@ impl Limiter {
             let pause = {
                 let mut st = lock(&self.state);
                 let now = Instant::now();
-                match st.paused_until {
-                    Some(until) if until > now => Some(until),
-                    _ => {
+                match st.paused_for(class, now) {
+                    Some(until) => Some(until),
+                    None => {
                         if st.in_flight < (st.window as usize).max(1) {
                             st.in_flight += 1;
                             let permit = Permit {
@@ -169,9 +210,10 @@ impl Limiter {
         }
     }
 
-    /// A call sent at `sent` was answered 429 or 503: halve the window (once
-    /// per back-off) and, when `pause` is given, hold every call until it ends.
-    pub(super) fn throttled(&self, sent: Instant, pause: Option<Duration>) {
+    /// A call of `endpoint` sent at `sent` was answered 429 or 503: halve the
+    /// window (once per back-off) and, when `pause` is given, hold the calls
+    /// its [`Class`] holds until it ends.
+    pub(super) fn throttled(&self, endpoint: Endpoint, sent: Instant, pause: Option<Duration>) {
         let mut st = lock(&self.state);
         let now = Instant::now();
         if st.last_decrease.map_or(true, |t| sent >= t) {
@@ -179,10 +221,12 @@ impl Limiter {
             st.last_decrease = Some(now);
         }
         if let Some(pause) = pause {
-            let until = now + pause;
-            if st.paused_until.map_or(true, |t| t < until) {
-                st.paused_until = Some(until);
-            }
+            let until = Some(now + pause);
+            let held = match Class::of(endpoint) {
+                Class::Activity => &mut st.activity_paused_until,
+                Class::Listing => &mut st.paused_until,
+            };
+            *held = (*held).max(until);
         }
     }
 }
@@ -197,17 +241,21 @@ mod tests {
         let limiter = Limiter::new(8);
         assert_eq!((limiter.limit(), limiter.window()), (8, 8));
         let before = Instant::now();
-        limiter.throttled(before, None);
+        limiter.throttled(Endpoint::Keys, before, None);
         assert_eq!(limiter.window(), 4);
         // Another answer to a call sent before that decrease: the same congestion.
-        limiter.throttled(before, None);
+        limiter.throttled(Endpoint::Keys, before, None);
         assert_eq!(limiter.window(), 4);
         let later = lock(&limiter.state).last_decrease.unwrap_or(before);
-        limiter.throttled(later, Some(Duration::from_millis(50)));
+        limiter.throttled(Endpoint::Keys, later, Some(Duration::from_millis(50)));
         assert_eq!(limiter.window(), 2);
         assert!(lock(&limiter.state).paused_until.is_some());
         for _ in 0..3 {
-            limiter.throttled(Instant::now() + Duration::from_secs(1), None);
+            limiter.throttled(
+                Endpoint::Keys,
+                Instant::now() + Duration::from_secs(1),
+                None,
+            );
         }
         assert_eq!(limiter.window(), 1, "never below one call");
         // About one more call per window of answers: 1 → 2 after one answer,
@@ -228,12 +276,47 @@ mod tests {
     #[tokio::test]
     async fn a_back_off_past_the_deadline_fails_at_once() {
         let limiter = Arc::new(Limiter::new(2));
-        limiter.throttled(Instant::now(), Some(Duration::from_secs(3600)));
+        limiter.throttled(
+            Endpoint::Keys,
+            Instant::now(),
+            Some(Duration::from_secs(3600)),
+        );
         let deadline = Instant::now() + Duration::from_secs(10);
         let Err(e) = limiter.acquire(Endpoint::Keys, Some(deadline)).await else {
             panic!("a place was given during the back-off");
         };
         assert_eq!(e.reason(), FailureReason::RateLimited);
+    }
+
+    #[tokio::test]
+    async fn an_activity_back_off_holds_activity_calls_only() {
+        let limiter = Arc::new(Limiter::new(4));
+        limiter.throttled(
+            Endpoint::Activity,
+            Instant::now(),
+            Some(Duration::from_secs(3600)),
+        );
+        assert_eq!(limiter.window(), 2, "the window is shared");
+        let deadline = Some(Instant::now() + Duration::from_secs(10));
+        for listing in [Endpoint::Keys, Endpoint::Workspaces, Endpoint::Credits] {
+            let placed = limiter.acquire(listing, deadline).await;
+            assert!(placed.is_ok(), "{listing} held by an activity back-off");
+        }
+        let Err(e) = limiter.acquire(Endpoint::Activity, deadline).await else {
+            panic!("an activity call was given a place during its own back-off");
+        };
+        assert_eq!(e.reason(), FailureReason::RateLimited);
+
+        // A listing back-off holds every call, activity included.
+        let limiter = Arc::new(Limiter::new(4));
+        limiter.throttled(
+            Endpoint::Keys,
+            Instant::now(),
+            Some(Duration::from_secs(3600)),
+        );
+        for any in [Endpoint::Keys, Endpoint::Activity] {
+            assert!(limiter.acquire(any, deadline).await.is_err(), "{any}");
+        }
     }
 
     #[test]

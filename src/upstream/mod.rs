@@ -6,15 +6,18 @@
 //! One `reqwest` client with explicit timeouts. Every HTTP call is counted in
 //! `openrouter_upstream_requests_total`; 429, 5xx, connection errors and
 //! timeouts are retried with bounded exponential backoff and jitter, honouring
-//! `Retry-After` up to the refresh deadline. 401/403 are never retried.
+//! `Retry-After` (or, on a 429 without it, the body's `X-RateLimit-Reset`) up
+//! to the refresh deadline. 401/403 are never retried.
 //!
 //! Over a real network every page costs a round trip, so a workspace's pages
 //! are fetched ahead in a sliding window once the first page has shown the
-//! page size ([`Client::list_keys`]), and assembled in offset order. Every
-//! call of every clone of a client shares one [`Limiter`]: at most
-//! `openrouter.max_concurrent_requests` calls in flight, fewer after a 429 or
-//! 503 (the window halves, every call waits out the back-off, then the window
-//! grows back by one per window of successful calls).
+//! page size ([`Client::list_keys`]), and assembled in offset order; each
+//! overlaps the one before by one key, so a list that shifts under deletion
+//! never drops an item unseen. Every call of every clone of a client shares
+//! one [`Limiter`]: at most `openrouter.max_concurrent_requests` calls in
+//! flight, fewer after a 429 or 503 (the window halves, the calls the
+//! back-off holds wait it out: an activity call's holds activity calls only;
+//! then the window grows back by one per window of successful calls).
 //!
 //! | file | concern |
 //! |---|---|
@@ -22,10 +25,12 @@
 //! | `error.rs` | why a call failed, with the key kept out of the text |
 //! | `limiter.rs` | how calls are budgeted: retries and calls in flight |
 //! | `http.rs` | how one call is made |
+//! | `continuity.rs` | how a paged listing proves it missed nothing (one item of overlap) |
 //! | `keys.rs` | how the keys are listed (the parallel pager) |
 //! | `organization.rs` | how a counted list is paged, and the organization lists |
 //! | `report.rs` | why a refresh was slow |
 
+mod continuity;
 mod error;
 mod http;
 mod keys;

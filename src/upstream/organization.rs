@@ -1,13 +1,16 @@
-//! How a counted listing is paged (`offset`/`limit` until `total_count`), and
-//! the organization endpoints built on it: workspaces, members, guardrails,
-//! guardrail assignments, and the (unpaged) workspace budgets.
+//! How a counted listing is paged (`offset`/`limit` until `total_count`,
+//! each page overlapping the one before by one item:
+//! [`continuity`](super::continuity)), and the organization endpoints built
+//! on it: workspaces, members, guardrails (per workspace), guardrail
+//! assignments, and the (unpaged) workspace budgets.
 
 use std::collections::HashSet;
 
 use serde::de::DeserializeOwned;
 use tracing::warn;
 
-use super::error::{pagination, Endpoint, UpstreamError};
+use super::continuity::{Broken, Continuity};
+use super::error::{pagination, redact_keys, Endpoint, UpstreamError};
 use super::wire::{
     CountedPage, Guardrail, GuardrailKeyAssignment, Member, Workspace, WorkspaceBudget,
 };
@@ -17,6 +20,9 @@ use super::Client;
 pub(super) const MAX_PAGES: usize = 1_000_000;
 /// Items asked for per page of a counted list (the documented maximum is 100).
 const COUNTED_PAGE: usize = 100;
+/// A list that shifted under its listing is listed again at most this many
+/// times before the listing fails (`reason="pagination"`).
+pub(super) const RELISTS: usize = 2;
 
 /// A counted listing that failed, and the offset of the page it failed on.
 struct Failed {
@@ -26,15 +32,19 @@ struct Failed {
 
 impl Client {
     /// Every item of a list endpoint paged with `offset`/`limit` (at most
-    /// 100), until `total_count` items are in (or a page is empty). A page
-    /// that adds nothing new fails the listing (`reason="pagination"`).
+    /// 100), with `query` beside them, until `total_count` items are in (or
+    /// a page asked from the last item holds nothing past it). A list that
+    /// shifts while it is paged is listed again, at most [`RELISTS`] times; a
+    /// page that adds nothing new where new items were due fails the listing
+    /// (`reason="pagination"`).
     pub async fn list_counted<T: DeserializeOwned>(
         &self,
         endpoint: Endpoint,
         path: &str,
+        query: &[(&str, &str)],
         id_of: impl Fn(&T) -> String,
     ) -> Result<Vec<T>, UpstreamError> {
-        self.counted_pages(endpoint, path, id_of)
+        self.counted_pages(endpoint, path, query, id_of)
             .await
             .map_err(|failed| failed.error)
     }
@@ -44,45 +54,79 @@ impl Client {
         &self,
         endpoint: Endpoint,
         path: &str,
+        query: &[(&str, &str)],
         id_of: impl Fn(&T) -> String,
     ) -> Result<Vec<T>, Failed> {
+        let mut relists = 0;
+        loop {
+            let (offset, broken) = match self.counted_once(endpoint, path, query, &id_of).await? {
+                Ok(all) => return Ok(all),
+                Err(broken) => broken,
+            };
+            let message = match broken {
+                Broken::Shifted(message) if relists < RELISTS => {
+                    relists += 1;
+                    warn!(listing = %redact_keys(path), reason = %message, relists, "the list shifted while it was paged; listing it again");
+                    continue;
+                }
+                Broken::Shifted(message) => {
+                    format!("{message}; still so after {RELISTS} new listings")
+                }
+                Broken::Repeats(message) => message,
+            };
+            let error = pagination(path, message);
+            return Err(Failed { offset, error });
+        }
+    }
+
+    /// One listing of a counted list; `Ok(Err((offset, _)))` when it broke at `offset`.
+    async fn counted_once<T: DeserializeOwned>(
+        &self,
+        endpoint: Endpoint,
+        path: &str,
+        query: &[(&str, &str)],
+        id_of: &impl Fn(&T) -> String,
+    ) -> Result<Result<Vec<T>, (usize, Broken)>, Failed> {
         let mut all: Vec<T> = Vec::new();
         // An item listed twice (a workspace's keys would be listed twice) counts once.
         let mut seen = HashSet::new();
-        let mut offset = 0;
-        let failed = |offset, error| Failed { offset, error };
+        let mut listed = Continuity::default();
         for _ in 0..MAX_PAGES {
-            let query = [("offset", offset), ("limit", COUNTED_PAGE)];
+            let offset = listed.next_offset();
+            let (offset_text, limit) = (offset.to_string(), COUNTED_PAGE.to_string());
+            let mut paged = vec![("offset", offset_text.as_str()), ("limit", limit.as_str())];
+            paged.extend_from_slice(query);
             let page: CountedPage<T> = self
-                .get(endpoint, path, &query)
+                .get(endpoint, path, &paged)
                 .await
                 .and_then(|body| self.decode_page(endpoint, &body))
-                .map_err(|e| failed(offset, e))?;
-            let len = page.data.len();
-            let before = all.len();
-            all.extend(
-                page.data
-                    .into_iter()
-                    .filter(|item| seen.insert(id_of(item))),
-            );
-            let complete = page
-                .total_count
-                .is_some_and(|total| all.len() as u64 >= total);
-            if len == 0 || complete {
-                return Ok(all);
+                .map_err(|error| Failed { offset, error })?;
+            let ids: Vec<String> = page.data.iter().map(id_of).collect();
+            let from = match listed.locate(offset, &ids) {
+                Ok(from) => from,
+                Err(broken) => return Ok(Err((offset, broken))),
+            };
+            let total = page.total_count;
+            let mut added = 0;
+            for (at, (item, id)) in page.data.into_iter().zip(&ids).enumerate() {
+                if seen.insert(id.clone()) {
+                    added += usize::from(at >= from);
+                    all.push(item);
+                }
             }
-            if all.len() == before {
-                let message = format!(
-                    "page at offset {offset} repeats earlier items before total_count {:?}",
-                    page.total_count
-                );
-                return Err(failed(offset, pagination(path, message)));
+            if total.is_some_and(|total| all.len() as u64 >= total) {
+                return Ok(Ok(all));
             }
-            // The server may serve fewer than asked: advance by what came.
-            offset += len;
+            let last = ids.last().map(String::as_str);
+            match listed.advance(offset, ids.len(), from, last, added) {
+                Ok(true) => return Ok(Ok(all)),
+                Ok(false) => {}
+                Err(broken) => return Ok(Err((offset, broken))),
+            }
         }
-        let message = format!("more than {MAX_PAGES} pages");
-        Err(failed(offset, pagination(path, message)))
+        let offset = listed.next_offset();
+        let error = pagination(path, format!("more than {MAX_PAGES} pages"));
+        Err(Failed { offset, error })
     }
 
     /// Every workspace, paged until `total_count` (or an empty page). `None`
@@ -91,7 +135,7 @@ impl Client {
     pub async fn list_workspaces(&self) -> Result<Option<Vec<Workspace>>, UpstreamError> {
         let id_of = |w: &Workspace| w.id.clone();
         match self
-            .counted_pages(Endpoint::Workspaces, "/workspaces", id_of)
+            .counted_pages(Endpoint::Workspaces, "/workspaces", &[], id_of)
             .await
         {
             Ok(all) => {
@@ -112,17 +156,29 @@ impl Client {
 
     /// Every member of the organization (`GET /organization/members`).
     pub async fn list_members(&self) -> Result<Vec<Member>, UpstreamError> {
-        self.list_counted(Endpoint::Members, "/organization/members", |m: &Member| {
-            m.id.clone()
-        })
+        self.list_counted(
+            Endpoint::Members,
+            "/organization/members",
+            &[],
+            |m: &Member| m.id.clone(),
+        )
         .await
     }
 
-    /// Every guardrail (`GET /guardrails`).
-    pub async fn list_guardrails(&self) -> Result<Vec<Guardrail>, UpstreamError> {
-        self.list_counted(Endpoint::Guardrails, "/guardrails", |g: &Guardrail| {
-            g.id.clone()
-        })
+    /// The guardrails of one workspace (`GET /guardrails?workspace_id=…`),
+    /// or, with `None`, of the workspace OpenRouter picks when none is named
+    /// (the default one).
+    pub async fn list_guardrails(
+        &self,
+        workspace: Option<&str>,
+    ) -> Result<Vec<Guardrail>, UpstreamError> {
+        let query: Vec<(&str, &str)> = workspace.map(|w| ("workspace_id", w)).into_iter().collect();
+        self.list_counted(
+            Endpoint::Guardrails,
+            "/guardrails",
+            &query,
+            |g: &Guardrail| g.id.clone(),
+        )
         .await
     }
 
@@ -133,6 +189,7 @@ impl Client {
         self.list_counted(
             Endpoint::GuardrailAssignments,
             "/guardrails/assignments/keys",
+            &[],
             |a: &GuardrailKeyAssignment| format!("{}/{}", a.key_hash, a.guardrail_id),
         )
         .await
