@@ -9,11 +9,13 @@
 //! as a conflict. A key whose creator is unknown (the member list could not be
 //! read, or the member left) is matched by the other kinds only, never guessed.
 //! A key no selector matches goes to the unassigned company, so every listed
-//! key lands in exactly one company.
+//! key lands in exactly one company. While a list that selectors look keys
+//! up in has never been read, [`waiting_for`] names the companies whose keys
+//! are therefore not known.
 
 use std::collections::HashMap;
 
-use crate::config::{Config, Selector};
+use crate::config::{is_uuid, Config, Selector};
 
 /// Selectors compiled for fast matching. Company indexes follow the config;
 /// index `companies.len()` is the unassigned company.
@@ -263,6 +265,56 @@ impl Attributor {
     }
 }
 
+/// An organization list that attribution looks keys up in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// Workspace slugs, for `workspace:` selectors that name a slug.
+    WorkspaceSlugs,
+    /// Member emails, for `creator:` selectors.
+    MemberEmails,
+}
+
+/// For each company (config order, then the unassigned company), the list
+/// whose first read decides which keys are its; `None` when its keys are
+/// known. While a list has never been read, the keys its selectors would
+/// claim fall through to lower precedence: so neither a company with such a
+/// selector knows its keys, nor one that may receive them (a `creator:` or
+/// `name_glob` selector, ranked lower, and the unassigned company).
+pub fn waiting_for(
+    config: &Config,
+    workspaces_read: bool,
+    members_read: bool,
+) -> Vec<Option<Lookup>> {
+    let kinds: Vec<(bool, bool, bool)> = config
+        .companies
+        .iter()
+        .map(|c| {
+            let has = |f: fn(&Selector) -> bool| c.selectors.iter().any(f);
+            (
+                has(|s| matches!(s, Selector::Workspace(w) if !is_uuid(w))),
+                has(|s| matches!(s, Selector::Creator(_))),
+                has(|s| matches!(s, Selector::NameGlob(_))),
+            )
+        })
+        .collect();
+    let slugs_unknown = !workspaces_read && kinds.iter().any(|k| k.0);
+    let members_unknown = !members_read && kinds.iter().any(|k| k.1);
+    let wait = |slug: bool, creator: bool, glob: bool| {
+        if members_unknown && (creator || glob) {
+            Some(Lookup::MemberEmails)
+        } else if slugs_unknown && (slug || creator || glob) {
+            Some(Lookup::WorkspaceSlugs)
+        } else {
+            None
+        }
+    };
+    kinds
+        .iter()
+        .map(|&(slug, creator, glob)| wait(slug, creator, glob))
+        .chain(std::iter::once(wait(true, true, true)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -371,5 +423,28 @@ mod tests {
         let cfg = config("companies:\n  a:\n    keys: [typo-key, real]\n");
         let result = Attributor::new(&cfg).attribute([key("h", "real")].into_iter());
         assert_eq!(result.selector_matches, vec![vec![0, 1]]);
+    }
+
+    #[test]
+    fn unread_lists_leave_their_companies_and_those_below_them_waiting() {
+        let cfg = config(&format!(
+            "companies:\n  hashed:\n    keys: [{{hash: h}}]\n  by_id:\n    keys: [{{workspace: '{}'}}]\n  \
+             by_slug:\n    keys: [{{workspace: team}}]\n  by_creator:\n    keys: [{{creator: '@a.com'}}]\n  \
+             globbed:\n    keys: [{{name_glob: 'x*'}}]\n",
+            "11111111-1111-4111-8111-111111111111"
+        ));
+        use Lookup::{MemberEmails as M, WorkspaceSlugs as W};
+        assert_eq!(waiting_for(&cfg, true, true), [None; 6]);
+        assert_eq!(
+            waiting_for(&cfg, false, true),
+            [None, None, Some(W), Some(W), Some(W), Some(W)]
+        );
+        assert_eq!(
+            waiting_for(&cfg, true, false),
+            [None, None, None, Some(M), Some(M), Some(M)]
+        );
+        // Without a creator selector the member list is never needed.
+        let cfg = config("companies:\n  a:\n    keys: [{name_glob: '*'}]\n");
+        assert_eq!(waiting_for(&cfg, false, false), [None, None]);
     }
 }

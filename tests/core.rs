@@ -254,8 +254,12 @@ async fn every_key_exported_once_with_upstream_values_and_exact_company_sums() {
     }
 }
 
+/// Issue 22: a deleted key is no longer a listed key (no limit, state or
+/// lifetime series) but stays visible as departed, and its spend of the
+/// still-open windows stays in its company's totals (tests/departed_keys.rs
+/// follows it until each window ends).
 #[tokio::test]
-async fn deleted_keys_disappear_and_spend_changes_appear() {
+async fn deleted_keys_are_marked_departed_and_spend_changes_appear() {
     let mut state = empty_state();
     state.keys.push(key_with_usage(WS_A, 1, "acme-one", 1.0));
     state.keys.push(key_with_usage(WS_A, 2, "acme-two", 2.0));
@@ -264,9 +268,13 @@ async fn deleted_keys_disappear_and_spend_changes_appear() {
         &sim.base_url(),
         "  acme:\n    keys: [{name_glob: 'acme-*'}]\n",
     ));
+    // A fixed clock: no UTC midnight between the two refreshes.
+    let noon = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2026, 12, 30, 12, 0, 0).unwrap();
+    exporter.set_clock(std::sync::Arc::new(move || noon));
     exporter.refresh().await.expect("first refresh");
     let samples = parse(&body(&exporter));
     assert_eq!(find(&samples, "openrouter_key_info", &[]).len(), 2);
+    assert_absent(&samples, "openrouter_key_departed", &[]);
 
     {
         let mut st = sim.state();
@@ -276,11 +284,14 @@ async fn deleted_keys_disappear_and_spend_changes_appear() {
     }
     exporter.refresh().await.expect("second refresh");
     let samples = parse(&body(&exporter));
-    assert_absent(&samples, "openrouter_key_info", &[("key_hash", &hash(2))]);
+    let two = [("key_hash", hash(2))];
+    let two: Vec<(&str, &str)> = two.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(value(&samples, "openrouter_key_departed", &two), 1.0);
+    assert_absent(&samples, "openrouter_key_disabled", &two);
     assert_absent(
         &samples,
         "openrouter_key_usage_usd",
-        &[("key_hash", &hash(2))],
+        &[two[0], ("window", "lifetime")],
     );
     assert_eq!(
         value(
@@ -290,17 +301,18 @@ async fn deleted_keys_disappear_and_spend_changes_appear() {
         ),
         7.25
     );
+    // acme-one's new figure, plus acme-two's last one for today.
     assert_eq!(
         value(
             &samples,
             "openrouter_company_usage_usd",
             &[("company", "acme"), ("window", "daily")]
         ),
-        7.25
+        9.25
     );
     assert_eq!(
         value(&samples, "openrouter_company_keys", &[("company", "acme")]),
-        1.0
+        2.0
     );
 }
 

@@ -3,7 +3,9 @@
 //! methods here, so its invariants live in one place:
 //! - the old snapshot goes before a new listing's snapshot is built;
 //! - direct keys keep their figures only while they stay in the config;
-//! - activity figures exist only while activity is enabled.
+//! - activity figures exist only while activity is enabled;
+//! - a key that leaves the listing is held as departed until its last
+//!   calendar window ends, and is no longer departed once listed again.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -18,7 +20,9 @@ use crate::activity::{ActivityCache, Progress};
 use crate::body::Published;
 use crate::config::Config;
 use crate::direct::DirectClient;
-use crate::snapshot::{DirectKey, Extras, Listing, Organization, Snapshot, Window};
+use crate::snapshot::{
+    departed_after, DepartedKey, DirectKey, Extras, Listing, Organization, Snapshot, Window,
+};
 use crate::status::{ActivityStatus, Status};
 use crate::telemetry::Telemetry;
 use crate::upstream::{Client, RetryPolicy};
@@ -59,6 +63,9 @@ pub(super) struct State {
     /// An activity run has ended since activity was enabled: until then a
     /// run in progress without failures reads as up.
     pub(super) activity_run_ended: bool,
+    /// Keys that left the listing, with their last figures, until their
+    /// last window ends (in memory only: a restart forgets them).
+    pub(super) departed: Arc<Vec<DepartedKey>>,
 }
 
 pub(super) struct Shared {
@@ -104,6 +111,7 @@ impl State {
             organization: Arc::new(Organization::default()),
             listings: 0,
             activity_run_ended: false,
+            departed: Arc::new(Vec::new()),
         }
     }
 
@@ -113,12 +121,15 @@ impl State {
             direct: Arc::clone(&self.direct),
             activity: self.activity.clone().map(|cache| cache as _),
             organization: Arc::clone(&self.organization),
+            departed: Arc::clone(&self.departed),
         }
     }
 
-    /// Installs a new listing. The old snapshot goes first, so that its
+    /// Installs a new listing. The keys the old listing held and the new one
+    /// does not become departed. The old snapshot goes first, so that its
     /// listing is never alive beside the new one while the new snapshot is built.
     pub(super) fn install_listing(&mut self, fetched: Fetched) -> Extras {
+        self.departed = Arc::new(self.departed_after(&fetched));
         self.snapshot = None;
         self.listing = Some(fetched.listing);
         self.taken_at = Some(fetched.taken_at);
@@ -126,6 +137,30 @@ impl State {
         self.direct = fetched.direct;
         self.status.account_up = fetched.account_up;
         self.extras()
+    }
+
+    /// The departed keys once `fetched` replaces the installed listing, each
+    /// with the workspace slug and creator the old snapshot attributed it
+    /// with. A key that was a direct key's duplicate is counted through the
+    /// direct key, not held. Without a management key nothing is listed, so
+    /// nothing departs.
+    fn departed_after(&self, fetched: &Fetched) -> Vec<DepartedKey> {
+        if fetched.account_up.is_none() {
+            return Vec::new();
+        }
+        let old = self.listing.as_deref().zip(self.taken_at);
+        let old_snapshot = self
+            .snapshot
+            .as_deref()
+            .filter(|s| old.is_some_and(|(listing, _)| std::ptr::eq(&*s.data, listing)));
+        departed_after(
+            &self.departed,
+            old,
+            |i| old_snapshot.is_some_and(|s| s.is_listed_as_direct(i)),
+            old_snapshot.map_or(&self.organization, |s| &s.organization),
+            &fetched.listing,
+            fetched.taken_at,
+        )
     }
 
     /// A snapshot built from the installed listing is what the pages and

@@ -21,7 +21,9 @@ pub(super) const USAGE: Family = Family {
     kind: Kind::Gauge,
     help: concat!(
         "OpenRouter credit spend of one company in US dollars: the exact sum over the keys \
-         attributed to it. Absent when a key's figure is unknown. ",
+         attributed to it, departed keys included for the windows they still hold. Absent when a \
+         key's figure is unknown, or while an organization list its attribution needs has never \
+         been read. ",
         calendar_note!()
     ),
 };
@@ -42,7 +44,9 @@ pub(super) const BUDGET: Family = Family {
 pub(super) const KEYS: Family = Family {
     name: "openrouter_company_keys",
     kind: Kind::Gauge,
-    help: "Number of OpenRouter API keys attributed to the company.",
+    help: "Number of OpenRouter API keys attributed to the company: listed keys, direct keys, and \
+           keys no longer listed whose spend still counts. Absent while an organization list its \
+           attribution needs has never been read.",
 };
 pub(super) const MODEL_USAGE: Family = Family {
     name: "openrouter_company_model_usage_usd",
@@ -77,14 +81,20 @@ pub(super) const FAMILIES: &[Family] = &[
     MODEL_TOKENS,
 ];
 
+/// The companies whose keys are known: those waiting for an organization
+/// list's first read publish no totals (the pages show them as unknown).
+fn known(snap: &Snapshot) -> impl Iterator<Item = &CompanyTotals> {
+    snap.companies.iter().filter(|c| c.awaiting.is_none())
+}
+
 /// Spend, BYOK spend, budget and key count of every company.
 pub(super) fn write_totals<W: Write>(w: &mut MetricWriter<W>, snap: &Snapshot) -> io::Result<()> {
     w.header(&USAGE)?;
-    for company in &snap.companies {
+    for company in known(snap) {
         write_usage(w, company)?;
     }
     w.header(&BYOK_USAGE)?;
-    for company in &snap.companies {
+    for company in known(snap) {
         for (i, window) in Window::ALL.into_iter().enumerate() {
             if let Some(v) = company.byok_usage[i] {
                 let labels = [
@@ -113,7 +123,7 @@ pub(super) fn write_totals<W: Write>(w: &mut MetricWriter<W>, snap: &Snapshot) -
         }
     }
     w.header(&KEYS)?;
-    for company in &snap.companies {
+    for company in known(snap) {
         let labels = [("company", company.name.as_str())];
         w.sample(KEYS.name, &labels, format_args!("{}", company.keys))?;
     }
@@ -142,7 +152,7 @@ fn write_usage<W: Write>(w: &mut MetricWriter<W>, company: &CompanyTotals) -> io
 
 /// One row per (company, model) of every company with a model mix.
 fn model_rows(snap: &Snapshot) -> impl Iterator<Item = ([(&'static str, &str); 3], &ModelTotals)> {
-    snap.companies.iter().flat_map(|c| {
+    known(snap).flat_map(|c| {
         c.models.iter().flatten().map(move |(model, totals)| {
             let labels = [
                 ("company", c.name.as_str()),
@@ -160,7 +170,7 @@ pub(super) fn write_model_mix<W: Write>(
     w: &mut MetricWriter<W>,
     snap: &Snapshot,
 ) -> io::Result<()> {
-    if snap.companies.iter().all(|c| c.models.is_none()) {
+    if known(snap).all(|c| c.models.is_none()) {
         return Ok(());
     }
     w.header(&MODEL_USAGE)?;

@@ -1,5 +1,6 @@
-//! The per-key families (`openrouter_key_*`) of the published keys, and the
-//! direct keys' own: whether each answered, and which the listing also holds.
+//! The per-key families (`openrouter_key_*`) of the published keys, which
+//! keys have left the listing, and the direct keys' own: whether each
+//! answered, and which the listing also holds.
 
 use std::io::{self, Write};
 
@@ -62,6 +63,14 @@ pub(super) const GUARDRAIL_LIMIT: Family = Family {
            enforces beside the key's own limit; reset = daily/weekly/monthly (UTC) or never. \
            Absent for guardrails without a spending cap. Read every organization_refresh_intervals refreshes.",
 };
+pub(super) const DEPARTED: Family = Family {
+    name: "openrouter_key_departed",
+    kind: Kind::Gauge,
+    help: "Keys no longer listed (e.g. deleted or rotated), always 1: their last figures keep \
+           counting in their company's daily, weekly and monthly totals until each window ends, and \
+           the key in openrouter_company_keys. Of their other series only openrouter_key_info and \
+           the usage of the windows still held remain. Held in memory: forgotten at a restart.",
+};
 pub(super) const UP: Family = Family {
     name: "openrouter_key_up",
     kind: Kind::Gauge,
@@ -86,6 +95,7 @@ pub(super) const FAMILIES: &[Family] = &[
     EXPIRY,
     INFO,
     GUARDRAIL_LIMIT,
+    DEPARTED,
     UP,
     DIRECT_ALSO_LISTED,
 ];
@@ -95,6 +105,7 @@ struct KeyRow<'a> {
     key: &'a Key,
     labels: [(&'static str, &'a str); 3],
     rolling: Option<&'a [Option<f64>; 2]>,
+    departed: bool,
 }
 
 /// The published keys ([`Snapshot::published_keys`]) with their labels, made
@@ -108,6 +119,7 @@ fn rows(snap: &Snapshot) -> impl Iterator<Item = KeyRow<'_>> {
             ("company", snap.companies[p.company].name.as_str()),
         ],
         rolling: p.rolling,
+        departed: p.departed.is_some(),
     })
 }
 
@@ -124,7 +136,8 @@ pub(super) fn write<W: Write>(
     write_limits(w, snap)?;
     write_disabled_and_expiry(w, snap)?;
     write_info(w, snap)?;
-    write_guardrails(w, snap)
+    write_guardrails(w, snap)?;
+    write_departed(w, snap)
 }
 
 /// Spend per window (rolling ones from activity), and BYOK spend when asked.
@@ -230,7 +243,8 @@ fn write_guardrails<W: Write>(w: &mut MetricWriter<W>, snap: &Snapshot) -> io::R
         return Ok(());
     }
     w.header(&GUARDRAIL_LIMIT)?;
-    for row in rows(snap) {
+    // A departed key's assignments go at the next read of the lists.
+    for row in rows(snap).filter(|r| !r.departed) {
         let [h, k, c] = row.labels;
         for cap in org.key_caps(&row.key.hash) {
             let labels = [
@@ -242,6 +256,18 @@ fn write_guardrails<W: Write>(w: &mut MetricWriter<W>, snap: &Snapshot) -> io::R
             ];
             w.sample_f64(GUARDRAIL_LIMIT.name, &labels, cap.limit_usd)?;
         }
+    }
+    Ok(())
+}
+
+/// The keys that left the listing and still count (absent while none does).
+fn write_departed<W: Write>(w: &mut MetricWriter<W>, snap: &Snapshot) -> io::Result<()> {
+    if snap.departed.is_empty() {
+        return Ok(());
+    }
+    w.header(&DEPARTED)?;
+    for row in rows(snap).filter(|r| r.departed) {
+        w.sample(DEPARTED.name, &row.labels, format_args!("1"))?;
     }
     Ok(())
 }

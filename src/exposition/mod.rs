@@ -90,7 +90,8 @@ mod tests {
     use crate::config::Config;
     use crate::money::Usd;
     use crate::snapshot::{
-        DirectKey, Extras, Key, KeyActivity, Listing, ModelTotals, OrgList, Organization,
+        DepartedKey, DirectKey, Extras, Key, KeyActivity, Listing, ModelTotals, OrgList,
+        Organization,
     };
     use crate::status::{ActivityStatus, Progress, Status};
     use crate::upstream::{ApiKey, UpstreamData};
@@ -144,12 +145,16 @@ mod tests {
             fetched_at: None,
             up: true,
         };
+        let taken_at = Utc.with_ymd_and_hms(2026, 3, 4, 10, 0, 0).unwrap();
+        let gone = Key::from(json::<ApiKey>(
+            r#"{"hash":"h0","name":"a0","usage_daily":1}"#,
+        ));
         let extras = Extras {
             direct: Arc::new(vec![direct]),
             activity: Some(Arc::new(EveryKeyRead)),
+            departed: Arc::new(vec![DepartedKey::new(&gone, &org, taken_at)]),
             organization: Arc::new(org),
         };
-        let taken_at = Utc.with_ymd_and_hms(2026, 3, 4, 10, 0, 0).unwrap();
         (Snapshot::build(&config, data, &extras, taken_at), config)
     }
 

@@ -1,5 +1,6 @@
 //! `/company/<name>`: one company's row of the companies table, its keys
-//! (limits, the caps OpenRouter enforces, state) and its model mix.
+//! (limits, the caps OpenRouter enforces, state; departed keys marked) and
+//! its model mix.
 
 use std::cmp::Ordering;
 use std::fmt::Write as _;
@@ -8,7 +9,9 @@ use chrono::{DateTime, Utc};
 
 use super::format::{escape_html, format_age, format_count, format_f64_usd, format_usd};
 use super::layout::{foot, freshness, head, nav};
-use super::table::{company_row, has_rolling, money_cell, window_cells, windows_header, Row};
+use super::table::{
+    awaiting_note, company_row, has_rolling, money_cell, window_cells, windows_header, Row,
+};
 use super::{dollars, Links, Page, MONTHLY};
 use crate::body::Published;
 use crate::config::Config;
@@ -72,6 +75,14 @@ fn summary(out: &mut String, snap: &Snapshot, company: usize, rolling: bool) {
             "<p class=\"muted\">Keys that no company's selector in the config claims.</p>\n",
         );
     }
+    if let Some(list) = snap.companies[company].awaiting {
+        let _ = writeln!(
+            out,
+            "<p class=\"muted awaiting\">This company's figures are {}: until then, which keys are its \
+             is not known (the keys below are those attributed so far).</p>",
+            awaiting_note(list)
+        );
+    }
     let row = Row::of(&snap.companies[company]);
     out.push_str(
         "<div class=\"scroll\"><table id=\"summary\"><thead><tr><th scope=\"col\">Company</th>",
@@ -88,10 +99,13 @@ struct KeyRow<'a> {
     rolling: Option<&'a [Option<f64>; 2]>,
     /// `Some(up)` for a direct key.
     direct: Option<bool>,
+    /// When a departed key was last listed.
+    departed: Option<DateTime<Utc>>,
 }
 
 /// The company's keys as `/metrics` publishes them: its listed keys except a
-/// direct key's duplicate, then its direct keys that have figures.
+/// direct key's duplicate, then its direct keys that have figures, then its
+/// departed keys.
 fn company_keys(snap: &Snapshot, company: usize) -> Vec<KeyRow<'_>> {
     let listed = snap
         .company_of_key
@@ -104,6 +118,7 @@ fn company_keys(snap: &Snapshot, company: usize) -> Vec<KeyRow<'_>> {
                 key,
                 rolling: snap.key_rolling.get(i),
                 direct: None,
+                departed: None,
             })
         });
     let direct = snap
@@ -115,8 +130,19 @@ fn company_keys(snap: &Snapshot, company: usize) -> Vec<KeyRow<'_>> {
             key,
             rolling: None,
             direct: Some(up),
+            departed: None,
         });
-    listed.chain(direct).collect()
+    let departed = snap
+        .departed
+        .iter()
+        .filter(|d| d.company == company)
+        .map(|d| KeyRow {
+            key: &d.key,
+            rolling: None,
+            direct: None,
+            departed: Some(d.last_seen),
+        });
+    listed.chain(direct).chain(departed).collect()
 }
 
 /// Biggest spender this month first (unknown last), then by name.
@@ -183,9 +209,16 @@ fn key_row(
         .map(|r| r.map(key_money))
         .unwrap_or([None, None]);
     window_cells(out, &usage, rolling.then_some(&key_rolling));
-    limit_cell(out, k);
-    remaining_cell(out, k);
-    caps_cell(out, org, k);
+    if row.departed.is_some() {
+        // No longer listed: its limit and caps are no longer known.
+        for label in ["Limit", "Remaining", "OpenRouter caps"] {
+            let _ = write!(out, "<td class=\"unknown\" data-label=\"{label}\">—</td>");
+        }
+    } else {
+        limit_cell(out, k);
+        remaining_cell(out, k);
+        caps_cell(out, org, k);
+    }
     key_state(out, row, now);
     let _ = writeln!(
         out,
@@ -265,9 +298,16 @@ fn caps_cell(out: &mut String, org: &Organization, k: &Key) {
     }
 }
 
-/// The key's state: disabled, expiry, a direct key's last poll, or active.
+/// The key's state: departed, disabled, expiry, a direct key's last poll, or active.
 fn key_state(out: &mut String, row: &KeyRow<'_>, now: DateTime<Utc>) {
     let mut flags: Vec<String> = Vec::new();
+    if let Some(seen) = row.departed {
+        flags.push(format!(
+            "<span class=\"flag departed\" title=\"no longer listed by OpenRouter; its figures \
+             count until each window ends\">departed</span> <small>last listed {}</small>",
+            seen.format("%Y-%m-%d %H:%M UTC")
+        ));
+    }
     if row.key.disabled == Some(true) {
         flags.push("<span class=\"flag over\">disabled</span>".to_string());
     }

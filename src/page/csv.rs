@@ -21,7 +21,7 @@ fn csv_usd(out: &mut String, value: Option<Usd>) {
 }
 
 fn csv_row(out: &mut String, kind: &str, row: &Row, as_of: &str) {
-    let _ = write!(out, "{kind},{},{}", csv_text(&row.name), row.keys);
+    let _ = write!(out, "{kind},{},{}", csv_text(&row.name), row.keys_text());
     for v in row.usage.iter().chain(&row.rolling) {
         csv_usd(out, *v);
     }
@@ -60,6 +60,7 @@ pub fn companies_csv(published: &Published) -> Option<String> {
         rolling: [None; 2],
         budget: Budget::default(),
         top_model: None,
+        awaiting: None,
     };
     csv_row(&mut out, "unattributed", &unattributed, &as_of);
     csv_row(&mut out, "total", &total_row(snap), &as_of);

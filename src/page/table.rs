@@ -9,7 +9,7 @@ use super::{ratio, BudgetState, MONTHLY, WEEKLY};
 use crate::config::Budget;
 use crate::money::Usd;
 use crate::snapshot::{
-    CompanyTotals, Snapshot, Window, WindowAmounts, COMPLETED_30D, DAILY, ROLLING,
+    CompanyTotals, OrgList, Snapshot, Window, WindowAmounts, COMPLETED_30D, DAILY, ROLLING,
 };
 
 /// One row of the companies table (a company, the unassigned keys, or the total).
@@ -20,10 +20,24 @@ pub(super) struct Row {
     pub(super) rolling: [Option<Usd>; 2],
     pub(super) budget: Budget,
     pub(super) top_model: Option<(String, Option<f64>)>,
+    /// The organization list whose first read decides the company's keys:
+    /// until then its figures and key count are not known.
+    pub(super) awaiting: Option<OrgList>,
 }
 
 impl Row {
     pub(super) fn of(company: &CompanyTotals) -> Row {
+        if company.awaiting.is_some() {
+            return Row {
+                name: company.name.clone(),
+                keys: 0,
+                usage: [None; 4],
+                rolling: [None; 2],
+                budget: company.budget,
+                top_model: None,
+                awaiting: company.awaiting,
+            };
+        }
         Row {
             name: company.name.clone(),
             keys: company.keys,
@@ -31,6 +45,15 @@ impl Row {
             rolling: company.rolling,
             budget: company.budget,
             top_model: top_model(company),
+            awaiting: None,
+        }
+    }
+
+    /// The key count as a table cell shows it: empty while not known.
+    pub(super) fn keys_text(&self) -> String {
+        match self.awaiting {
+            Some(_) => String::new(),
+            None => self.keys.to_string(),
         }
     }
 
@@ -88,7 +111,9 @@ pub(super) fn sorted_rows(snap: &Snapshot) -> (Vec<Row>, Option<Row>) {
     (rows, Some(Row::of(unassigned)))
 }
 
-/// Every company's spend added up (exact; unknown when any part is).
+/// Every company's spend added up (exact; unknown when any part is). A
+/// company waiting for an organization list counts here: which company a
+/// key is in may be unknown, not its spend.
 pub(super) fn total_row(snap: &Snapshot) -> Row {
     let mut usage: WindowAmounts = [Some(Usd::ZERO); 4];
     let mut rolling = [Some(Usd::ZERO); 2];
@@ -109,6 +134,16 @@ pub(super) fn total_row(snap: &Snapshot) -> Row {
         rolling,
         budget: Budget::default(),
         top_model: None,
+        awaiting: None,
+    }
+}
+
+/// Why a company's figures are not known yet, for a note beside its name.
+pub(super) fn awaiting_note(list: OrgList) -> &'static str {
+    match list {
+        OrgList::Members => "not known until the member list is read",
+        OrgList::Workspaces => "not known until the workspace list is read",
+        _ => "not known until the organization lists are read",
     }
 }
 
@@ -236,19 +271,38 @@ pub(super) fn company_row(out: &mut String, row: &Row, class: &str, note: &str, 
     let _ = write!(
         out,
         "<tr class=\"{class}\" data-company=\"{}\" data-budget-state=\"{}\"><th scope=\"row\">\
-         <a href=\"/company/{}\">{}</a>{note}</th>",
+         <a href=\"/company/{}\">{}</a>{note}",
         escape_html(&row.name),
         state.as_str(),
         percent_encode(&row.name),
         escape_html(&row.name),
     );
+    if let Some(list) = row.awaiting {
+        let _ = write!(
+            out,
+            " <small class=\"awaiting\">{}</small>",
+            awaiting_note(list)
+        );
+    }
+    out.push_str("</th>");
     window_cells(out, &row.usage, rolling.then_some(&row.rolling));
     budget_cell(out, row);
-    let _ = write!(
-        out,
-        "<td class=\"num\" data-label=\"Keys\">{}</td>",
-        format_count(row.keys)
-    );
+    match row.awaiting {
+        Some(list) => {
+            let _ = write!(
+                out,
+                "<td class=\"num unknown\" data-label=\"Keys\" title=\"{}\">—</td>",
+                awaiting_note(list)
+            );
+        }
+        None => {
+            let _ = write!(
+                out,
+                "<td class=\"num\" data-label=\"Keys\">{}</td>",
+                format_count(row.keys)
+            );
+        }
+    }
     match &row.top_model {
         Some((model, share)) => {
             let _ = write!(

@@ -3,13 +3,15 @@
 //!
 //! Upstream wire types stop here: [`Listing::from_upstream`] converts them
 //! once (parsing dates), and the renderer sees only the types of this module
-//! and its two children: `organization` (workspaces, members, caps) and
-//! `key_activity` (what a snapshot reads of per-key activity).
+//! and its children: `organization` (workspaces, members, caps),
+//! `key_activity` (what a snapshot reads of per-key activity) and `departed`
+//! (keys that left the listing, still counted until their windows end).
 //!
 //! Sums are exact ([`Usd`]): a company total equals the sum of its keys to
 //! the last reported digit. An unknown amount makes every sum that includes
 //! it unknown; it never counts as zero.
 
+mod departed;
 mod key_activity;
 mod organization;
 
@@ -19,11 +21,12 @@ use std::sync::Arc;
 use chrono::{DateTime, Datelike, Duration as ChronoDuration, NaiveDate, TimeZone, Utc};
 use tracing::warn;
 
-use crate::attribution::{Attribution, Attributor, KeyIdentity};
+use crate::attribution::{waiting_for, Attribution, Attributor, KeyIdentity, Lookup};
 use crate::config::{Budget, Config};
 use crate::money::Usd;
 use crate::upstream::{ApiKey, UpstreamData};
 
+pub use departed::{departed_after, Departed, DepartedKey};
 pub use key_activity::{top_models, KeyActivity, ModelTotals};
 pub use organization::{Cap, OrgList, Organization, DEFAULT_WORKSPACE};
 
@@ -300,6 +303,8 @@ pub struct Extras {
     pub activity: Option<Arc<dyn KeyActivity>>,
     /// Workspaces, members and caps, read at a slower cadence than keys.
     pub organization: Arc<Organization>,
+    /// Keys that left the listing, sorted by hash ([`departed_after`]).
+    pub departed: Arc<Vec<DepartedKey>>,
 }
 
 /// The calendar windows OpenRouter reports, plus lifetime.
@@ -373,6 +378,10 @@ pub struct CompanyTotals {
     pub completed: Option<Usd>,
     /// Top models by spend over the last 30 completed days, the rest as `other`.
     pub models: Option<Vec<(String, ModelTotals)>>,
+    /// The organization list whose first read decides which keys are this
+    /// company's: until then its totals and key count are not published
+    /// (they are still part of the account's total).
+    pub awaiting: Option<OrgList>,
 }
 
 #[derive(Debug, Clone)]
@@ -420,6 +429,8 @@ pub struct Snapshot {
     pub listed_as_direct: Vec<bool>,
     /// Workspaces, members and caps this snapshot was attributed with.
     pub organization: Arc<Organization>,
+    /// Keys that left the listing and still count for their company, as published.
+    pub departed: Vec<Departed>,
 }
 
 /// One key as published, on `/metrics` and on the company pages.
@@ -432,6 +443,8 @@ pub struct PublishedKey<'a> {
     pub rolling: Option<&'a [Option<f64>; 2]>,
     /// Direct keys: whether the last poll succeeded; `None` for listed keys.
     pub direct_up: Option<bool>,
+    /// Departed keys: when they were last listed; `None` for the others.
+    pub departed: Option<DateTime<Utc>>,
 }
 
 /// Adds `value` into `total`; an unknown value poisons the total.
@@ -449,7 +462,8 @@ impl Snapshot {
         extras: &Extras,
         taken_at: DateTime<Utc>,
     ) -> Snapshot {
-        let attribution = attribute(config, &data.keys, &extras.organization);
+        let attributor = Attributor::new(config);
+        let attribution = attribute(&attributor, &data.keys, &extras.organization);
         let activity = extras.activity.as_deref();
         let mut sums = Sums::new(config, activity, taken_at.date_naive());
         // A direct key that the management API also lists (`also_listed`: same
@@ -465,17 +479,25 @@ impl Snapshot {
             sums.add_listed(&data.keys, &attribution.company_of_key, &listed_as_direct);
         let direct: Vec<DirectKey> = extras.direct.iter().map(|d| d.as_of(taken_at)).collect();
         sums.add_direct(&direct);
+        let departed = sums.add_departed(&attributor, extras, taken_at);
         let unattributed_usage = match (data.credits, all_keys_lifetime) {
             (Some(credits), Some(keys_total)) => {
                 Usd::from_f64(credits.total_usage).and_then(|u| u.checked_sub(keys_total))
             }
             _ => None,
         };
+        let mut companies = sums.finish(config.activity.top_models);
+        for (totals, awaiting) in companies
+            .iter_mut()
+            .zip(awaiting(config, &extras.organization))
+        {
+            totals.awaiting = awaiting;
+        }
         Snapshot {
             taken_at,
             selector_matches: selector_matches(config, &attribution.selector_matches),
             company_of_key: attribution.company_of_key,
-            companies: sums.finish(config.activity.top_models),
+            companies,
             conflicts: attribution.conflicts,
             credits: data.credits,
             unreadable_expiries: data.keys.iter().filter(|k| k.expiry_unreadable).count() as u64,
@@ -486,6 +508,7 @@ impl Snapshot {
             direct_duplicates,
             listed_as_direct,
             organization: Arc::clone(&extras.organization),
+            departed,
         }
     }
 
@@ -523,6 +546,7 @@ impl Snapshot {
                 company,
                 rolling: self.key_rolling.get(i),
                 direct_up: None,
+                departed: None,
             });
         let direct = self.direct.iter().filter_map(|d| {
             Some(PublishedKey {
@@ -530,16 +554,24 @@ impl Snapshot {
                 company: d.company,
                 rolling: None,
                 direct_up: Some(d.up),
+                departed: None,
             })
         });
-        listed.chain(direct)
+        let departed = self.departed.iter().map(|d| PublishedKey {
+            key: &d.key,
+            company: d.company,
+            rolling: None,
+            direct_up: None,
+            departed: Some(d.last_seen),
+        });
+        listed.chain(direct).chain(departed)
     }
 }
 
 /// Each listed key's company, with its workspace slug and creator's email
 /// looked up in `org`.
-fn attribute(config: &Config, keys: &[Key], org: &Organization) -> Attribution {
-    Attributor::new(config).attribute(keys.iter().map(|k| KeyIdentity {
+fn attribute(attributor: &Attributor, keys: &[Key], org: &Organization) -> Attribution {
+    attributor.attribute(keys.iter().map(|k| KeyIdentity {
         hash: &k.hash,
         name: &k.name,
         workspace_id: k.workspace_id.as_deref(),
@@ -578,6 +610,28 @@ fn match_direct(
         });
     }
     (listed_as_direct, duplicates)
+}
+
+/// For each company, the organization list it waits for (see
+/// [`waiting_for`]); none without a management key, when there is no
+/// listing to attribute.
+fn awaiting(config: &Config, org: &Organization) -> Vec<Option<OrgList>> {
+    if config.openrouter.management_key.is_none() {
+        return Vec::new();
+    }
+    waiting_for(
+        config,
+        org.workspace_slugs.is_some(),
+        org.member_emails.is_some(),
+    )
+    .into_iter()
+    .map(|lookup| {
+        lookup.map(|l| match l {
+            Lookup::WorkspaceSlugs => OrgList::Workspaces,
+            Lookup::MemberEmails => OrgList::Members,
+        })
+    })
+    .collect()
 }
 
 /// What each config selector matched.
@@ -629,6 +683,7 @@ impl<'a> Sums<'a> {
                 rolling: [Some(Usd::ZERO); 2],
                 completed: Some(Usd::ZERO),
                 models: Some(Vec::new()),
+                awaiting: None,
             })
             .collect();
         Sums {
@@ -879,6 +934,7 @@ mod tests {
             direct: Arc::new(vec![direct("d1", 1, Some(d1)), direct("d2", 0, None)]),
             activity,
             organization: Arc::default(),
+            departed: Arc::default(),
         };
         let data = Arc::new(Listing {
             keys,
