@@ -92,7 +92,7 @@ mod tests {
     use crate::snapshot::{
         DirectKey, Extras, Key, KeyActivity, Listing, ModelTotals, OrgList, Organization,
     };
-    use crate::status::{ActivityStatus, Progress, Status};
+    use crate::status::{ActivityStatus, LedgerFigures, LedgerStatus, Progress, Status};
     use crate::upstream::{ApiKey, UpstreamData};
 
     /// Every key's history read, with one model.
@@ -148,6 +148,7 @@ mod tests {
             direct: Arc::new(vec![direct]),
             activity: Some(Arc::new(EveryKeyRead)),
             organization: Arc::new(org),
+            previous_month: Arc::new(vec![("acme".to_string(), Usd::from_nanos(1))]),
         };
         let taken_at = Utc.with_ymd_and_hms(2026, 3, 4, 10, 0, 0).unwrap();
         (Snapshot::build(&config, data, &extras, taken_at), config)
@@ -176,6 +177,11 @@ mod tests {
                 last_success: Some(snap.taken_at),
                 cached_keys: 1,
                 keys: Some(Progress::default()),
+            }),
+            ledger: Some(LedgerStatus {
+                up: true,
+                last_write: Some(snap.taken_at),
+                figures: Some(LedgerFigures::default()),
             }),
         };
         let mut w = MetricWriter::new(Vec::new());

@@ -265,6 +265,9 @@ pub struct Extras {
     pub activity: Option<Arc<dyn KeyActivity>>,
     /// Workspaces, members and caps, read at a slower cadence than keys.
     pub organization: Arc<Organization>,
+    /// Each company's exact spend in the previous UTC month once that month
+    /// is final, from the statements ledger; by company name. Empty without one.
+    pub previous_month: Arc<Vec<(String, Usd)>>,
 }
 
 /// The calendar windows OpenRouter reports, plus lifetime.
@@ -385,6 +388,8 @@ pub struct Snapshot {
     pub listed_as_direct: Vec<bool>,
     /// Workspaces, members and caps this snapshot was attributed with.
     pub organization: Arc<Organization>,
+    /// [`Extras::previous_month`], as it was when this snapshot was built.
+    pub previous_month: Arc<Vec<(String, Usd)>>,
 }
 
 /// One key as published, on `/metrics` and on the company pages.
@@ -451,6 +456,7 @@ impl Snapshot {
             direct_duplicates,
             listed_as_direct,
             organization: Arc::clone(&extras.organization),
+            previous_month: Arc::clone(&extras.previous_month),
         }
     }
 
@@ -844,6 +850,7 @@ mod tests {
             direct: Arc::new(vec![direct("d1", 1, Some(d1)), direct("d2", 0, None)]),
             activity,
             organization: Arc::default(),
+            previous_month: Arc::default(),
         };
         let data = Arc::new(Listing {
             keys,
