@@ -4,6 +4,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -16,6 +17,7 @@ use tracing::{error, info, warn};
 use openrouter_cost_exporter::config::Config;
 use openrouter_cost_exporter::demo::{demo_config, DemoUpstream};
 use openrouter_cost_exporter::exporter::Exporter;
+use openrouter_cost_exporter::ledger::{Ledger, LedgerError};
 use openrouter_cost_exporter::server::{serve, ServerOptions};
 use openrouter_cost_exporter::upstream::RetryPolicy;
 use openrouter_cost_exporter::webconfig::WebConfig;
@@ -62,6 +64,22 @@ struct Cli {
     /// (`openrouter-overview`, `openrouter-company`).
     #[arg(long = "web.grafana-url", value_name = "URL", global = true)]
     grafana_url: Option<String>,
+
+    /// Directory of the statements ledger (`ledger.sqlite3`), created if
+    /// missing; one exporter per directory. [default: data/; demo: a
+    /// temporary directory, removed at exit]
+    #[arg(long = "storage.path", value_name = "DIR", global = true)]
+    storage_path: Option<PathBuf>,
+
+    /// How long the statements ledger keeps each day, in days (e.g. 400d, 2y).
+    #[arg(
+        long = "storage.retention",
+        value_name = "DURATION",
+        default_value = "400d",
+        value_parser = parse_retention,
+        global = true
+    )]
+    retention_days: u32,
 
     /// Log level.
     #[arg(long = "log.level", value_enum, default_value = "info", global = true)]
@@ -189,6 +207,42 @@ fn check_config(path: &Path, web_config: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--storage.retention`: a duration of at least one day, in whole days.
+fn parse_retention(text: &str) -> Result<u32, String> {
+    let duration = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    let days = duration.as_secs() / 86_400;
+    if days == 0 {
+        return Err(format!("must be at least 1d, got {text:?}"));
+    }
+    u32::try_from(days).map_err(|_| format!("too long: {text:?}"))
+}
+
+/// Opens the statements ledger (SQLite, off the async threads). An error
+/// is logged and handed on: the exporter runs without the ledger.
+async fn open_ledger(dir: PathBuf, retention_days: u32) -> Result<Arc<Ledger>, LedgerError> {
+    let path = dir.clone();
+    let opened = tokio::task::spawn_blocking(move || Ledger::open(&path, retention_days))
+        .await
+        .unwrap_or_else(|e| {
+            Err(LedgerError::PathUnusable {
+                path: dir,
+                reason: format!("opening stopped: {e}"),
+            })
+        });
+    match &opened {
+        Ok(ledger) => info!(
+            path = %ledger.path().display(),
+            retention_days,
+            "statements ledger open"
+        ),
+        Err(e) => error!(
+            error = %e,
+            "statements ledger unavailable; /metrics keeps serving without it, the statement pages answer 503"
+        ),
+    }
+    opened.map(Arc::new)
+}
+
 /// `:10115` means every interface, as in Go exporters.
 fn parse_listen_address(addr: &str) -> anyhow::Result<SocketAddr> {
     let full = if addr.starts_with(':') {
@@ -274,7 +328,12 @@ async fn run_exporter(cli: &Cli) -> anyhow::Result<()> {
             "refresh_interval below 1m: every refresh lists every key, mind OpenRouter's rate limits"
         );
     }
-    let exporter = Exporter::new(config, Some(path.clone()))?;
+    let storage = cli
+        .storage_path
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("data/"));
+    let ledger = open_ledger(storage, cli.retention_days).await;
+    let exporter = Exporter::new(config, Some(path.clone()))?.with_ledger(ledger);
     // The web config (TLS files, hashes) is checked before anything starts.
     let options = server_options(cli)?;
     let listener = bind(cli).await?;
@@ -287,7 +346,7 @@ async fn run_exporter(cli: &Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The refresh loop and the (opt-in) activity loop.
+/// The refresh loop, the (opt-in) activity loop and the ledger's chores.
 fn spawn_background(
     exporter: &Exporter,
     shutdown: &watch::Receiver<bool>,
@@ -297,6 +356,8 @@ fn spawn_background(
     tasks.spawn(async move { e.run(s).await });
     let (e, s) = (exporter.clone(), shutdown.clone());
     tasks.spawn(async move { e.run_activity(s).await });
+    let (e, s) = (exporter.clone(), shutdown.clone());
+    tasks.spawn(async move { e.run_ledger(s).await });
     tasks
 }
 
@@ -347,7 +408,18 @@ async fn run_demo(cli: &Cli) -> anyhow::Result<()> {
         .await
         .context("cannot start the simulated OpenRouter")?;
     let config = demo_config(&upstream.server.base_url())?;
-    let exporter = Exporter::with_key(config, SecretString::from(key), RetryPolicy::default())?;
+    // The demo's ledger goes with it, unless --storage.path says where to keep it.
+    let (storage, scratch) = match &cli.storage_path {
+        Some(dir) => (dir.clone(), false),
+        None => {
+            remove_abandoned_demo_ledgers();
+            let name = format!("{DEMO_LEDGER_PREFIX}{}", std::process::id());
+            (std::env::temp_dir().join(name), true)
+        }
+    };
+    let ledger = open_ledger(storage.clone(), cli.retention_days).await;
+    let exporter = Exporter::with_key(config, SecretString::from(key), RetryPolicy::default())?
+        .with_ledger(ledger);
     let listener = bind(cli).await?;
     let local = listener.local_addr()?;
     info!(
@@ -358,10 +430,42 @@ async fn run_demo(cli: &Cli) -> anyhow::Result<()> {
     );
     let shutdown = shutdown_on_signals()?;
     let mut background = spawn_background(&exporter, &shutdown);
-    serve(listener, exporter, options, shutdown).await?;
+    let served = serve(listener, exporter, options, shutdown).await;
     background.abort_all();
     drop(upstream);
+    if scratch {
+        // The ledger's file is closed once the tasks holding it have ended.
+        background.shutdown().await;
+        let _ = std::fs::remove_dir_all(storage);
+    }
+    served?;
     Ok(())
+}
+
+/// The demo's ledger directory in the temp directory, followed by its process id.
+const DEMO_LEDGER_PREFIX: &str = "openrouter-cost-exporter-demo-";
+
+/// Removes the ledgers of demos that were killed before they could remove
+/// their own (a process id no longer running). Linux only: elsewhere they stay.
+fn remove_abandoned_demo_ledgers() {
+    if !cfg!(target_os = "linux") {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let pid = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(DEMO_LEDGER_PREFIX));
+        let Some(pid) = pid.filter(|p| p.parse::<u32>().is_ok()) else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// A minimal HTTP/1.1 GET: distroless images have no curl.
@@ -438,3 +542,18 @@ fn tune_allocator() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn tune_allocator() {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_is_whole_days_of_at_least_one() {
+        use openrouter_cost_exporter::ledger::DEFAULT_RETENTION_DAYS;
+        assert_eq!(parse_retention("400d"), Ok(DEFAULT_RETENTION_DAYS));
+        assert_eq!(parse_retention("1y"), Ok(365));
+        assert_eq!(parse_retention("36h"), Ok(1));
+        assert!(parse_retention("23h").unwrap_err().contains("at least 1d"));
+        assert!(parse_retention("soon").is_err());
+    }
+}

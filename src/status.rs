@@ -17,6 +17,32 @@ pub struct Status {
     pub reload_successful: bool,
     /// `None` when activity collection is off.
     pub activity: Option<ActivityStatus>,
+    /// `None` when the exporter runs without a ledger (`Exporter::with_ledger` not called).
+    pub ledger: Option<LedgerStatus>,
+}
+
+/// The statements ledger as shown (`openrouter_ledger_*`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LedgerStatus {
+    /// Open, and its last write (if any since the start) succeeded.
+    pub up: bool,
+    /// When a write last committed (from the file: survives restarts).
+    pub last_write: Option<DateTime<Utc>>,
+    /// `None` while the ledger cannot be opened or read.
+    pub figures: Option<LedgerFigures>,
+}
+
+/// What the ledger holds, as last read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LedgerFigures {
+    /// Past days on which every key is settled (read 6 h or more after the day ended).
+    pub days_settled: u32,
+    /// Past days held with some key still provisional.
+    pub days_provisional: u32,
+    /// The SQLite file and its write-ahead log.
+    pub size_bytes: u64,
+    /// Settled key-days whose figures a later read changed, ever.
+    pub restated_days_total: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default)]

@@ -106,7 +106,20 @@ pub struct Company {
     pub name: String,
     pub selectors: Vec<Selector>,
     pub budget: Budget,
+    /// How the company is invoiced (statements); `None`: at cost.
+    pub billing: Option<Billing>,
 }
+
+/// `companies.<name>.billing`: what the statements add to the company's cost.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Billing {
+    /// Billed = cost × (1 + N/100), rounded to the cent per line; 0 to 1000.
+    pub markup_percent: f64,
+}
+
+/// The largest `billing.markup_percent` accepted (an elevenfold bill).
+pub const MAX_MARKUP_PERCENT: f64 = 1000.0;
 
 /// Optional company budgets in US dollars per calendar window.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
@@ -207,6 +220,12 @@ impl Config {
 
     pub fn company_names(&self) -> impl Iterator<Item = &str> {
         self.companies.iter().map(|c| c.name.as_str())
+    }
+
+    /// The markup of `company` in percent (`billing.markup_percent`), if it has one.
+    pub fn markup_percent(&self, company: &str) -> Option<f64> {
+        let company = self.companies.iter().find(|c| c.name == company)?;
+        company.billing.map(|b| b.markup_percent)
     }
 
     /// How old the last successful refresh may get before the data counts as
@@ -394,6 +413,33 @@ mod tests {
         let mut cfg = cfg;
         cfg.refresh_interval = Duration::MAX;
         assert_eq!(cfg.stale_after(), Duration::MAX);
+    }
+
+    #[test]
+    fn a_markup_is_a_percentage_from_0_to_1000() {
+        let yaml = |billing: &str| {
+            format!("companies:\n  acme:\n    keys: [a]\n    billing: {billing}\n  beta:\n    keys: [b]\n")
+        };
+        let cfg = parse(&yaml("{markup_percent: 12.5}")).unwrap();
+        assert_eq!(cfg.markup_percent("acme"), Some(12.5));
+        assert_eq!(cfg.markup_percent("beta"), None, "no billing: at cost");
+        assert_eq!(cfg.markup_percent("nobody"), None);
+        assert_eq!(
+            parse(&yaml("{markup_percent: 0}"))
+                .unwrap()
+                .markup_percent("acme"),
+            Some(0.0)
+        );
+        assert!(parse(&yaml("{markup_percent: 1000}")).is_ok());
+        for bad in ["-1", "1000.5", ".nan", ".inf"] {
+            let found = problems(&yaml(&format!("{{markup_percent: {bad}}}")));
+            assert_eq!(found.len(), 1, "{bad}: {found:?}");
+            assert_eq!(found[0].location, "companies.acme.billing.markup_percent");
+            assert!(found[0].message.contains("from 0 to 1000"), "{found:?}");
+        }
+        // The one field is required, and nothing else is allowed.
+        assert!(parse(&yaml("{}")).is_err());
+        assert!(parse(&yaml("{markup_percent: 5, rounding: up}")).is_err());
     }
 
     #[test]

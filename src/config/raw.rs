@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::yaml::UniqueMap;
-use super::{Budget, MetricsOptions};
+use super::{Billing, Budget, MetricsOptions};
 
 pub const DEFAULT_BASE_URL: &str = "https://openrouter.ai/api/v1";
 pub const DEFAULT_KEY_ENV: &str = "OPENROUTER_MANAGEMENT_KEY";
@@ -109,6 +109,7 @@ impl Default for RawWorkspaces {
 pub(super) struct RawCompany {
     pub keys: Vec<serde_yaml::Value>,
     pub budget_usd: Budget,
+    pub billing: Option<Billing>,
 }
 
 /// `activity:` as written; `enabled` unset means "on with a management key".

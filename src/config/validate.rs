@@ -14,7 +14,10 @@ use super::secret::{looks_like_key, SecretSource};
 use super::selector::{parse_selector, Selector};
 use super::workspace::{WorkspaceRef, Workspaces};
 use super::yaml::UniqueMap;
-use super::{ActivityOptions, Budget, Company, Config, OpenRouterConfig, Problem};
+use super::{
+    ActivityOptions, Billing, Budget, Company, Config, OpenRouterConfig, Problem,
+    MAX_MARKUP_PERCENT,
+};
 
 /// The problems found so far, in the order the checks ran.
 #[derive(Debug, Default)]
@@ -343,10 +346,14 @@ fn validate_company(
         }
     }
     validate_budget(&base, &company.budget_usd, problems);
+    if let Some(billing) = &company.billing {
+        validate_billing(&base, billing, problems);
+    }
     Company {
         name,
         selectors,
         budget: company.budget_usd,
+        billing: company.billing,
     }
 }
 
@@ -390,6 +397,17 @@ fn validate_selector(
         }
     }
     Some(selector)
+}
+
+/// `billing.markup_percent`: a finite percentage from 0 to [`MAX_MARKUP_PERCENT`].
+fn validate_billing(base: &str, billing: &Billing, problems: &mut Problems) {
+    let percent = billing.markup_percent;
+    if !percent.is_finite() || !(0.0..=MAX_MARKUP_PERCENT).contains(&percent) {
+        problems.push(
+            format!("{base}.billing.markup_percent"),
+            format!("must be a finite percentage from 0 to {MAX_MARKUP_PERCENT}, got {percent}"),
+        );
+    }
 }
 
 /// `budget_usd`: each window, when set, a finite amount of at least 0.

@@ -2,10 +2,12 @@
 //! per listed key (see `crate::activity`), recorded as results arrive and
 //! published with the rest, and the loop that runs them.
 //!
-//! A run is three phases: [`Exporter::plan_activity`] picks the keys due,
-//! an [`ActivityRun`] takes each answer as it comes and records batches
-//! without waiting for a refresh, and [`Exporter::finish_activity`] records
-//! the rest and says whether every key was read.
+//! A run is three phases: [`Exporter::plan_activity`] picks the keys due
+//! (the first run after a start takes back what the statements ledger holds
+//! first), an [`ActivityRun`] takes each answer as it comes and records
+//! batches without waiting for a refresh, and [`Exporter::finish_activity`]
+//! records the rest and says whether every key was read. With a ledger, each
+//! recorded answer's rows go to it too, in batches ([`LedgerBatch`]).
 //!
 //! A run fails (`openrouter_activity_up 0`, `reason="activity"`) when a call
 //! fails, when rows cannot be read, when a key's 30 days cost more than its
@@ -21,6 +23,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::activity_fetch::Fetcher;
+use super::ledger::{LedgerBatch, PendingRead};
 use super::Exporter;
 use crate::activity::{self, ActivityRow, Plan, Planned, Progress, Taken, FIRST_READ_MINUTES};
 use crate::money::Usd;
@@ -38,8 +41,15 @@ const BEHIND_RETRY: Duration = Duration::from_secs(10 * 60);
 
 /// One finished activity call, waiting to be recorded.
 enum ActivityResult {
-    /// The history, when it was read, and the most it can have cost.
-    Read(String, activity::History, DateTime<Utc>, Option<Usd>),
+    /// The history, when it was read, the most it can have cost, and the
+    /// rows themselves when a ledger records them.
+    Read {
+        hash: String,
+        history: activity::History,
+        read_at: DateTime<Utc>,
+        max_spend: Option<Usd>,
+        rows: Option<Vec<ActivityRow>>,
+    },
     /// Answered with rows that could not be read (how many).
     Unreadable(String, usize),
     Gone(String, DateTime<Utc>),
@@ -76,6 +86,8 @@ struct ActivityRun {
     disabled: bool,
     last_flush: Instant,
     last_publish: Instant,
+    /// The answers on their way to the statements ledger, if there is one.
+    ledger: Option<LedgerBatch>,
 }
 
 impl ActivityRun {
@@ -97,6 +109,7 @@ impl ActivityRun {
             disabled: false,
             last_flush: Instant::now(),
             last_publish: Instant::now(),
+            ledger: None,
         }
     }
 
@@ -122,10 +135,16 @@ impl ActivityRun {
         self.answered += 1;
         let Planned { hash, max_spend } = planned;
         let recorded = match result {
-            // Summarized at once: a batch waiting for the lock holds
-            // ~100 bytes a key, not the rows (~250 bytes each).
+            // Summarized at once: without a ledger, a batch waiting for the
+            // lock holds ~100 bytes a key, not the rows (~250 bytes each).
             Ok(rows) => match activity::summarize(&rows, self.today) {
-                Ok(history) => ActivityResult::Read(hash, history, read_at, max_spend),
+                Ok(history) => ActivityResult::Read {
+                    hash,
+                    history,
+                    read_at,
+                    max_spend,
+                    rows: self.ledger.is_some().then_some(rows),
+                },
                 Err(e) => ActivityResult::Unreadable(hash, e.rows),
             },
             Err(e) if e.status() == Some(404) => {
@@ -243,12 +262,16 @@ impl Exporter {
         if !config.activity.enabled || config.openrouter.management_key.is_none() {
             return (Ok(0), false);
         }
+        self.restore_activity(now).await;
         let Some((client, plan, relisted)) = self.plan_activity(now).await else {
             return (Ok(0), false);
         };
         let rate = config.activity.calls_per_second.max(1);
         let mut run = ActivityRun::new(now, plan.len(), rate);
         run.relisted = relisted;
+        run.ledger = self
+            .ledger()
+            .map(|ledger| LedgerBatch::new(ledger, run.today));
         if run.calls > 0 {
             info!(
                 calls = run.calls,
@@ -324,6 +347,9 @@ impl Exporter {
         };
         let progress = self.apply_activity(run);
         run.last_flush = Instant::now();
+        if let Some(batch) = run.ledger.as_mut() {
+            batch.write_if_due(lock(&self.shared.state).snapshot.clone());
+        }
         let Some(p) = progress else {
             fetcher.stop();
             return;
@@ -371,6 +397,13 @@ impl Exporter {
                     .count_refresh_failure(FailureReason::Activity);
             }
         }
+        if let Some(batch) = run.ledger.take() {
+            let snapshot = lock(&self.shared.state).snapshot.clone();
+            batch.finish(snapshot).await;
+        }
+        if let Some(ledger) = self.ledger() {
+            self.update_ledger_status(&ledger, run.now).await;
+        }
         self.rebuild_snapshot().await;
         self.publish().await;
         run.outcome(progress)
@@ -388,16 +421,33 @@ impl Exporter {
             return None;
         };
         for result in &run.batch {
-            if let ActivityResult::Read(_, history, _, _) = result {
+            if let ActivityResult::Read { history, .. } = result {
                 cache.note_rollover(history);
             }
         }
         let applied = &mut run.applied;
         for result in run.batch.drain(..) {
             match result {
-                ActivityResult::Read(hash, history, read_at, max_spend) => {
-                    match cache.take(&hash, history, read_at, max_spend) {
-                        Taken::Complete => {}
+                ActivityResult::Read {
+                    hash,
+                    history,
+                    read_at,
+                    max_spend,
+                    rows,
+                } => {
+                    let taken = cache.take(&hash, history, read_at, max_spend);
+                    match taken {
+                        // Only what the cache took is recorded: not an answer
+                        // from a window not rolled over, nor one over the lifetime.
+                        Taken::Complete => {
+                            if let (Some(batch), Some(rows)) = (run.ledger.as_mut(), rows) {
+                                batch.push(PendingRead {
+                                    hash,
+                                    read_at,
+                                    rows,
+                                });
+                            }
+                        }
                         Taken::Behind => applied.behind += 1,
                         Taken::OverLifetime { spend, max } => {
                             applied.over_lifetime += 1;

@@ -31,6 +31,7 @@ pub use state::Clock;
 
 mod activity_fetch;
 mod activity_runs;
+mod ledger;
 mod organization;
 mod read;
 mod rebuild;
@@ -129,6 +130,7 @@ impl Exporter {
             refresh_interval_seconds: config.refresh_interval.as_secs_f64(),
             reload_successful: true,
             activity: config.activity.enabled.then(ActivityStatus::default),
+            ledger: None,
         };
         let (config, _) = watch::channel(Arc::new(config));
         let exporter = Exporter {

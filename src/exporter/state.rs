@@ -6,6 +6,8 @@
 //! - activity figures exist only while activity is enabled;
 //! - a key that leaves the listing is held as departed until its last
 //!   calendar window ends, and is no longer departed once listed again.
+//! - the statements ledger is attached once, and the activity cache is
+//!   restored from it at most once, before anything else creates the cache.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -20,10 +22,12 @@ use crate::activity::{ActivityCache, Progress};
 use crate::body::Published;
 use crate::config::Config;
 use crate::direct::DirectClient;
+use crate::ledger::{Ledger, Month};
+use crate::money::Usd;
 use crate::snapshot::{
     departed_after, DepartedKey, DirectKey, Extras, Listing, Organization, Snapshot, Window,
 };
-use crate::status::{ActivityStatus, Status};
+use crate::status::{ActivityStatus, LedgerStatus, Status};
 use crate::telemetry::Telemetry;
 use crate::upstream::{Client, RetryPolicy};
 
@@ -66,6 +70,26 @@ pub(super) struct State {
     /// Keys that left the listing, with their last figures, until their
     /// last window ends (in memory only: a restart forgets them).
     pub(super) departed: Arc<Vec<DepartedKey>>,
+    /// The statements ledger and what the exporter did with it.
+    pub(super) ledger: LedgerState,
+}
+
+/// The statements ledger as the exporter holds it (issue #23).
+#[derive(Default)]
+pub(super) struct LedgerState {
+    /// `None` without a ledger; `Err` with why it could not be opened.
+    opened: Option<Result<Arc<Ledger>, String>>,
+    /// Activity collection has taken back what the ledger holds.
+    restored: bool,
+    /// When the last listing recorded in the ledger was taken.
+    listing_recorded: Option<DateTime<Utc>>,
+    /// The UTC day the ledger was last pruned on.
+    pruned_on: Option<NaiveDate>,
+    /// The previous month's final figures per company, by name.
+    previous_month: Arc<Vec<(String, Usd)>>,
+    /// The month and restatement count of a final `previous_month`: it can
+    /// only change with a new month or a restated day.
+    previous_month_final: Option<(Month, u64)>,
 }
 
 pub(super) struct Shared {
@@ -112,6 +136,7 @@ impl State {
             listings: 0,
             activity_run_ended: false,
             departed: Arc::new(Vec::new()),
+            ledger: LedgerState::default(),
         }
     }
 
@@ -122,6 +147,7 @@ impl State {
             activity: self.activity.clone().map(|cache| cache as _),
             organization: Arc::clone(&self.organization),
             departed: Arc::clone(&self.departed),
+            previous_month: Arc::clone(&self.ledger.previous_month),
         }
     }
 
@@ -362,5 +388,98 @@ impl State {
     /// The next refresh reads the organization lists first.
     pub(super) fn read_organization_next(&mut self) {
         self.listings = 0;
+    }
+}
+
+/// The statements ledger's part of the state (kept apart from the rest).
+impl State {
+    /// Attaches the ledger opened at start, or why it could not be opened
+    /// (`openrouter_ledger_up 0`), with its health as first read.
+    pub(super) fn attach_ledger(
+        &mut self,
+        opened: Result<Arc<Ledger>, String>,
+        status: LedgerStatus,
+    ) {
+        self.ledger.opened = Some(opened);
+        self.status.ledger = Some(status);
+    }
+
+    /// The open ledger, if any.
+    pub(super) fn ledger(&self) -> Option<Arc<Ledger>> {
+        match &self.ledger.opened {
+            Some(Ok(ledger)) => Some(Arc::clone(ledger)),
+            _ => None,
+        }
+    }
+
+    /// Why the ledger could not be opened (`None` when it is open, or when there is none).
+    pub(super) fn ledger_error(&self) -> Option<String> {
+        match &self.ledger.opened {
+            Some(Err(e)) => Some(e.clone()),
+            _ => None,
+        }
+    }
+
+    /// The ledger's health as just read; whether it changed.
+    pub(super) fn set_ledger_status(&mut self, status: LedgerStatus) -> bool {
+        if self.ledger.opened.is_none() || self.status.ledger == Some(status) {
+            return false;
+        }
+        self.status.ledger = Some(status);
+        true
+    }
+
+    /// The activity cache as the ledger restored it, before any run created
+    /// one: `false` (dropped) once a cache exists, or while activity is off.
+    /// Restoring is tried once either way.
+    pub(super) fn install_restored_activity(&mut self, cache: Option<ActivityCache>) -> bool {
+        self.ledger.restored = true;
+        let Some(cache) = cache else {
+            return false;
+        };
+        if self.activity.is_some() || self.status.activity.is_none() {
+            return false;
+        }
+        self.activity = Some(Arc::new(cache));
+        true
+    }
+
+    /// Whether activity collection has yet to take back what the ledger holds.
+    pub(super) fn activity_restore_due(&self) -> bool {
+        !self.ledger.restored && self.ledger().is_some()
+    }
+
+    /// The last recorded listing's time, and the day the ledger was last pruned.
+    pub(super) fn ledger_chores(&self) -> (Option<DateTime<Utc>>, Option<NaiveDate>) {
+        (self.ledger.listing_recorded, self.ledger.pruned_on)
+    }
+
+    pub(super) fn listing_recorded(&mut self, taken_at: DateTime<Utc>) {
+        self.ledger.listing_recorded = Some(taken_at);
+    }
+
+    pub(super) fn ledger_pruned(&mut self, today: NaiveDate) {
+        self.ledger.pruned_on = Some(today);
+    }
+
+    /// The month and restatement count for which the previous month is
+    /// known final (then it need not be read again).
+    pub(super) fn previous_month_final(&self) -> Option<(Month, u64)> {
+        self.ledger.previous_month_final
+    }
+
+    /// The previous month's figures as just read (`final_for` when the
+    /// whole month is final); whether the published figures change.
+    pub(super) fn set_previous_month(
+        &mut self,
+        figures: Vec<(String, Usd)>,
+        final_for: Option<(Month, u64)>,
+    ) -> bool {
+        self.ledger.previous_month_final = final_for;
+        if *self.ledger.previous_month == figures {
+            return false;
+        }
+        self.ledger.previous_month = Arc::new(figures);
+        true
     }
 }

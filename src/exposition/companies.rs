@@ -16,6 +16,14 @@ macro_rules! model_mix_note {
     };
 }
 
+/// The note on `window="previous_month"` in the company spend's HELP text.
+macro_rules! previous_month_note {
+    () => {
+        "window=\"previous_month\" (with the statements ledger): the whole previous UTC month, exact, \
+         once every day of it is settled for every key (absent before). "
+    };
+}
+
 pub(super) const USAGE: Family = Family {
     name: "openrouter_company_usage_usd",
     kind: Kind::Gauge,
@@ -24,6 +32,7 @@ pub(super) const USAGE: Family = Family {
          attributed to it, departed keys included for the windows they still hold. Absent when a \
          key's figure is unknown, or while an organization list its attribution needs has never \
          been read. ",
+        previous_month_note!(),
         calendar_note!()
     ),
 };
@@ -92,6 +101,7 @@ pub(super) fn write_totals<W: Write>(w: &mut MetricWriter<W>, snap: &Snapshot) -
     w.header(&USAGE)?;
     for company in known(snap) {
         write_usage(w, company)?;
+        write_previous_month(w, snap, company)?;
     }
     w.header(&BYOK_USAGE)?;
     for company in known(snap) {
@@ -193,4 +203,22 @@ pub(super) fn write_model_mix<W: Write>(
         }
     }
     Ok(())
+}
+
+/// `window="previous_month"`: the company's final spend in the previous UTC
+/// month, from the statements ledger (absent until that month is final).
+fn write_previous_month<W: Write>(
+    w: &mut MetricWriter<W>,
+    snap: &Snapshot,
+    company: &CompanyTotals,
+) -> io::Result<()> {
+    let months = &snap.previous_month;
+    let Ok(i) = months.binary_search_by(|(name, _)| name.as_str().cmp(&company.name)) else {
+        return Ok(());
+    };
+    let labels = [
+        ("company", company.name.as_str()),
+        ("window", "previous_month"),
+    ];
+    w.sample_usd(USAGE.name, &labels, months[i].1)
 }

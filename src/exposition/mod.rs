@@ -93,7 +93,7 @@ mod tests {
         DepartedKey, DirectKey, Extras, Key, KeyActivity, Listing, ModelTotals, OrgList,
         Organization,
     };
-    use crate::status::{ActivityStatus, Progress, Status};
+    use crate::status::{ActivityStatus, LedgerFigures, LedgerStatus, Progress, Status};
     use crate::upstream::{ApiKey, UpstreamData};
 
     /// Every key's history read, with one model.
@@ -154,6 +154,7 @@ mod tests {
             activity: Some(Arc::new(EveryKeyRead)),
             departed: Arc::new(vec![DepartedKey::new(&gone, &org, taken_at)]),
             organization: Arc::new(org),
+            previous_month: Arc::new(vec![("acme".to_string(), Usd::from_nanos(1))]),
         };
         (Snapshot::build(&config, data, &extras, taken_at), config)
     }
@@ -181,6 +182,11 @@ mod tests {
                 last_success: Some(snap.taken_at),
                 cached_keys: 1,
                 keys: Some(Progress::default()),
+            }),
+            ledger: Some(LedgerStatus {
+                up: true,
+                last_write: Some(snap.taken_at),
+                figures: Some(LedgerFigures::default()),
             }),
         };
         let mut w = MetricWriter::new(Vec::new());

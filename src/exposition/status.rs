@@ -1,9 +1,10 @@
-//! The exporter's own families: its refresh, activity, config and account
-//! status and its build (its counters are rendered at each scrape by `telemetry`).
+//! The exporter's own families: its refresh, activity, ledger, config and
+//! account status and its build (its counters are rendered at each scrape by
+//! `telemetry`).
 
 use std::io::{self, Write};
 
-use crate::status::{ActivityStatus, Progress, Status};
+use crate::status::{ActivityStatus, LedgerStatus, Progress, Status};
 
 use super::writer::{Family, Kind, MetricWriter};
 
@@ -64,6 +65,40 @@ pub(super) const ACCOUNT_UP: Family = Family {
     help: "1 when the last refresh read GET /credits; 0 when it failed: key and company figures \
            are still published, the openrouter_account_* families are absent.",
 };
+pub(super) const LEDGER_UP: Family = Family {
+    name: "openrouter_ledger_up",
+    kind: Kind::Gauge,
+    help: "1 when the statements ledger (the SQLite file in --storage.path) is open and its last write \
+           succeeded; 0 when it cannot be opened (held by another exporter, corrupt, directory not \
+           writable) or a write failed. /metrics is unaffected; the statement pages answer 503 while \
+           it cannot be opened.",
+};
+pub(super) const LEDGER_LAST_WRITE: Family = Family {
+    name: "openrouter_ledger_last_write_timestamp_seconds",
+    kind: Kind::Gauge,
+    help: "When a write to the statements ledger last committed, as a Unix timestamp in seconds \
+           (activity reads, hourly listings).",
+};
+pub(super) const LEDGER_DATES: Family = Family {
+    name: "openrouter_ledger_dates",
+    kind: Kind::Gauge,
+    help: "Past UTC dates the statements ledger holds (within --storage.retention), by status: settled \
+           (every key's figures read at least 6 h after the day ended: they will not change) or \
+           provisional.",
+};
+pub(super) const LEDGER_SIZE: Family = Family {
+    name: "openrouter_ledger_size_bytes",
+    kind: Kind::Gauge,
+    help:
+        "Size of the statements ledger on disk in bytes (the SQLite file and its write-ahead log).",
+};
+pub(super) const LEDGER_RESTATEMENTS: Family = Family {
+    name: "openrouter_ledger_restatements_total",
+    kind: Kind::Counter,
+    help:
+        "Settled key-days whose figures a later /activity read changed (each replaced and logged), \
+           since the ledger was created.",
+};
 pub(super) const BUILD_INFO: Family = Family {
     name: "openrouter_exporter_build_info",
     kind: Kind::Gauge,
@@ -80,6 +115,11 @@ pub(super) const FAMILIES: &[Family] = &[
     ACTIVITY_LAST_SUCCESS,
     ACTIVITY_CACHED_KEYS,
     ACTIVITY_KEYS,
+    LEDGER_UP,
+    LEDGER_LAST_WRITE,
+    LEDGER_DATES,
+    LEDGER_SIZE,
+    LEDGER_RESTATEMENTS,
     RELOAD_SUCCESSFUL,
     ACCOUNT_UP,
     BUILD_INFO,
@@ -96,6 +136,9 @@ pub fn write_status<W: Write>(w: &mut MetricWriter<W>, status: &Status) -> io::R
     write_refresh(w, status)?;
     if let Some(activity) = &status.activity {
         write_activity(w, activity)?;
+    }
+    if let Some(ledger) = &status.ledger {
+        write_ledger(w, ledger)?;
     }
     w.header(&RELOAD_SUCCESSFUL)?;
     let reloaded = u8::from(status.reload_successful);
@@ -162,4 +205,36 @@ fn write_progress<W: Write>(w: &mut MetricWriter<W>, p: Progress) -> io::Result<
         w.sample(ACTIVITY_KEYS.name, &[("state", state)], format_args!("{n}"))?;
     }
     Ok(())
+}
+
+/// The statements ledger's health (present when the exporter runs with one).
+fn write_ledger<W: Write>(w: &mut MetricWriter<W>, ledger: &LedgerStatus) -> io::Result<()> {
+    w.header(&LEDGER_UP)?;
+    w.sample(LEDGER_UP.name, &[], format_args!("{}", u8::from(ledger.up)))?;
+    if let Some(ts) = ledger.last_write {
+        w.header(&LEDGER_LAST_WRITE)?;
+        w.sample_f64(LEDGER_LAST_WRITE.name, &[], seconds(ts))?;
+    }
+    let Some(f) = ledger.figures else {
+        return Ok(());
+    };
+    w.header(&LEDGER_DATES)?;
+    for (status, days) in [
+        ("settled", f.days_settled),
+        ("provisional", f.days_provisional),
+    ] {
+        w.sample(
+            LEDGER_DATES.name,
+            &[("status", status)],
+            format_args!("{days}"),
+        )?;
+    }
+    w.header(&LEDGER_SIZE)?;
+    w.sample(LEDGER_SIZE.name, &[], format_args!("{}", f.size_bytes))?;
+    w.header(&LEDGER_RESTATEMENTS)?;
+    w.sample(
+        LEDGER_RESTATEMENTS.name,
+        &[],
+        format_args!("{}", f.restated_days_total),
+    )
 }

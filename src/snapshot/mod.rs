@@ -305,6 +305,9 @@ pub struct Extras {
     pub organization: Arc<Organization>,
     /// Keys that left the listing, sorted by hash ([`departed_after`]).
     pub departed: Arc<Vec<DepartedKey>>,
+    /// Each company's exact spend in the previous UTC month once that month
+    /// is final, from the statements ledger; by company name. Empty without one.
+    pub previous_month: Arc<Vec<(String, Usd)>>,
 }
 
 /// The calendar windows OpenRouter reports, plus lifetime.
@@ -431,6 +434,8 @@ pub struct Snapshot {
     pub organization: Arc<Organization>,
     /// Keys that left the listing and still count for their company, as published.
     pub departed: Vec<Departed>,
+    /// [`Extras::previous_month`], as it was when this snapshot was built.
+    pub previous_month: Arc<Vec<(String, Usd)>>,
 }
 
 /// One key as published, on `/metrics` and on the company pages.
@@ -509,6 +514,7 @@ impl Snapshot {
             listed_as_direct,
             organization: Arc::clone(&extras.organization),
             departed,
+            previous_month: Arc::clone(&extras.previous_month),
         }
     }
 
@@ -935,6 +941,7 @@ mod tests {
             activity,
             organization: Arc::default(),
             departed: Arc::default(),
+            previous_month: Arc::default(),
         };
         let data = Arc::new(Listing {
             keys,

@@ -184,7 +184,9 @@ pub fn spawn_binary(args: &[&str], env: &[(&str, &str)]) -> ChildGuard {
     let out = std::fs::File::create(&log).expect("log file");
     let err = out.try_clone().expect("log file");
     let mut cmd = Command::new(binary());
+    // Its own working directory: the default --storage.path (data/) lands there.
     cmd.args(args)
+        .current_dir(dir.path())
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(out)
