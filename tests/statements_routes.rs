@@ -11,6 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Duration as Days, NaiveDate, NaiveTime, Utc};
 use common::*;
 use openrouter_cost_exporter::activity::ActivityRow;
+use openrouter_cost_exporter::exporter::Exporter;
 use openrouter_cost_exporter::ledger::{KeyRead, Ledger, ListedKey, Month};
 use openrouter_cost_exporter::server::{serve, LedgerAccess, ServerOptions};
 use openrouter_cost_exporter::sim::SimServer;
@@ -20,6 +21,7 @@ use tokio::sync::watch;
 struct Running {
     base: String,
     shutdown: watch::Sender<bool>,
+    exporter: Exporter,
     _sim: SimServer,
     _dir: tempfile::TempDir,
 }
@@ -136,10 +138,11 @@ async fn start(access: impl FnOnce(&std::path::Path) -> LedgerAccess) -> Running
         ..ServerOptions::default()
     };
     let (shutdown, rx) = watch::channel(false);
-    tokio::spawn(serve(listener, exporter, options, rx));
+    tokio::spawn(serve(listener, exporter.clone(), options, rx));
     Running {
         base: format!("http://{addr}"),
         shutdown,
+        exporter,
         _sim: sim,
         _dir: dir,
     }
@@ -382,4 +385,18 @@ async fn without_a_ledger_statements_are_not_found() {
     assert!(body.contains("no ledger configured"), "{body}");
     let (status, _, _) = get(&run.base, "/healthz").await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn the_index_offers_a_date_range_form_and_the_nav_links_statements() {
+    let run = start_filled().await;
+    run.exporter.refresh().await.expect("refresh");
+    let (status, headers, html) = get(&run.base, "/").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("<form id=\"range\" method=\"get\" action=\"/companies.csv\""));
+    assert!(html.contains("name=\"from\"") && html.contains("name=\"to\""));
+    assert!(html.contains("<a href=\"/statements\">Statements</a>"));
+    assert!(!html.contains("<script"));
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("form-action 'self'"), "{csp}");
 }

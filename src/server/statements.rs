@@ -65,9 +65,9 @@ pub(super) async fn route(
         "/statements" | "/statements/" => "",
         _ => path.strip_prefix("/statements/")?,
     };
-    let ledger = match usable(ledger, links, rest.ends_with(".csv")) {
+    let ledger = match usable(ledger) {
         Ok(ledger) => ledger,
-        Err(response) => return Some(response),
+        Err(refusal) => return Some(refusal.response(links, rest.ends_with(".csv"))),
     };
     let today = Utc::now().date_naive();
     let config = reader.config();
@@ -99,9 +99,9 @@ pub(super) async fn companies_range_csv(
         Ok(Some(range)) => range,
         Err(e) => return Some(message(StatusCode::BAD_REQUEST, e.to_string())),
     };
-    let ledger = match usable(ledger, links, true) {
+    let ledger = match usable(ledger) {
         Ok(ledger) => ledger,
-        Err(response) => return Some(response),
+        Err(refusal) => return Some(refusal.response(links, true)),
     };
     let config = reader.config();
     Some(
@@ -120,20 +120,30 @@ pub(super) async fn companies_range_csv(
     )
 }
 
-/// The open ledger, or the 404/503 that replaces the answer.
-fn usable<'a>(
-    ledger: &'a LedgerAccess,
-    links: &Links<'_>,
-    csv: bool,
-) -> Result<&'a Arc<Ledger>, Response<ResponseBody>> {
+/// Why a statement route cannot answer (a 404 or a 503, with the reason).
+enum Refusal {
+    NotFound(String),
+    Unavailable(String),
+}
+
+impl Refusal {
+    fn response(self, links: &Links<'_>, csv: bool) -> Response<ResponseBody> {
+        match self {
+            Refusal::NotFound(text) => message(StatusCode::NOT_FOUND, text),
+            Refusal::Unavailable(reason) => unavailable(&reason, links, csv),
+        }
+    }
+}
+
+/// The open ledger, or why there is none.
+fn usable(ledger: &LedgerAccess) -> Result<&Arc<Ledger>, Refusal> {
     match ledger {
         LedgerAccess::Open(ledger) => Ok(ledger),
-        LedgerAccess::Off => Err(message(
-            StatusCode::NOT_FOUND,
+        LedgerAccess::Off => Err(Refusal::NotFound(
             "no ledger configured: statements and date ranges need the ledger (--storage.path)"
                 .to_string(),
         )),
-        LedgerAccess::Unavailable(reason) => Err(unavailable(reason, links, csv)),
+        LedgerAccess::Unavailable(reason) => Err(Refusal::Unavailable(reason.clone())),
     }
 }
 
@@ -159,7 +169,7 @@ async fn month(
     let (text, as_csv) = split_csv(text);
     let month = match held_month(ledger, text, today) {
         Ok(month) => month,
-        Err(response) => return response,
+        Err(refusal) => return refusal.response(links, as_csv),
     };
     let range = month.days();
     let st = match blocking(ledger, move |l| l.statement(range, today)).await {
@@ -189,11 +199,11 @@ async fn company_route(
     config: &Config,
     links: &Links<'_>,
 ) -> Response<ResponseBody> {
+    let (encoded, as_csv) = split_csv(encoded);
     let month = match held_month(ledger, month_text, today) {
         Ok(month) => month,
-        Err(response) => return response,
+        Err(refusal) => return refusal.response(links, as_csv),
     };
-    let (encoded, as_csv) = split_csv(encoded);
     let Some(company) = page::percent_decode(encoded).filter(|c| !c.is_empty()) else {
         return message(
             StatusCode::NOT_FOUND,
@@ -229,12 +239,8 @@ async fn company_route(
 
 /// The month of a path: `YYYY-MM`, not in the future, not wholly older than
 /// the ledger keeps; otherwise a 404 saying which.
-fn held_month(
-    ledger: &Ledger,
-    text: &str,
-    today: NaiveDate,
-) -> Result<Month, Response<ResponseBody>> {
-    let not_found = |m: String| Err(message(StatusCode::NOT_FOUND, m));
+fn held_month(ledger: &Ledger, text: &str, today: NaiveDate) -> Result<Month, Refusal> {
+    let not_found = |m: String| Err(Refusal::NotFound(m));
     let Some(month) = Month::parse(text) else {
         let shown: String = text.chars().take(40).collect();
         return not_found(format!(
