@@ -14,8 +14,12 @@
 #     -v "$PWD/exporter-config:/etc/openrouter-cost-exporter:ro" \
 #     openrouter-cost-exporter
 #
-# The image runs as the distroless "nonroot" user (uid/gid 65532) and needs no
-# writable filesystem, so it also runs with a read-only root filesystem.
+# The image runs as the distroless "nonroot" user (uid/gid 65532) and writes
+# only the statements ledger, data/ledger.sqlite3 under its working directory
+# /: the /data volume (owned by 65532), so it also runs with a read-only root
+# filesystem. Keep statements across containers with a named volume:
+#
+#   docker run ... --read-only -v openrouter-ledger:/data openrouter-cost-exporter
 
 ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm
@@ -41,7 +45,8 @@ RUN mkdir src \
 COPY src ./src
 RUN touch src/main.rs src/lib.rs \
  && cargo build --release --locked \
- && cp target/release/openrouter-cost-exporter /openrouter-cost-exporter
+ && cp target/release/openrouter-cost-exporter /openrouter-cost-exporter \
+ && mkdir /ledger-dir
 
 ########################### runtime ###########################
 # distroless/cc: glibc + libgcc + CA certificates, no shell, no package manager.
@@ -55,6 +60,12 @@ LABEL org.opencontainers.image.title="openrouter-cost-exporter" \
 COPY --from=builder /openrouter-cost-exporter /usr/local/bin/openrouter-cost-exporter
 # A default config so the image starts without a mount; mount your own over it.
 COPY config.example.yaml /etc/openrouter-cost-exporter/config.yaml
+
+# The ledger's directory: the default --storage.path data/ from the working
+# directory /, writable by the nonroot user (distroless has no shell to mkdir).
+COPY --from=builder --chown=65532:65532 /ledger-dir /data
+WORKDIR /
+VOLUME ["/data"]
 
 # Numeric uid:gid (distroless "nonroot") so Kubernetes' runAsNonRoot can verify it.
 USER 65532:65532

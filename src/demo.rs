@@ -6,7 +6,8 @@
 //! that matches nothing. One company is a whole workspace (`workspace: hooli`),
 //! one the keys its members created (`creator: "@platform.example.com"`); a
 //! guardrail caps one key and the Hooli workspace has a budget. The real client
-//! talks to it over loopback HTTP.
+//! talks to it over loopback HTTP. Its ledger (`history.rs`) lives in a
+//! temporary directory and starts with three months of statements.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,6 +19,9 @@ use crate::config::{Config, ConfigError};
 use crate::sim::{
     assignment_json, budget_json, guardrail_json, member_json, SimKey, SimServer, SimState,
 };
+pub use history::DemoLedger;
+
+mod history;
 
 pub const DEMO_CONFIG: &str = include_str!("demo_config.yaml");
 pub const INITECH_API_HASH: &str =

@@ -1,9 +1,10 @@
 //! `/`: every company's spend against its budgets, the unassigned keys, the
-//! account spend no listed key explains, and the total.
+//! account spend no listed key explains, and the total; under it, a form for
+//! the CSV of any date range from the ledger.
 
 use std::fmt::Write as _;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 
 use super::format::{escape_html, format_count, format_f64_usd};
 use super::layout::{foot, freshness, head, nav};
@@ -35,9 +36,28 @@ pub fn index(
     credits(&mut out, snap);
     out.push_str("</header>\n<main>\n");
     companies_table(&mut out, snap);
+    range_form(&mut out, now);
     out.push_str("</main>\n");
     foot(&mut out);
     out
+}
+
+/// A plain GET form (no script: the CSP forbids it) for
+/// `/companies.csv?from=…&to=…`, inclusive UTC days from the ledger; it
+/// starts at this month so far.
+fn range_form(out: &mut String, now: DateTime<Utc>) {
+    let today = now.date_naive();
+    let first = today.with_day(1).unwrap_or(today);
+    let _ = writeln!(
+        out,
+        "<form id=\"range\" method=\"get\" action=\"/companies.csv\" style=\"margin:16px 0\">\
+         <h2>Spend per company over any days</h2>\
+         <p class=\"muted\">Exact amounts from the ledger, as CSV; inclusive UTC days. \
+         Whole months, with their status, are under <a href=\"/statements\">Statements</a>.</p>\
+         <label>From <input type=\"date\" name=\"from\" value=\"{first}\" max=\"{today}\" required></label> \
+         <label>to <input type=\"date\" name=\"to\" value=\"{today}\" max=\"{today}\" required></label> \
+         <button type=\"submit\">Download CSV</button></form>"
+    );
 }
 
 /// The account's credits, when OpenRouter reported them.

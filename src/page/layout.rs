@@ -65,8 +65,9 @@ pub(super) fn head(out: &mut String, title: &str) {
 pub(super) fn foot(out: &mut String) {
     let _ = writeln!(
         out,
-        "<footer>openrouter-cost-exporter {}. Figures are the ones <code>/metrics</code> \
-         serves; this page never calls OpenRouter.</footer>\n</body></html>",
+        "<footer>openrouter-cost-exporter {}. Current figures are the ones <code>/metrics</code> \
+         serves; statements and date ranges come from the ledger of OpenRouter's daily activity. \
+         No page calls OpenRouter.</footer>\n</body></html>",
         env!("CARGO_PKG_VERSION")
     );
 }
@@ -79,7 +80,7 @@ pub(super) fn nav(out: &mut String, links: &Links<'_>, company: Option<&str>) {
     let _ = write!(
         out,
         "<a href=\"{}\">Metrics</a><a href=\"/healthz\">Health</a><a href=\"/readyz\">Readiness</a>\
-         <a href=\"/companies.csv\">CSV</a>",
+         <a href=\"/companies.csv\">CSV</a><a href=\"/statements\">Statements</a>",
         escape_html(links.metrics)
     );
     if let Some(grafana) = links.grafana {

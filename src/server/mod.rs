@@ -1,5 +1,6 @@
 //! The HTTP side: `/metrics`, `/healthz`, `/readyz`, and the pages of
-//! [`crate::page`] (`/`, `/company/<name>`, `/companies.csv`), on hyper 1.x.
+//! [`crate::page`] (`/`, `/company/<name>`, `/companies.csv`, and the
+//! statements from the ledger, `/statements…`), on hyper 1.x.
 //!
 //! A scrape never calls OpenRouter and never renders: it serves the body the
 //! last refresh published, gzip-compressed when the scraper accepts it.
@@ -43,10 +44,12 @@ use routes::{route, text};
 use write_timeout::WriteTimeout;
 
 pub use routes::accepts_gzip;
+pub use statements::{company_chart, company_markup, LedgerAccess};
 
 mod connections;
 mod response;
 mod routes;
+mod statements;
 mod write_timeout;
 
 type Http1Builder = hyper::server::conn::http1::Builder;
@@ -77,6 +80,9 @@ pub struct ServerOptions {
     pub web: WebConfig,
     /// Grafana's base URL (`--web.grafana-url`): the pages link its dashboards.
     pub grafana_url: Option<String>,
+    /// The statements ledger (`--storage.path`): `Off` answers the statement
+    /// routes 404, `Unavailable` 503 with its reason.
+    pub ledger: LedgerAccess,
 }
 
 impl Default for ServerOptions {
@@ -88,6 +94,7 @@ impl Default for ServerOptions {
             max_connections: 512,
             web: WebConfig::default(),
             grafana_url: None,
+            ledger: LedgerAccess::Off,
         }
     }
 }
@@ -277,7 +284,7 @@ async fn handle(
         None => Ok(true),
     };
     let mut response = match verdict {
-        Ok(true) => route(&req, reader, options),
+        Ok(true) => route(&req, reader, options).await,
         Ok(false) => unauthorized(),
         Err(_queue_full) => too_many_checks(),
     };

@@ -1,5 +1,6 @@
 //! Routing and the responses of each endpoint: `/metrics` (with content
-//! negotiation), the pages, `/healthz` and `/readyz`.
+//! negotiation), the pages, `/healthz` and `/readyz`; the statement routes
+//! are answered in `statements.rs`.
 
 use bytes::Bytes;
 use hyper::body::Incoming;
@@ -7,12 +8,13 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::response::{self, full, ResponseBody};
+use super::statements;
 use super::ServerOptions;
 use crate::exporter::ReadHandle;
 use crate::exposition::CONTENT_TYPE;
 use crate::page::{self, Links, Page};
 
-pub(super) fn route(
+pub(super) async fn route(
     req: &Request<Incoming>,
     reader: &ReadHandle,
     options: &ServerOptions,
@@ -32,6 +34,17 @@ pub(super) fn route(
         metrics: &options.telemetry_path,
         grafana: options.grafana_url.as_deref(),
     };
+    if let Some(response) = statements::route(path, reader, &options.ledger, &links).await {
+        return response;
+    }
+    if path == "/companies.csv" {
+        let query = req.uri().query().unwrap_or("");
+        if let Some(response) =
+            statements::companies_range_csv(query, reader, &options.ledger, &links).await
+        {
+            return response;
+        }
+    }
     if let Some(name) = path.strip_prefix("/company/") {
         let published = reader.published();
         return match page::percent_decode(name) {
@@ -58,7 +71,7 @@ pub(super) fn route(
                 chrono::Utc::now(),
             ),
         ),
-        "/companies.csv" => csv(&reader.published()),
+        "/companies.csv" => snapshot_csv(&reader.published()),
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => {
             if reader.is_ready() {
@@ -137,6 +150,7 @@ pub(super) fn text(status: StatusCode, body: &'static str) -> Response<ResponseB
 /// What the pages send besides their body and the headers of every answer
 /// (no caching, no sniffing: see [`handle`]): a policy that runs no script
 /// and loads nothing, so even a string that escaped escaping could not act.
+/// Forms may only submit to this server (the date range on `/`, a GET).
 fn page_headers(response: &mut Response<ResponseBody>, content_type: &'static str) {
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -144,19 +158,19 @@ fn page_headers(response: &mut Response<ResponseBody>, content_type: &'static st
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
             "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; base-uri 'none'; \
-             form-action 'none'; frame-ancestors 'none'",
+             form-action 'self'; frame-ancestors 'none'",
         ),
     );
 }
 
-fn html(status: StatusCode, body: String) -> Response<ResponseBody> {
+pub(super) fn html(status: StatusCode, body: String) -> Response<ResponseBody> {
     let mut response = Response::new(full(body));
     *response.status_mut() = status;
     page_headers(&mut response, "text/html; charset=utf-8");
     response
 }
 
-fn csv(published: &crate::body::Published) -> Response<ResponseBody> {
+fn snapshot_csv(published: &crate::body::Published) -> Response<ResponseBody> {
     let Some(body) = page::companies_csv(published) else {
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -167,6 +181,11 @@ fn csv(published: &crate::body::Published) -> Response<ResponseBody> {
         || "openrouter-companies.csv".to_string(),
         |s| format!("openrouter-companies-{}.csv", s.taken_at.format("%Y-%m-%d")),
     );
+    csv(body, &filename)
+}
+
+/// A CSV download named `filename`, with the pages' headers.
+pub(super) fn csv(body: String, filename: &str) -> Response<ResponseBody> {
     let mut response = Response::new(full(body));
     page_headers(&mut response, "text/csv; charset=utf-8; header=present");
     if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
