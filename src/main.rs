@@ -15,10 +15,10 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use openrouter_cost_exporter::config::Config;
-use openrouter_cost_exporter::demo::{demo_config, DemoUpstream};
+use openrouter_cost_exporter::demo::{demo_config, DemoLedger, DemoUpstream};
 use openrouter_cost_exporter::exporter::Exporter;
 use openrouter_cost_exporter::ledger::{Ledger, LedgerError};
-use openrouter_cost_exporter::server::{serve, ServerOptions};
+use openrouter_cost_exporter::server::{serve, LedgerAccess, ServerOptions};
 use openrouter_cost_exporter::upstream::RetryPolicy;
 use openrouter_cost_exporter::webconfig::WebConfig;
 
@@ -335,7 +335,8 @@ async fn run_exporter(cli: &Cli) -> anyhow::Result<()> {
     let ledger = open_ledger(storage, cli.retention_days).await;
     let exporter = Exporter::new(config, Some(path.clone()))?.with_ledger(ledger);
     // The web config (TLS files, hashes) is checked before anything starts.
-    let options = server_options(cli)?;
+    let mut options = server_options(cli)?;
+    options.ledger = ledger_access(&exporter);
     let listener = bind(cli).await?;
     let shutdown = shutdown_on_signals()?;
     spawn_reloaders(exporter.clone(), path, shutdown.clone())?;
@@ -344,6 +345,15 @@ async fn run_exporter(cli: &Cli) -> anyhow::Result<()> {
     background.abort_all();
     info!("stopped");
     Ok(())
+}
+
+/// What the statement pages read: the exporter's ledger, or why there is none.
+fn ledger_access(exporter: &Exporter) -> LedgerAccess {
+    match (exporter.ledger(), exporter.ledger_error()) {
+        (Some(ledger), _) => LedgerAccess::Open(ledger),
+        (None, Some(reason)) => LedgerAccess::Unavailable(reason),
+        (None, None) => LedgerAccess::Off,
+    }
 }
 
 /// The refresh loop, the (opt-in) activity loop and the ledger's chores.
@@ -408,18 +418,32 @@ async fn run_demo(cli: &Cli) -> anyhow::Result<()> {
         .await
         .context("cannot start the simulated OpenRouter")?;
     let config = demo_config(&upstream.server.base_url())?;
-    // The demo's ledger goes with it, unless --storage.path says where to keep it.
-    let (storage, scratch) = match &cli.storage_path {
-        Some(dir) => (dir.clone(), false),
+    // The demo's ledger goes with it (seeded with two past months of history),
+    // unless --storage.path says where to keep it.
+    let mut demo_ledger = None;
+    let ledger = match &cli.storage_path {
+        Some(dir) => open_ledger(dir.clone(), cli.retention_days).await,
         None => {
             remove_abandoned_demo_ledgers();
-            let name = format!("{DEMO_LEDGER_PREFIX}{}", std::process::id());
-            (std::env::temp_dir().join(name), true)
+            let now = chrono::Utc::now();
+            match tokio::task::spawn_blocking(move || DemoLedger::open(now)).await {
+                Ok(Ok(demo)) => {
+                    let ledger = demo.ledger();
+                    demo_ledger = Some(demo);
+                    Ok(ledger)
+                }
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(LedgerError::PathUnusable {
+                    path: std::env::temp_dir(),
+                    reason: format!("seeding the demo's ledger failed: {e}"),
+                }),
+            }
         }
     };
-    let ledger = open_ledger(storage.clone(), cli.retention_days).await;
     let exporter = Exporter::with_key(config, SecretString::from(key), RetryPolicy::default())?
         .with_ledger(ledger);
+    let mut options = options;
+    options.ledger = ledger_access(&exporter);
     let listener = bind(cli).await?;
     let local = listener.local_addr()?;
     info!(
@@ -433,10 +457,11 @@ async fn run_demo(cli: &Cli) -> anyhow::Result<()> {
     let served = serve(listener, exporter, options, shutdown).await;
     background.abort_all();
     drop(upstream);
-    if scratch {
-        // The ledger's file is closed once the tasks holding it have ended.
+    if demo_ledger.is_some() {
+        // The ledger's file is closed once the tasks holding it have ended;
+        // dropping the demo's ledger then removes its directory.
         background.shutdown().await;
-        let _ = std::fs::remove_dir_all(storage);
+        drop(demo_ledger);
     }
     served?;
     Ok(())
@@ -456,9 +481,11 @@ fn remove_abandoned_demo_ledgers() {
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
+        // `<prefix><pid>-<random>`
         let pid = name
             .to_str()
-            .and_then(|n| n.strip_prefix(DEMO_LEDGER_PREFIX));
+            .and_then(|n| n.strip_prefix(DEMO_LEDGER_PREFIX))
+            .map(|rest| rest.split('-').next().unwrap_or(rest));
         let Some(pid) = pid.filter(|p| p.parse::<u32>().is_ok()) else {
             continue;
         };

@@ -51,7 +51,7 @@ fn company_page(exporter: &Exporter, name: &str) -> String {
         grafana: None,
     };
     let published = exporter.published();
-    match page::company(&published, &exporter.config(), &links, name, Utc::now()) {
+    match page::company(&published, &exporter.config(), &links, name, Utc::now(), "") {
         Page::Found(html) => html,
         Page::NotFound(_) => panic!("no page for {name}"),
     }

@@ -510,6 +510,7 @@ async fn the_company_page_shows_each_keys_enforced_caps_beside_its_limit() {
         &links,
         "alpha",
         chrono::Utc::now(),
+        "",
     );
     let openrouter_cost_exporter::page::Page::Found(html) = page else {
         panic!("company alpha not found: {page:?}");

@@ -31,6 +31,7 @@ pub fn company(
     links: &Links<'_>,
     name: &str,
     now: DateTime<Utc>,
+    chart: &str,
 ) -> Page {
     let mut out = String::with_capacity(16 * 1024);
     let snap = published.snapshot.as_deref();
@@ -46,11 +47,24 @@ pub fn company(
     };
     let rolling = has_rolling(snap);
     summary(&mut out, snap, index, rolling);
+    daily_chart(&mut out, chart);
     keys_table(&mut out, snap, index, links, rolling, now);
     model_mix(&mut out, &snap.companies[index]);
     out.push_str("</main>\n");
     foot(&mut out);
     Page::Found(out)
+}
+
+/// The daily spend chart from the statements ledger (inline SVG), when there is one.
+fn daily_chart(out: &mut String, chart: &str) {
+    if chart.is_empty() {
+        return;
+    }
+    out.push_str(
+        "<section aria-labelledby=\"daily\"><h2 id=\"daily\">Daily spend, last 30 days</h2>\n",
+    );
+    out.push_str(chart);
+    out.push_str("\n</section>\n");
 }
 
 /// Ends a page that has no company to show: none by this name, or no data yet.

@@ -47,13 +47,16 @@ pub(super) async fn route(
     }
     if let Some(name) = path.strip_prefix("/company/") {
         let published = reader.published();
+        let config = reader.config();
+        let now = chrono::Utc::now();
         return match page::percent_decode(name) {
             Some(name) => match page::company(
                 &published,
-                &reader.config(),
+                &config,
                 &links,
                 &name,
-                chrono::Utc::now(),
+                now,
+                &company_chart_for(&options.ledger, &config, &name, now).await,
             ) {
                 Page::Found(body) => html(StatusCode::OK, body),
                 Page::NotFound(body) => html(StatusCode::NOT_FOUND, body),
@@ -194,6 +197,22 @@ pub(super) fn csv(body: String, filename: &str) -> Response<ResponseBody> {
             .insert(header::CONTENT_DISPOSITION, value);
     }
     response
+}
+
+/// The company's daily spend chart from the ledger, against its monthly budget.
+async fn company_chart_for(
+    ledger: &statements::LedgerAccess,
+    config: &crate::config::Config,
+    company: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> String {
+    let budget = config
+        .companies
+        .iter()
+        .find(|c| c.name == company)
+        .and_then(|c| c.budget.monthly)
+        .and_then(crate::money::Usd::from_f64);
+    statements::company_chart(ledger, company, now.date_naive(), budget).await
 }
 
 #[cfg(test)]

@@ -50,8 +50,9 @@ impl LedgerAccess {
 /// once it has, return it here (e.g. `config.companies.iter().find(|c| c.name
 /// == company)?.billing.as_ref()?.markup`). Until then no company has one.
 pub fn company_markup(config: &Config, company: &str) -> Option<Markup> {
-    let _ = (config, company);
-    None
+    config
+        .markup_percent(company)
+        .and_then(Markup::from_percent)
 }
 
 /// The answer to a statement route, or `None` when `path` is not one.
