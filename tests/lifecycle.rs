@@ -226,9 +226,10 @@ async fn sighup_reattributes_from_the_last_listing_at_once() {
     let requests_after_first = listing_requests(&sim);
     assert_eq!(
         requests_after_first,
-        12,
+        13,
         "at start, GET /key (the management-key check) and the organization lists \
-         (workspaces, guardrails, guardrail assignments, 2 workspace budgets); then one \
+         (workspaces, each of the 2 workspaces' guardrails, guardrail assignments, 2 workspace \
+         budgets); then one \
          refresh: workspaces, 2 key pages and the empty page that ends each, credits: {:?}",
         sim.state().requests
     );
