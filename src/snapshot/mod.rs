@@ -12,10 +12,12 @@
 //! it unknown; it never counts as zero.
 
 mod departed;
+mod direct;
 mod key_activity;
+mod listing;
 mod organization;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Datelike, Duration as ChronoDuration, NaiveDate, TimeZone, Utc};
@@ -24,223 +26,13 @@ use tracing::warn;
 use crate::attribution::{waiting_for, Attribution, Attributor, KeyIdentity, Lookup};
 use crate::config::{Budget, Config};
 use crate::money::Usd;
-use crate::upstream::{ApiKey, UpstreamData};
 
 pub use departed::{departed_after, Departed, DepartedKey};
+use direct::also_listed;
+pub use direct::{DirectDuplicate, DirectKey};
 pub use key_activity::{top_models, KeyActivity, ModelTotals};
+pub use listing::{parse_timestamp, AccountCredits, Key, Listing};
 pub use organization::{Cap, OrgList, Organization, DEFAULT_WORKSPACE};
-
-/// One API key as the exporter publishes it. `None` = not reported.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Key {
-    pub hash: Box<str>,
-    pub name: Box<str>,
-    /// OpenRouter's masked key (`sk-or-v1-abc...xyz`).
-    pub label: Box<str>,
-    pub disabled: Option<bool>,
-    pub limit: Option<f64>,
-    pub limit_remaining: Option<f64>,
-    /// daily / weekly / monthly; `None` = the limit never resets.
-    pub limit_reset: Option<Box<str>>,
-    /// Credit spend per [`Window`] (daily, weekly, monthly, lifetime).
-    pub usage: [Option<f64>; 4],
-    pub byok_usage: [Option<f64>; 4],
-    /// Shared by the keys of one workspace (a listing holds a few distinct ids).
-    pub workspace_id: Option<Arc<str>>,
-    /// Unix seconds; `None` when the key never expires (or its date did not parse).
-    pub expires_at: Option<i64>,
-    /// The key's `expires_at` was present but not a readable date.
-    pub expiry_unreadable: bool,
-    /// The organization member who created the key, when reported (shared
-    /// by the keys of one member).
-    pub creator_user_id: Option<Arc<str>>,
-}
-
-impl From<ApiKey> for Key {
-    fn from(k: ApiKey) -> Key {
-        Key::from_wire(k, &mut |id| Arc::from(id))
-    }
-}
-
-impl Key {
-    /// The key as listed; `share` turns the workspace and creator ids into
-    /// shared strings (one per distinct id in a listing, not one per key).
-    fn from_wire(k: ApiKey, share: &mut impl FnMut(Box<str>) -> Arc<str>) -> Key {
-        let expires = k
-            .expires_at
-            .as_deref()
-            .filter(|t| !t.trim().is_empty())
-            .map(|t| (t, parse_timestamp(t)));
-        Key {
-            usage: [k.usage_daily, k.usage_weekly, k.usage_monthly, k.usage],
-            byok_usage: [
-                k.byok_usage_daily,
-                k.byok_usage_weekly,
-                k.byok_usage_monthly,
-                k.byok_usage,
-            ],
-            expires_at: expires.and_then(|(_, ts)| ts),
-            expiry_unreadable: matches!(expires, Some((_, None))),
-            limit_reset: k.limit_reset.filter(|r| !r.is_empty()),
-            hash: k.hash,
-            name: k.name,
-            label: k.label,
-            disabled: k.disabled,
-            limit: k.limit,
-            limit_remaining: k.limit_remaining,
-            workspace_id: k.workspace_id.map(&mut *share),
-            creator_user_id: k.creator_user_id.filter(|c| !c.is_empty()).map(share),
-        }
-    }
-}
-
-/// A direct key that the management API also lists.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DirectDuplicate {
-    /// The direct key's name in the config.
-    pub name: String,
-    /// Its configured company, which the figures go to.
-    pub company: String,
-    /// The company the listed key's selectors would have given it.
-    pub listed_company: String,
-}
-
-/// Pairs (direct index, listed index) of the same key seen both ways.
-///
-/// The masked label names the key (only 6 characters of it, so it could
-/// name two), and the lifetime figures must be in the order the two reads
-/// were made: spend only grows, and it goes on between them. A direct key
-/// that answered was polled after the listing (listed ≤ direct); one whose
-/// poll failed keeps figures from an earlier refresh (direct ≤ listed).
-/// When several listed keys carry the label, the closest lifetime of those
-/// in order wins; a tie pairs none. Each listed key pairs at most once.
-fn also_listed(listed: &[Key], direct: &[DirectKey]) -> Vec<(usize, usize)> {
-    let mut pairs = Vec::new();
-    if direct.iter().all(|d| d.key.is_none()) {
-        return pairs;
-    }
-    let by_label: HashMap<&str, Vec<usize>> = listed
-        .iter()
-        .enumerate()
-        .filter(|(_, k)| !k.label.is_empty())
-        .fold(Default::default(), |mut map, (i, k)| {
-            map.entry(k.label.as_ref()).or_default().push(i);
-            map
-        });
-    let mut taken = HashSet::new();
-    for (d, direct) in direct.iter().enumerate() {
-        let Some(key) = &direct.key else { continue };
-        let Some(direct_lifetime) = key.usage[LIFETIME].and_then(Usd::from_f64) else {
-            continue;
-        };
-        let Some(candidates) = by_label.get(key.label.as_ref()) else {
-            continue;
-        };
-        // The lifetime spent between the older read and the newer one.
-        let gap = |i: usize| {
-            let listed_lifetime = listed[i].usage[LIFETIME].and_then(Usd::from_f64)?;
-            let (older, newer) = if direct.up {
-                (listed_lifetime, direct_lifetime)
-            } else {
-                (direct_lifetime, listed_lifetime)
-            };
-            newer.checked_sub(older).filter(|g| *g >= Usd::ZERO)
-        };
-        let mut in_order: Vec<(Usd, usize)> = candidates
-            .iter()
-            .filter(|i| !taken.contains(*i))
-            .filter_map(|&i| Some((gap(i)?, i)))
-            .collect();
-        in_order.sort();
-        let found = match in_order.as_slice() {
-            [(_, i)] => Some(*i),
-            [(closest, i), (next, _), ..] if closest < next => Some(*i),
-            [] => None,
-            _ => {
-                warn!(direct_key = %direct.name, "several listed keys carry this direct key's masked label with the same lifetime figure; not paired");
-                None
-            }
-        };
-        if let Some(i) = found {
-            taken.insert(i);
-            pairs.push((d, i));
-        }
-    }
-    pairs
-}
-
-/// Account-wide figures from `GET /credits`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct AccountCredits {
-    pub total_credits: f64,
-    pub total_usage: f64,
-}
-
-/// One complete listing, converted from the wire once.
-#[derive(Debug, Clone, Default)]
-pub struct Listing {
-    pub keys: Vec<Key>,
-    /// `None` when `/credits` could not be read.
-    pub credits: Option<AccountCredits>,
-}
-
-impl Listing {
-    /// Converts a fetch. An `expires_at` that does not parse is logged here
-    /// (and counted in `openrouter_key_expiry_unreadable`), never dropped silently.
-    pub fn from_upstream(data: UpstreamData) -> Listing {
-        let mut ids: HashSet<Arc<str>> = HashSet::new();
-        let mut share = |id: Box<str>| match ids.get(&*id) {
-            Some(shared) => Arc::clone(shared),
-            None => {
-                let shared: Arc<str> = Arc::from(id);
-                ids.insert(Arc::clone(&shared));
-                shared
-            }
-        };
-        // In place: the keys take the wire list's memory, not a second list.
-        let keys: Vec<Key> = data
-            .keys
-            .into_iter()
-            .map(|k| Key::from_wire(k, &mut share))
-            .collect();
-        for key in keys.iter().filter(|k| k.expiry_unreadable) {
-            warn!(key = %key.name, key_hash = %key.hash, "expires_at is not an RFC 3339 date; expiry unknown");
-        }
-        Listing {
-            keys,
-            credits: data.credits.map(|c| AccountCredits {
-                total_credits: c.total_credits,
-                total_usage: c.total_usage,
-            }),
-        }
-    }
-}
-
-impl Listing {
-    /// Makes `windows` unknown on every key: their figures may have been read
-    /// on either side of a UTC boundary.
-    pub fn omit_windows(&mut self, windows: &[Window]) {
-        let indexes: Vec<usize> = Window::ALL
-            .iter()
-            .enumerate()
-            .filter(|(_, w)| windows.contains(w))
-            .map(|(i, _)| i)
-            .collect();
-        for key in &mut self.keys {
-            for &i in &indexes {
-                key.usage[i] = None;
-                key.byok_usage[i] = None;
-            }
-        }
-    }
-}
-
-/// RFC 3339 timestamp (with offset or `Z`, any fraction) to Unix seconds.
-pub fn parse_timestamp(text: &str) -> Option<i64> {
-    DateTime::parse_from_rfc3339(text.trim())
-        .ok()
-        .map(|t| t.timestamp())
-}
 
 /// Rolling windows built from activity: (label, completed days added to today's usage).
 pub const ROLLING: [(&str, i64); 2] = [("rolling_7d", 6), ("rolling_30d", 29)];
@@ -250,50 +42,6 @@ pub const ROLLING: [(&str, i64); 2] = [("rolling_7d", 6), ("rolling_30d", 29)];
 pub const COMPLETED_30D: &str = "completed_30d";
 /// Completed UTC days the activity API returns (`activity::HISTORY_DAYS`).
 pub const COMPLETED_DAYS: i64 = 30;
-
-/// A key polled with its own secret (`GET /key`), not listed by the management API.
-#[derive(Debug, Clone)]
-pub struct DirectKey {
-    /// Index into the config's companies.
-    pub company: usize,
-    /// The key's name from the config.
-    pub name: String,
-    /// Last good figures (`hash` = [`DirectKey::hash_for`]); `None` until the first success.
-    pub key: Option<Key>,
-    /// When the poll that read `key` was sent: its calendar figures count
-    /// only while the windows open at that moment last.
-    pub fetched_at: Option<DateTime<Utc>>,
-    /// Whether the last poll succeeded (in the refresh of the listing it is
-    /// built with); `false` also for a key not polled yet.
-    pub up: bool,
-}
-
-impl DirectKey {
-    /// The `key_hash` label of a direct key, which has no listed hash.
-    pub fn hash_for(name: &str) -> String {
-        format!("direct:{name}")
-    }
-
-    pub fn hash(&self) -> String {
-        DirectKey::hash_for(&self.name)
-    }
-
-    /// This key as published at `now`: a figure read in a calendar window
-    /// that has since ended is not the current window's, so it becomes
-    /// unknown (and with it the company's total), never yesterday's value.
-    pub fn as_of(&self, now: DateTime<Utc>) -> DirectKey {
-        let mut direct = self.clone();
-        if let (Some(key), Some(at)) = (&mut direct.key, self.fetched_at) {
-            for (i, window) in Window::ALL.into_iter().enumerate() {
-                if window.end(at).is_some_and(|end| end <= now) {
-                    key.usage[i] = None;
-                    key.byok_usage[i] = None;
-                }
-            }
-        }
-        direct
-    }
-}
 
 /// What a snapshot is built from besides the listing.
 #[derive(Debug, Clone, Default)]
@@ -827,6 +575,7 @@ impl<'a> Sums<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::ApiKey;
 
     #[test]
     fn timestamps_parse_leniently() {

@@ -1,12 +1,13 @@
 //! How calls are budgeted: the retry back-off ([`RetryPolicy`]) and the one
 //! budget of calls in flight that every clone of a client shares ([`Limiter`]).
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::error::{Endpoint, UpstreamError};
+use crate::sync::lock;
 
 /// Bounded exponential backoff with jitter.
 #[derive(Debug, Clone, Copy)]
@@ -118,11 +119,6 @@ impl Drop for Permit {
         lock(&self.limiter.state).in_flight -= 1;
         self.limiter.released.notify_waiters();
     }
-}
-
-/// A poisoned lock holds only counters and times: carry on with them.
-pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Limiter {

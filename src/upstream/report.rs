@@ -5,8 +5,8 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use super::limiter::lock;
 use super::Client;
+use crate::sync::lock;
 
 /// What one refresh's calls cost so far (every clone made by
 /// [`Client::with_deadline`] counts into a fresh one).

@@ -12,6 +12,7 @@ use hyper::header::HeaderValue;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::AUTH_CACHE_CAPACITY;
+use crate::sync::lock;
 
 /// Verifications admitted at once (the one running plus those waiting for
 /// the bcrypt slot). At cost 10 (~70 ms a check) a newly admitted credential
@@ -213,11 +214,6 @@ impl Drop for Admitted<'_> {
             }
         }
     }
-}
-
-/// A poisoned lock still holds valid sets and counters: use it.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn cache_key(user: &[u8], hash: &str, password: &[u8]) -> [u8; 32] {
