@@ -204,43 +204,10 @@ impl Attributor {
                 selector_matches[c][s] += 1;
                 c
             });
-            // A workspace named by id and by slug (in two companies) claims twice.
-            let mut workspace_owner = None;
-            let workspace_keys = [
-                key.workspace_id.map(str::to_ascii_lowercase),
-                key.workspace_slug.map(str::to_string),
-            ];
-            for w in workspace_keys.iter().flatten() {
-                if let Some(&(c, s)) = self.by_workspace.get(w.as_str()) {
-                    selector_matches[c][s] += 1;
-                    workspace_owner.get_or_insert(c);
-                    claimants.push(c);
-                }
-            }
-            let mut creator_owner = None;
-            if let Some(email) = key.creator_email.map(str::to_lowercase) {
-                if let Some(&(c, s)) = self.by_creator.get(&email) {
-                    selector_matches[c][s] += 1;
-                    creator_owner.get_or_insert(c);
-                    claimants.push(c);
-                }
-                let domain = email.rsplit_once('@').map_or("", |(_, d)| d);
-                if let Some(&(c, s)) = self.by_creator_domain.get(domain) {
-                    selector_matches[c][s] += 1;
-                    creator_owner.get_or_insert(c);
-                    claimants.push(c);
-                }
-            }
-            let mut glob_owner = None;
-            self.glob_prefixes.candidates(name, &mut candidates);
-            for &g in &candidates {
-                let (pattern, c, s) = &self.globs[g];
-                if pattern.matches(name) {
-                    selector_matches[*c][*s] += 1;
-                    glob_owner.get_or_insert(*c);
-                    claimants.push(*c);
-                }
-            }
+            let workspace_owner = self.workspace_owner(&key, &mut selector_matches, &mut claimants);
+            let creator_owner = self.creator_owner(&key, &mut selector_matches, &mut claimants);
+            let glob_owner =
+                self.glob_owner(name, &mut candidates, &mut selector_matches, &mut claimants);
             claimants.extend(hash_owner);
             claimants.extend(name_owner);
             claimants.sort_unstable();
@@ -262,6 +229,73 @@ impl Attributor {
             selector_matches,
             conflicts,
         }
+    }
+
+    /// The company the key's workspace (by id or by slug) names; each match
+    /// is counted and claims the key. A workspace named by id and by slug
+    /// (in two companies) claims twice.
+    fn workspace_owner(
+        &self,
+        key: &KeyIdentity<'_>,
+        matches: &mut [Vec<u64>],
+        claimants: &mut Vec<usize>,
+    ) -> Option<usize> {
+        let mut owner = None;
+        let workspace_keys = [
+            key.workspace_id.map(str::to_ascii_lowercase),
+            key.workspace_slug.map(str::to_string),
+        ];
+        for w in workspace_keys.iter().flatten() {
+            if let Some(&(c, s)) = self.by_workspace.get(w.as_str()) {
+                matches[c][s] += 1;
+                owner.get_or_insert(c);
+                claimants.push(c);
+            }
+        }
+        owner
+    }
+
+    /// The company the key's creator (by email, then by domain) names.
+    fn creator_owner(
+        &self,
+        key: &KeyIdentity<'_>,
+        matches: &mut [Vec<u64>],
+        claimants: &mut Vec<usize>,
+    ) -> Option<usize> {
+        let email = key.creator_email.map(str::to_lowercase)?;
+        let mut owner = None;
+        let domain = email.rsplit_once('@').map_or("", |(_, d)| d);
+        let found = [
+            self.by_creator.get(&email),
+            self.by_creator_domain.get(domain),
+        ];
+        for &(c, s) in found.into_iter().flatten() {
+            matches[c][s] += 1;
+            owner.get_or_insert(c);
+            claimants.push(c);
+        }
+        owner
+    }
+
+    /// The first company whose name glob matches the key's name.
+    fn glob_owner(
+        &self,
+        name: &str,
+        candidates: &mut Vec<usize>,
+        matches: &mut [Vec<u64>],
+        claimants: &mut Vec<usize>,
+    ) -> Option<usize> {
+        let mut owner = None;
+        self.glob_prefixes.candidates(name, candidates);
+        for &g in candidates.iter() {
+            let (pattern, c, s) = &self.globs[g];
+            if pattern.matches(name) {
+                matches[*c][*s] += 1;
+                owner.get_or_insert(*c);
+                claimants.push(*c);
+            }
+        }
+        owner
     }
 }
 
