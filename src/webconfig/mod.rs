@@ -29,6 +29,7 @@ use rustls::ServerConfig;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+use crate::config::redact_keys;
 use crate::config::yaml::UniqueMap;
 
 mod basic_auth;
@@ -102,16 +103,17 @@ impl WebConfig {
     pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| WebConfigError {
             path: path.to_path_buf(),
-            message: format!("cannot read it: {e}"),
+            message: redact_keys(&format!("cannot read it: {e}")),
         })?;
         WebConfig::parse(&text, path)
     }
 
     /// Parses `text` as if read from `path` (relative file names resolve against its directory).
     pub fn parse(text: &str, path: &Path) -> Result<WebConfig, WebConfigError> {
+        // A key pasted into the wrong file is never echoed back.
         let error = |message: String| WebConfigError {
             path: path.to_path_buf(),
-            message,
+            message: redact_keys(&message),
         };
         let raw: RawWebConfig = if text.trim().is_empty() {
             RawWebConfig::default()
@@ -407,6 +409,15 @@ mod tests {
 
     fn parse(yaml: &str) -> Result<WebConfig, WebConfigError> {
         WebConfig::parse(yaml, Path::new("/etc/exporter/web.yml"))
+    }
+
+    #[test]
+    fn a_key_pasted_into_the_web_config_is_not_echoed() {
+        let err =
+            parse("basic_auth_users: sk-or-v1-0123456789abcdef0123456789abcdef\n").unwrap_err();
+        let text = err.to_string();
+        assert!(!text.contains("0123456789abcdef"), "{text}");
+        assert!(text.contains("[REDACTED]"), "{text}");
     }
 
     #[test]
