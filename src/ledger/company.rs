@@ -7,12 +7,32 @@ use chrono::NaiveDate;
 use rusqlite::{Connection, OptionalExtension as _};
 
 use super::names::Names;
+use super::range::oldest_kept;
 use super::range::{day_from_number, day_number, DayRange};
 use super::statement::{
     last_past_day, CompanyStatement, Departure, KeyLine, ModelLine, PeriodStatus, Spend,
 };
 use super::status::{load_coverage, Statuses};
-use super::Failure;
+use super::{Failure, Ledger, LedgerError};
+
+impl Ledger {
+    /// One company's spend over `range` per key (departed keys included) and
+    /// per model; `None` when the ledger has never seen the company.
+    pub fn company_statement(
+        &self,
+        range: DayRange,
+        company: &str,
+        today: NaiveDate,
+    ) -> Result<Option<CompanyStatement>, LedgerError> {
+        let oldest = day_number(oldest_kept(today, self.retention_days));
+        self.read(|conn, names| {
+            let Some(id) = names.find_company(company) else {
+                return Ok(None);
+            };
+            company_statement(conn, names, range, id, today, oldest).map(Some)
+        })
+    }
+}
 
 pub(crate) fn company_statement(
     conn: &Connection,

@@ -198,23 +198,6 @@ impl Ledger {
         self.read(|conn, names| statement(conn, names, range, today, oldest))
     }
 
-    /// One company's spend over `range` per key (departed keys included) and
-    /// per model; `None` when the ledger has never seen the company.
-    pub fn company_statement(
-        &self,
-        range: DayRange,
-        company: &str,
-        today: NaiveDate,
-    ) -> Result<Option<CompanyStatement>, LedgerError> {
-        let oldest = day_number(oldest_kept(today, self.retention_days));
-        self.read(|conn, names| {
-            let Some(id) = names.find_company(company) else {
-                return Ok(None);
-            };
-            super::company::company_statement(conn, names, range, id, today, oldest).map(Some)
-        })
-    }
-
     /// The months the ledger holds, newest first, each with its status.
     pub fn months(&self, today: NaiveDate) -> Result<Vec<MonthStatus>, LedgerError> {
         let oldest = day_number(oldest_kept(today, self.retention_days));

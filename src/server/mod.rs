@@ -39,8 +39,9 @@ use tracing::{debug, info, warn};
 use crate::exporter::ReadHandle;
 use crate::webconfig::{self, WebConfig};
 use connections::{Slot, Slots};
+use response::text;
 use response::ResponseBody;
-use routes::{route, text};
+use routes::route;
 use write_timeout::WriteTimeout;
 
 pub use routes::accepts_gzip;

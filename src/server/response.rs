@@ -10,6 +10,8 @@ use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, SizeHint};
+use hyper::header::{self, HeaderValue};
+use hyper::{Response, StatusCode};
 
 use crate::body::Published;
 
@@ -112,6 +114,54 @@ impl Body for Chunks {
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.0.iter().map(|c| c.len() as u64).sum())
     }
+}
+
+// The page responses every route shares: plain text, HTML and CSV with
+// the pages' headers.
+
+pub fn text(status: StatusCode, body: &'static str) -> Response<ResponseBody> {
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// What the pages send besides their body and the headers of every answer
+/// (no caching, no sniffing: see [`handle`]): a policy that runs no script
+/// and loads nothing, so even a string that escaped escaping could not act.
+/// Forms may only submit to this server (the date range on `/`, a GET).
+pub(super) fn page_headers(response: &mut Response<ResponseBody>, content_type: &'static str) {
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; base-uri 'none'; \
+             form-action 'self'; frame-ancestors 'none'",
+        ),
+    );
+}
+
+pub fn html(status: StatusCode, body: String) -> Response<ResponseBody> {
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    page_headers(&mut response, "text/html; charset=utf-8");
+    response
+}
+
+/// A CSV download named `filename`, with the pages' headers.
+pub fn csv(body: String, filename: &str) -> Response<ResponseBody> {
+    let mut response = Response::new(full(body));
+    page_headers(&mut response, "text/csv; charset=utf-8; header=present");
+    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_DISPOSITION, value);
+    }
+    response
 }
 
 #[cfg(test)]

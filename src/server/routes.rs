@@ -7,7 +7,7 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::response::{self, full, ResponseBody};
+use super::response::{self, csv, html, text, ResponseBody};
 use super::statements;
 use super::ServerOptions;
 use crate::exporter::ReadHandle;
@@ -140,39 +140,6 @@ pub fn accepts_gzip(value: Option<&HeaderValue>) -> bool {
     }
 }
 
-pub(super) fn text(status: StatusCode, body: &'static str) -> Response<ResponseBody> {
-    let mut response = Response::new(full(body));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
-
-/// What the pages send besides their body and the headers of every answer
-/// (no caching, no sniffing: see [`handle`]): a policy that runs no script
-/// and loads nothing, so even a string that escaped escaping could not act.
-/// Forms may only submit to this server (the date range on `/`, a GET).
-fn page_headers(response: &mut Response<ResponseBody>, content_type: &'static str) {
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; base-uri 'none'; \
-             form-action 'self'; frame-ancestors 'none'",
-        ),
-    );
-}
-
-pub(super) fn html(status: StatusCode, body: String) -> Response<ResponseBody> {
-    let mut response = Response::new(full(body));
-    *response.status_mut() = status;
-    page_headers(&mut response, "text/html; charset=utf-8");
-    response
-}
-
 fn snapshot_csv(published: &crate::body::Published) -> Response<ResponseBody> {
     let Some(body) = page::companies_csv(published) else {
         return text(
@@ -185,18 +152,6 @@ fn snapshot_csv(published: &crate::body::Published) -> Response<ResponseBody> {
         |s| format!("openrouter-companies-{}.csv", s.taken_at.format("%Y-%m-%d")),
     );
     csv(body, &filename)
-}
-
-/// A CSV download named `filename`, with the pages' headers.
-pub(super) fn csv(body: String, filename: &str) -> Response<ResponseBody> {
-    let mut response = Response::new(full(body));
-    page_headers(&mut response, "text/csv; charset=utf-8; header=present");
-    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
-        response
-            .headers_mut()
-            .insert(header::CONTENT_DISPOSITION, value);
-    }
-    response
 }
 
 /// The company's daily spend chart from the ledger, against its monthly budget.

@@ -10,8 +10,7 @@ use chrono::{Duration, NaiveDate, Utc};
 use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 
-use super::response::{full, ResponseBody};
-use super::routes::{csv, html};
+use super::response::{csv, full, html, ResponseBody};
 use crate::config::Config;
 use crate::exporter::ReadHandle;
 use crate::ledger::{
