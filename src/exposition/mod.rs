@@ -84,37 +84,14 @@ mod tests {
     use std::collections::BTreeSet;
     use std::sync::Arc;
 
-    use chrono::{NaiveDate, TimeZone, Utc};
+    use chrono::{TimeZone, Utc};
 
     use super::*;
     use crate::config::Config;
     use crate::money::Usd;
-    use crate::snapshot::{
-        DepartedKey, DirectKey, Extras, Key, KeyActivity, Listing, ModelTotals, OrgList,
-        Organization,
-    };
+    use crate::snapshot::{DepartedKey, DirectKey, Extras, Key, Listing, OrgList, Organization};
     use crate::status::{ActivityStatus, LedgerFigures, LedgerStatus, Progress, Status};
     use crate::upstream::{ApiKey, UpstreamData};
-
-    /// Every key's history read, with one model.
-    #[derive(Debug)]
-    struct EveryKeyRead;
-
-    impl KeyActivity for EveryKeyRead {
-        fn completed_usage(&self, _: &str, _: NaiveDate, _: i64) -> Option<Usd> {
-            Some(Usd::ZERO)
-        }
-
-        fn each_model(
-            &self,
-            _: &str,
-            _: NaiveDate,
-            each: &mut dyn FnMut(&str, ModelTotals),
-        ) -> bool {
-            each("m", ModelTotals::default());
-            true
-        }
-    }
 
     fn json<T: serde::de::DeserializeOwned>(text: &str) -> T {
         serde_json::from_str(text).unwrap()
@@ -151,7 +128,7 @@ mod tests {
         ));
         let extras = Extras {
             direct: Arc::new(vec![direct]),
-            activity: Some(Arc::new(EveryKeyRead)),
+            activity: Some(Arc::new(crate::snapshot::EveryKeyRead)),
             departed: Arc::new(vec![DepartedKey::new(&gone, &org, taken_at)]),
             organization: Arc::new(org),
             previous_month: Arc::new(vec![("acme".to_string(), Usd::from_nanos(1))]),

@@ -77,6 +77,24 @@ pub fn top_models(models: BTreeMap<String, ModelTotals>, top: usize) -> Vec<(Str
     ranked
 }
 
+/// A test double: every key's history read for any day, spending nothing,
+/// with one model.
+#[cfg(test)]
+#[derive(Debug)]
+pub(crate) struct EveryKeyRead;
+
+#[cfg(test)]
+impl KeyActivity for EveryKeyRead {
+    fn completed_usage(&self, _: &str, _: NaiveDate, _: i64) -> Option<Usd> {
+        Some(Usd::ZERO)
+    }
+
+    fn each_model(&self, _: &str, _: NaiveDate, each: &mut dyn FnMut(&str, ModelTotals)) -> bool {
+        each("m", ModelTotals::default());
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

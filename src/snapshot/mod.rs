@@ -30,6 +30,8 @@ use crate::money::Usd;
 pub use departed::{departed_after, Departed, DepartedKey};
 use direct::also_listed;
 pub use direct::{DirectDuplicate, DirectKey};
+#[cfg(test)]
+pub(crate) use key_activity::EveryKeyRead;
 pub use key_activity::{top_models, KeyActivity, ModelTotals};
 pub use listing::{parse_timestamp, AccountCredits, Key, Listing};
 pub use organization::{Cap, OrgList, Organization, DEFAULT_WORKSPACE};
@@ -637,26 +639,6 @@ mod tests {
             Window::Weekly.end(monday).unwrap(),
             Utc.with_ymd_and_hms(2026, 11, 30, 0, 0, 0).unwrap()
         );
-    }
-
-    /// Every key's history read for any day, with one model.
-    #[derive(Debug)]
-    struct EveryKeyRead;
-
-    impl KeyActivity for EveryKeyRead {
-        fn completed_usage(&self, _: &str, _: NaiveDate, _: i64) -> Option<Usd> {
-            Some(Usd::ZERO)
-        }
-
-        fn each_model(
-            &self,
-            _: &str,
-            _: NaiveDate,
-            each: &mut dyn FnMut(&str, ModelTotals),
-        ) -> bool {
-            each("m", ModelTotals::default());
-            true
-        }
     }
 
     fn listed(json: &str) -> Key {
