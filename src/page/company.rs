@@ -16,7 +16,7 @@ use super::{dollars, Links, Page, MONTHLY};
 use crate::body::Published;
 use crate::config::Config;
 use crate::money::Usd;
-use crate::snapshot::{CompanyTotals, Key, Organization, Snapshot, COMPLETED_30D};
+use crate::snapshot::{CompanyTotals, Key, Organization, PublishedKey, Snapshot, COMPLETED_30D};
 
 /// A company page lists at most this many keys (the biggest spenders this
 /// month); the rest are counted, and `/metrics` has them all.
@@ -107,60 +107,17 @@ fn summary(out: &mut String, snap: &Snapshot, company: usize, rolling: bool) {
     out.push_str("</tbody></table></div>\n");
 }
 
-/// One key on a company page.
-struct KeyRow<'a> {
-    key: &'a Key,
-    rolling: Option<&'a [Option<f64>; 2]>,
-    /// `Some(up)` for a direct key.
-    direct: Option<bool>,
-    /// When a departed key was last listed.
-    departed: Option<DateTime<Utc>>,
-}
-
-/// The company's keys as `/metrics` publishes them: its listed keys except a
-/// direct key's duplicate, then its direct keys that have figures, then its
-/// departed keys.
-fn company_keys(snap: &Snapshot, company: usize) -> Vec<KeyRow<'_>> {
-    let listed = snap
-        .company_of_key
-        .iter()
-        .enumerate()
-        .filter(|(_, &c)| c == company)
-        .filter(|(i, _)| !snap.is_listed_as_direct(*i))
-        .filter_map(|(i, _)| {
-            snap.keys().get(i).map(|key| KeyRow {
-                key,
-                rolling: snap.key_rolling.get(i),
-                direct: None,
-                departed: None,
-            })
-        });
-    let direct = snap
-        .direct
-        .iter()
-        .filter(|d| d.company == company)
-        .filter_map(|d| d.key.as_ref().map(|k| (k, d.up)))
-        .map(|(key, up)| KeyRow {
-            key,
-            rolling: None,
-            direct: Some(up),
-            departed: None,
-        });
-    let departed = snap
-        .departed
-        .iter()
-        .filter(|d| d.company == company)
-        .map(|d| KeyRow {
-            key: &d.key,
-            rolling: None,
-            direct: None,
-            departed: Some(d.last_seen),
-        });
-    listed.chain(direct).chain(departed).collect()
+/// The company's keys as `/metrics` publishes them ([`Snapshot::published_keys`]):
+/// its listed keys except a direct key's duplicate, then its direct keys that
+/// have figures, then its departed keys.
+fn company_keys(snap: &Snapshot, company: usize) -> Vec<PublishedKey<'_>> {
+    snap.published_keys()
+        .filter(|p| p.company == company)
+        .collect()
 }
 
 /// Biggest spender this month first (unknown last), then by name.
-fn by_monthly_spend(a: &KeyRow<'_>, b: &KeyRow<'_>) -> Ordering {
+fn by_monthly_spend(a: &PublishedKey<'_>, b: &PublishedKey<'_>) -> Ordering {
     let (x, y) = (a.key.usage[MONTHLY], b.key.usage[MONTHLY]);
     y.partial_cmp(&x)
         .unwrap_or(Ordering::Equal)
@@ -206,7 +163,7 @@ fn keys_table(
 fn key_row(
     out: &mut String,
     org: &Organization,
-    row: &KeyRow<'_>,
+    row: &PublishedKey<'_>,
     rolling: bool,
     now: DateTime<Utc>,
 ) {
@@ -313,7 +270,7 @@ fn caps_cell(out: &mut String, org: &Organization, k: &Key) {
 }
 
 /// The key's state: departed, disabled, expiry, a direct key's last poll, or active.
-fn key_state(out: &mut String, row: &KeyRow<'_>, now: DateTime<Utc>) {
+fn key_state(out: &mut String, row: &PublishedKey<'_>, now: DateTime<Utc>) {
     let mut flags: Vec<String> = Vec::new();
     if let Some(seen) = row.departed {
         flags.push(format!(
@@ -343,7 +300,7 @@ fn key_state(out: &mut String, row: &KeyRow<'_>, now: DateTime<Utc>) {
     } else if row.key.expiry_unreadable {
         flags.push("<span class=\"muted\">expiry unreadable</span>".to_string());
     }
-    match row.direct {
+    match row.direct_up {
         Some(true) => flags.push("direct key".to_string()),
         Some(false) => {
             flags.push("<span class=\"flag over\">direct key: last poll failed</span>".to_string())
