@@ -26,15 +26,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use common::web_server::{assert_metrics, client_builder, start, PASSWORD, USER};
 use common::*;
-use openrouter_cost_exporter::server::{serve, ServerOptions, MAX_HEADER_BYTES};
+use openrouter_cost_exporter::server::MAX_HEADER_BYTES;
 use openrouter_cost_exporter::webconfig::WebConfig;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::watch;
 
-const USER: &str = "prometheus";
-const PASSWORD: &str = "correct horse battery staple";
 /// Floods and timing measurements run one at a time, so that one test's
 /// flood does not skew another's clock.
 static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -43,58 +42,7 @@ static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const ELSEWHERE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
 
 // ---------------------------------------------------------------------------
-// An exporter served in process.
-
-struct Running {
-    addr: SocketAddr,
-    shutdown: watch::Sender<bool>,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
-    _sim: openrouter_cost_exporter::sim::SimServer,
-}
-
-impl Running {
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    async fn stop(self) {
-        let _ = self.shutdown.send(true);
-        let result = tokio::time::timeout(Duration::from_secs(10), self.server)
-            .await
-            .expect("server stops after shutdown");
-        result.expect("server task").expect("serve result");
-    }
-}
-
-async fn start(web: WebConfig, tweak: impl FnOnce(&mut ServerOptions)) -> Running {
-    let mut state = empty_state();
-    state
-        .keys
-        .push(key_with_usage(WS_A, 1, "acme-production", 1.5));
-    state.total_credits = 100.0;
-    state.total_usage = state.keys_lifetime_usage();
-    let sim = start_sim(state).await;
-    let exporter = exporter(config(
-        &sim.base_url(),
-        "  acme:\n    keys: [acme-production]\n",
-    ));
-    exporter.refresh().await.expect("first refresh");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut options = ServerOptions {
-        web,
-        ..ServerOptions::default()
-    };
-    tweak(&mut options);
-    let (shutdown, rx) = watch::channel(false);
-    let server = tokio::spawn(serve(listener, exporter, options, rx));
-    Running {
-        addr,
-        shutdown,
-        server,
-        _sim: sim,
-    }
-}
+// Web configs and clients.
 
 /// A web config with basic auth for `users` (name, password, bcrypt cost).
 fn web_config(users: &[(&str, &str, u32)]) -> WebConfig {
@@ -117,7 +65,7 @@ fn basic(user: &str, password: &str) -> String {
 
 /// A client that never reuses a connection made by another request, from `from`.
 fn client(from: Option<IpAddr>, timeout: Duration) -> reqwest::Client {
-    let mut builder = reqwest::Client::builder().timeout(timeout).no_proxy();
+    let mut builder = client_builder().timeout(timeout);
     if let Some(ip) = from {
         builder = builder.local_address(ip);
     }
@@ -345,13 +293,6 @@ fn repeated_guess(limit: Duration) -> FloodPlan {
     }
 }
 
-fn assert_metrics(body: &str) {
-    assert!(
-        body.contains("\nopenrouter_up 1\n"),
-        "not the exporter's metrics:\n{body}"
-    );
-}
-
 // ---------------------------------------------------------------------------
 // F2: busy keep-alive connections and the connection slots.
 
@@ -371,9 +312,9 @@ async fn busy_keep_alive_connections_cannot_hold_every_slot() {
         };
         let running = start(web, |o| o.max_connections = 8).await;
         let auth = with_auth.then_some((USER, PASSWORD));
+        let url = running.http("/metrics");
         if with_auth {
-            let (warm, _) =
-                timed_get(&running.url("/metrics"), None, auth, Duration::from_secs(5)).await;
+            let (warm, _) = timed_get(&url, None, auth, Duration::from_secs(5)).await;
             assert_eq!(warm.expect("first login").status(), 200);
         }
         let pause = Duration::from_millis(100);
@@ -385,8 +326,7 @@ async fn busy_keep_alive_connections_cannot_hold_every_slot() {
         let flood = Flood::start(running.addr, 16, plan).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         for attempt in 0..3 {
-            let (result, elapsed) =
-                timed_get(&running.url("/metrics"), None, auth, Duration::from_secs(4)).await;
+            let (result, elapsed) = timed_get(&url, None, auth, Duration::from_secs(4)).await;
             let resp = result.unwrap_or_else(|e| {
                 panic!("auth={with_auth} #{attempt}: scrape not answered under the flood: {e}")
             });
@@ -419,8 +359,13 @@ async fn the_quietest_connection_makes_room_and_others_are_not_cut() {
             .unwrap(),
         200
     );
-    let (result, elapsed) =
-        timed_get(&running.url("/metrics"), None, None, Duration::from_secs(5)).await;
+    let (result, elapsed) = timed_get(
+        &running.http("/metrics"),
+        None,
+        None,
+        Duration::from_secs(5),
+    )
+    .await;
     assert_eq!(result.expect("newcomer served").status(), 200);
     assert!(elapsed < Duration::from_secs(1), "took {elapsed:?}");
     let mut rest = Vec::new();
@@ -441,7 +386,7 @@ async fn the_quietest_connection_makes_room_and_others_are_not_cut() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let newcomer = tokio::spawn({
-        let url = running.url("/healthz");
+        let url = running.http("/healthz");
         async move { timed_get(&url, None, None, Duration::from_secs(8)).await }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -489,7 +434,7 @@ async fn a_flood_of_wrong_guesses_gets_429_beyond_the_queue_and_a_new_login_is_c
 
     // A login not yet cached, from another address than the flood's.
     let (result, first) = timed_get(
-        &running.url("/metrics"),
+        &running.http("/metrics"),
         Some(ELSEWHERE),
         Some((USER, PASSWORD)),
         Duration::from_secs(10),
@@ -508,7 +453,7 @@ async fn a_flood_of_wrong_guesses_gets_429_beyond_the_queue_and_a_new_login_is_c
 
     // Cached now: instant, even from the flood's own address.
     let (result, cached) = timed_get(
-        &running.url("/metrics"),
+        &running.http("/metrics"),
         None,
         Some((USER, PASSWORD)),
         Duration::from_secs(5),
@@ -586,7 +531,7 @@ async fn a_repeated_wrong_guess_costs_no_queue_place_so_a_login_from_the_same_ad
     let flood = Flood::start(running.addr, 128, repeated_guess(Duration::from_secs(6))).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (result, first) = timed_get(
-        &running.url("/metrics"),
+        &running.http("/metrics"),
         None,
         Some((USER, PASSWORD)),
         Duration::from_secs(10),
@@ -621,7 +566,7 @@ async fn an_unknown_user_costs_as_much_as_the_slowest_known_user() {
     )
     .await;
     let client = client(None, Duration::from_secs(10));
-    let url = running.url("/metrics");
+    let url = running.http("/metrics");
     let mut times: BTreeMap<&str, Vec<Duration>> = BTreeMap::new();
     // Interleaved, so that a busy moment of the machine hits every user alike.
     for i in 0..9 {
@@ -668,7 +613,7 @@ async fn metrics_401_and_every_answer_carry_no_store_and_nosniff() {
         ("/", Some((USER, PASSWORD)), 200),
     ] {
         let mut request = client
-            .get(running.url(path))
+            .get(running.http(path))
             .header("accept-encoding", "gzip");
         if let Some((user, password)) = auth {
             request = request.basic_auth(user, Some(password));

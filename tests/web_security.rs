@@ -11,19 +11,15 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::web_server::{acme_account, assert_metrics, client_builder, start, PASSWORD, USER};
 use common::*;
-use openrouter_cost_exporter::server::{serve, ServerOptions};
 use openrouter_cost_exporter::webconfig::{ClientAuth, WebConfig};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
-
-const USER: &str = "prometheus";
-const PASSWORD: &str = "correct horse battery staple";
+use tokio::net::TcpStream;
 
 // ---------------------------------------------------------------------------
 // Certificates and configs.
@@ -120,68 +116,7 @@ fn tls_and_auth_yaml() -> String {
 }
 
 // ---------------------------------------------------------------------------
-// An exporter served in process.
-
-struct Running {
-    addr: SocketAddr,
-    shutdown: watch::Sender<bool>,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
-    _sim: openrouter_cost_exporter::sim::SimServer,
-}
-
-impl Running {
-    fn http(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn https(&self, path: &str) -> String {
-        format!("https://{}{path}", self.addr)
-    }
-
-    async fn stop(self) {
-        let _ = self.shutdown.send(true);
-        let result = tokio::time::timeout(Duration::from_secs(10), self.server)
-            .await
-            .expect("server stops after shutdown");
-        result.expect("server task").expect("serve result");
-    }
-}
-
-async fn start(web: WebConfig, tweak: impl FnOnce(&mut ServerOptions)) -> Running {
-    let mut state = empty_state();
-    state
-        .keys
-        .push(key_with_usage(WS_A, 1, "acme-production", 1.5));
-    state.total_credits = 100.0;
-    state.total_usage = state.keys_lifetime_usage();
-    let sim = start_sim(state).await;
-    let exporter = exporter(config(
-        &sim.base_url(),
-        "  acme:\n    keys: [acme-production]\n",
-    ));
-    exporter.refresh().await.expect("first refresh");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut options = ServerOptions {
-        web,
-        ..ServerOptions::default()
-    };
-    tweak(&mut options);
-    let (shutdown, rx) = watch::channel(false);
-    let server = tokio::spawn(serve(listener, exporter, options, rx));
-    Running {
-        addr,
-        shutdown,
-        server,
-        _sim: sim,
-    }
-}
-
-fn client_builder() -> reqwest::ClientBuilder {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .no_proxy()
-}
+// Clients.
 
 fn https_client(ca_pem: &str) -> reqwest::Client {
     client_builder()
@@ -197,13 +132,6 @@ fn https_client_with_identity(ca_pem: &str, cert: &str, key: &str) -> reqwest::C
         .identity(identity)
         .build()
         .unwrap()
-}
-
-fn assert_metrics(body: &str) {
-    assert!(
-        body.contains("openrouter_key_usage_usd{") && body.contains("\nopenrouter_up 1\n"),
-        "not the exporter's metrics:\n{body}"
-    );
 }
 
 /// Sends raw bytes and returns whatever comes back before the server closes
@@ -743,31 +671,18 @@ async fn a_stalled_tls_handshake_is_closed_after_the_header_timeout() {
 // ---------------------------------------------------------------------------
 // The real binary.
 
-/// A valid exporter config in `dir`, pointing at `base_url`.
-fn write_exporter_config(dir: &Path, base_url: &str) -> PathBuf {
-    let path = dir.join("config.yaml");
+/// Starts the binary with a valid exporter config (in `pki`'s directory,
+/// pointing at `base_url`) and `web_path` as its web config, on a free port;
+/// returns the process and its listen address.
+fn spawn_with_web_config(pki: &Pki, base_url: &str, web_path: &Path) -> (ChildGuard, String) {
+    let config_path = pki.path("config.yaml");
     std::fs::write(
-        &path,
+        &config_path,
         config_yaml(base_url, "  acme:\n    keys: [acme-production]\n"),
     )
     .unwrap();
-    path
-}
-
-#[tokio::test]
-async fn binary_serves_tls_and_basic_auth_end_to_end() {
-    let mut state = empty_state();
-    state
-        .keys
-        .push(key_with_usage(WS_A, 1, "acme-production", 2.0));
-    state.total_credits = 50.0;
-    state.total_usage = state.keys_lifetime_usage();
-    let sim = start_sim(state).await;
-    let pki = Pki::new();
-    let web_path = pki.write_config(&tls_and_auth_yaml());
-    let config_path = write_exporter_config(pki.dir.path(), &sim.base_url());
     let listen = format!("127.0.0.1:{}", free_port());
-    let exporter = spawn_binary(
+    let guard = spawn_binary(
         &[
             "--config.file",
             config_path.to_str().unwrap(),
@@ -778,6 +693,15 @@ async fn binary_serves_tls_and_basic_auth_end_to_end() {
         ],
         &[("OPENROUTER_MANAGEMENT_KEY", MANAGEMENT_KEY)],
     );
+    (guard, listen)
+}
+
+#[tokio::test]
+async fn binary_serves_tls_and_basic_auth_end_to_end() {
+    let sim = start_sim(acme_account(2.0, 50.0)).await;
+    let pki = Pki::new();
+    let web_path = pki.write_config(&tls_and_auth_yaml());
+    let (exporter, listen) = spawn_with_web_config(&pki, &sim.base_url(), &web_path);
     let client = https_client(&pki.ca.pem());
     let url = format!("https://{listen}/metrics");
     let started = Instant::now();
@@ -840,23 +764,11 @@ async fn binary_serves_tls_and_basic_auth_end_to_end() {
 
 /// Runs the binary with `web_yaml` as its web config; returns (exit status, output).
 fn run_with_web_config(pki: &Pki, web_yaml: Option<&str>) -> (std::process::ExitStatus, String) {
-    let config_path = write_exporter_config(pki.dir.path(), "http://127.0.0.1:9/api/v1");
     let web_path = match web_yaml {
         Some(yaml) => pki.write_config(yaml),
         None => pki.path("does-not-exist.yml"),
     };
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut guard = spawn_binary(
-        &[
-            "--config.file",
-            config_path.to_str().unwrap(),
-            "--web.listen-address",
-            &listen,
-            "--web.config.file",
-            web_path.to_str().unwrap(),
-        ],
-        &[("OPENROUTER_MANAGEMENT_KEY", MANAGEMENT_KEY)],
-    );
+    let (mut guard, _listen) = spawn_with_web_config(pki, "http://127.0.0.1:9/api/v1", &web_path);
     let started = Instant::now();
     let status = loop {
         if let Some(status) = guard.child.try_wait().unwrap() {

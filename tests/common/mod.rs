@@ -1,5 +1,6 @@
 //! Shared test helpers: a simulated OpenRouter, configs pointing at it, an
-//! exposition-format parser, and a guard for the real binary.
+//! exposition-format parser, a guard for the real binary, and the exporter
+//! served in process for the web tests.
 #![allow(dead_code, unused_imports)]
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ pub mod config;
 #[path = "../../fuzz/harness.rs"]
 pub mod harness;
 pub mod tools;
+pub mod web_server;
 
 pub use config::{snapshot_part, TestConfig};
 pub use tools::{free_port, is_ci, which};
