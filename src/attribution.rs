@@ -13,7 +13,8 @@
 //! up in has never been read, [`waiting_for`] names the companies whose keys
 //! are therefore not known.
 
-use std::collections::HashMap;
+// hashbrown with foldhash: each key is looked up several times per refresh.
+use hashbrown::HashMap;
 
 use crate::config::{is_uuid, Config, Selector};
 

@@ -3,7 +3,8 @@
 //! so that a customer who rotates a key mid-month is still billed for the
 //! month. Kept in memory only (a restart forgets them).
 
-use std::collections::HashSet;
+// hashbrown with foldhash: 100k hashes per refresh.
+use hashbrown::HashSet;
 
 use chrono::{DateTime, Utc};
 
