@@ -7,7 +7,9 @@
 //! one the keys its members created (`creator: "@platform.example.com"`); a
 //! guardrail caps one key and the Hooli workspace has a budget. The real client
 //! talks to it over loopback HTTP. Its ledger (`history.rs`) lives in a
-//! temporary directory and starts with three months of statements.
+//! temporary directory and starts with three months of statements, the
+//! account's own spend among them: a little more than its keys', the spend of
+//! short-lived CI keys the exporter never listed (the "unattributed" line).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -244,6 +246,7 @@ pub fn demo_state(management_key: &str) -> (SimState, Vec<(String, f64, f64)>) {
         update_remaining(k);
     }
     seed_activity(&mut state);
+    seed_unlisted_activity(&mut state);
     // Spend of keys deleted long ago: the account total is larger than the listed keys'.
     state.total_usage = state.keys_lifetime_usage() + 412.63;
     state.total_credits = 25_000.0;
@@ -317,6 +320,28 @@ fn seed_activity(state: &mut SimState) {
         }
         state.activity.insert(hash, rows);
     }
+}
+
+/// Short-lived CI keys, created and deleted between two listings: the
+/// exporter never lists them, but the account pays for them. Their rows are
+/// served only by the account-wide `/activity`: the statements'
+/// "unattributed" line.
+pub(crate) const UNLISTED_KEYS: &str = "ci-ephemeral-keys";
+
+/// The unlisted keys' 30 days: a few cents to a dollar every third day.
+fn seed_unlisted_activity(state: &mut SimState) {
+    let today = Utc::now().date_naive();
+    let mut rng = fastrand::Rng::with_seed(11);
+    let rows = (1..=30)
+        .filter(|back| back % 3 == 0)
+        .map(|back| {
+            let date = (today - chrono::Duration::days(back))
+                .format("%Y-%m-%d")
+                .to_string();
+            activity_row(&date, MODELS[4], round9(0.05 + rng.f64() * 0.9))
+        })
+        .collect();
+    state.activity.insert(demo_hash(UNLISTED_KEYS), rows);
 }
 
 fn key(workspace: &str, name: &str) -> SimKey {

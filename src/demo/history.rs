@@ -3,16 +3,22 @@
 //! month and the two before it. The simulator's `/activity` covers 30 days,
 //! so the older days are generated here: deterministic from the demo keys
 //! and the date, in exact nano-dollars, with one key (`globex-eu`) that was
-//! deleted last month and keeps its days.
+//! deleted last month and keeps its days. The account's own spend is seeded
+//! for every day too, as the account-wide `/activity` would have answered:
+//! every key's rows and those of short-lived keys never listed
+//! ([`UNLISTED_KEYS`]), so each past month shows a small unattributed line.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Utc};
 
-use super::{demo_hash, demo_state, MODELS};
+use super::{demo_hash, demo_state, MODELS, UNLISTED_KEYS};
 use crate::activity::{ActivityRow, HISTORY_DAYS};
-use crate::ledger::{KeyRead, Ledger, LedgerError, ListedKey, Month, DEFAULT_RETENTION_DAYS};
+use crate::ledger::{
+    AccountRead, KeyRead, Ledger, LedgerError, ListedKey, Month, DEFAULT_RETENTION_DAYS,
+};
+use crate::sim::SimState;
 
 /// The key the demo config still names although OpenRouter deleted it.
 const DEPARTED_KEY: &str = "globex-eu";
@@ -93,8 +99,9 @@ struct HistoryKey {
     recent: Vec<ActivityRow>,
 }
 
-fn history_keys() -> Vec<HistoryKey> {
-    let (mut state, _) = demo_state("demo");
+/// The demo keys (the departed one too), each with its rows taken out of
+/// `state.activity`: what is left there is spend no listed key explains.
+fn history_keys(state: &mut SimState) -> Vec<HistoryKey> {
     let mut keys: Vec<HistoryKey> = state
         .keys
         .iter()
@@ -127,6 +134,22 @@ fn history_keys() -> Vec<HistoryKey> {
     keys
 }
 
+/// The keys never listed, as the history knows them (only the account sees their rows).
+fn unlisted_key() -> HistoryKey {
+    HistoryKey {
+        name: UNLISTED_KEYS.to_string(),
+        hash: demo_hash(UNLISTED_KEYS),
+        company: "",
+        per_day: 180_000_000,
+        recent: Vec::new(),
+    }
+}
+
+/// The rows of every read, and the unlisted keys' (a window's account-wide answer).
+fn account_rows(key_rows: &[Vec<ActivityRow>], unlisted: Vec<ActivityRow>) -> Vec<ActivityRow> {
+    key_rows.iter().flatten().cloned().chain(unlisted).collect()
+}
+
 fn company_of(name: &str) -> &'static str {
     COMPANIES
         .iter()
@@ -136,12 +159,15 @@ fn company_of(name: &str) -> &'static str {
 
 /// Lists the keys from the first history day (the departed one until its
 /// departure), records generated reads for every day older than the
-/// simulator's 30, then the simulator's own 30 days.
+/// simulator's 30 (each window's account-wide answer too: every key's rows
+/// and the unlisted keys'), then the simulator's own 30 days.
 fn seed(ledger: &Ledger, now: DateTime<Utc>) -> Result<(), LedgerError> {
     let today = now.date_naive();
     let first = Month::of(today).previous().previous().first_day();
     let departed_on = Month::of(today).previous().first_day() + Duration::days(9);
-    let keys = history_keys();
+    let (mut state, _) = demo_state("demo");
+    let keys = history_keys(&mut state);
+    let unlisted = unlisted_key();
     let listing = |with_departed: bool| -> Vec<ListedKey<'_>> {
         keys.iter()
             .filter(|k| with_departed || k.name != DEPARTED_KEY)
@@ -175,8 +201,27 @@ fn seed(ledger: &Ledger, now: DateTime<Utc>) -> Result<(), LedgerError> {
             .map(|(k, rows)| key_read(k, rows, end))
             .collect();
         ledger.record_reads(&reads)?;
+        let account = account_rows(&rows, generated_rows(&unlisted, end, first, departed_on));
+        ledger.record_account(AccountRead {
+            today: end,
+            read_at: at(end, 7),
+            rows: &account,
+        })?;
     }
     ledger.record_listing(at(departed_on, 0), &listing(false))?;
+    seed_recent(ledger, &keys, state, now)
+}
+
+/// The simulator's own 30 days, read at `now`: each key's, and the account's
+/// (its keys' rows and the rest of `state.activity`, as its account-wide
+/// `/activity` answers them).
+fn seed_recent(
+    ledger: &Ledger,
+    keys: &[HistoryKey],
+    state: SimState,
+    now: DateTime<Utc>,
+) -> Result<(), LedgerError> {
+    let today = now.date_naive();
     let recent: Vec<KeyRead<'_>> = keys
         .iter()
         .filter(|k| !k.recent.is_empty())
@@ -186,6 +231,19 @@ fn seed(ledger: &Ledger, now: DateTime<Utc>) -> Result<(), LedgerError> {
         })
         .collect();
     ledger.record_reads(&recent)?;
+    let recent_rows: Vec<Vec<ActivityRow>> = keys.iter().map(|k| k.recent.clone()).collect();
+    let rest = state
+        .activity
+        .into_values()
+        .flatten()
+        .filter_map(|row| serde_json::from_value(row).ok())
+        .collect();
+    let account = account_rows(&recent_rows, rest);
+    ledger.record_account(AccountRead {
+        today,
+        read_at: now,
+        rows: &account,
+    })?;
     Ok(())
 }
 
@@ -283,6 +341,18 @@ mod tests {
         assert!(eu.spend.usage > crate::money::Usd::ZERO);
         let st = ledger.statement(last.days(), today).unwrap();
         assert!(st.companies.iter().any(|c| c.company == "acme"));
+        // The account line ties the month, a little over its keys: the unlisted keys.
+        assert_eq!(st.account.days_read, last.days().len());
+        let unattributed = st.unattributed().unwrap();
+        assert!(unattributed > crate::money::Usd::ZERO, "{unattributed}");
+        assert!(
+            unattributed.nanos() * 100 < st.total.usage.nanos(),
+            "{unattributed}"
+        );
+        // This month's line holds the days read so far.
+        let current = ledger.statement(this.days(), today).unwrap();
+        let so_far = today.signed_duration_since(this.first_day()).num_days();
+        assert_eq!(i64::from(current.account.days_read), so_far);
         drop(ledger);
         drop(demo);
         assert!(!dir.exists(), "the demo's directory is removed");
@@ -291,7 +361,7 @@ mod tests {
     #[test]
     fn the_history_is_deterministic() {
         let now = Utc::now();
-        let keys = history_keys();
+        let keys = history_keys(&mut demo_state("demo").0);
         let day = now.date_naive();
         let a = generated_rows(&keys[0], day, day - Duration::days(90), day);
         let b = generated_rows(&keys[0], day, day - Duration::days(90), day);

@@ -7,7 +7,9 @@
 //! first), an [`ActivityRun`] takes each answer as it comes and records
 //! batches without waiting for a refresh, and [`Exporter::finish_activity`]
 //! records the rest and says whether every key was read. With a ledger, each
-//! recorded answer's rows go to it too, in batches ([`LedgerBatch`]).
+//! recorded answer's rows go to it too, in batches ([`LedgerBatch`]), and the
+//! account-wide `/activity` is read beside the keys when due (`account.rs`):
+//! its failure is no failure of the run.
 //!
 //! A run fails (`openrouter_activity_up 0`, `reason="activity"`) when a call
 //! fails, when rows cannot be read, when a key's 30 days cost more than its
@@ -280,13 +282,21 @@ impl Exporter {
                 "activity run started"
             );
         }
+        // With a ledger, the account's own spend is read beside the keys.
+        let account = self.start_account_call(&client, now);
         let mut fetcher = Fetcher::new(client, plan, config.activity.concurrency, rate);
         while let Some((planned, result)) = fetcher.next().await {
             run.on_result(&mut fetcher, planned, result);
             self.maybe_flush(&mut run, &mut fetcher).await;
         }
         let behind = run.applied.behind > 0;
-        (self.finish_activity(run).await, behind)
+        let outcome = self.finish_activity(run).await;
+        // Recorded after the keys are published: the account never holds them back.
+        let account_behind = match account {
+            Some(call) => self.finish_account_call(call).await,
+            None => false,
+        };
+        (outcome, behind || account_behind)
     }
 
     /// Prunes the cache and plans against the latest listing. Under the lock

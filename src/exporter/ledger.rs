@@ -1,7 +1,9 @@
 //! The exporter's side of the statements ledger (issue #23): attaching it,
-//! giving activity collection back what it holds after a restart, recording
-//! activity reads in batches and the listing hourly, pruning once a day, and
-//! publishing its health and the previous month's final figures.
+//! giving activity collection back what it holds after a restart (the
+//! account's days included), recording activity reads in batches and the
+//! listing hourly, pruning once a day, and publishing its health and the
+//! previous month's final figures. The account's own spend is read and
+//! recorded in `account.rs`.
 //!
 //! Every ledger call blocks on SQLite, so each runs in `spawn_blocking`. A
 //! ledger that cannot be opened or written never stops `/metrics`: the
@@ -269,8 +271,14 @@ impl Exporter {
             }
         }
         self.record_listing(&ledger, recorded).await;
+        self.publish_ledger_status(&ledger, now).await;
+    }
+
+    /// Reads the ledger's health and the previous month's figures, and
+    /// publishes them if they changed.
+    pub(super) async fn publish_ledger_status(&self, ledger: &Arc<Ledger>, now: DateTime<Utc>) {
         let _serial = self.shared.refresh_lock.lock().await;
-        let (health_changed, figures_changed) = self.update_ledger_status(&ledger, now).await;
+        let (health_changed, figures_changed) = self.update_ledger_status(ledger, now).await;
         if figures_changed {
             self.rebuild_snapshot().await;
         }
@@ -376,21 +384,30 @@ impl Exporter {
                 // The ledger's rows are whole days it wrote itself: always readable.
                 let _ = cache.apply_at(&k.hash, &k.rows, today, k.read_at);
             });
-            summary.map(|s| (cache, s))
+            // The account's days too: read at once only if the ledger lacks one.
+            let account = ledger.restore_account(today).unwrap_or_else(|e| {
+                warn!(error = %e, "ledger: the account's days could not be restored; the account is read");
+                None
+            });
+            (summary.map(|s| (cache, s)), account)
         };
         let restored = tokio::task::spawn_blocking(job).await;
-        let (cache, summary) = match restored {
-            Ok(Ok((cache, summary))) => (Some(cache), summary),
-            Ok(Err(e)) => {
+        let (cache, summary, account) = match restored {
+            Ok((Ok((cache, summary)), account)) => (Some(cache), summary, account),
+            Ok((Err(e), account)) => {
                 warn!(error = %e, "ledger: activity could not be restored; every key is read");
-                (None, RestoreSummary::default())
+                (None, RestoreSummary::default(), account)
             }
             Err(e) => {
                 warn!(error = %e, "ledger: restoring activity stopped; every key is read");
-                (None, RestoreSummary::default())
+                (None, RestoreSummary::default(), None)
             }
         };
-        let installed = lock(&self.shared.state).install_restored_activity(cache);
+        let installed = {
+            let mut state = lock(&self.shared.state);
+            state.restore_account_read(account);
+            state.install_restored_activity(cache)
+        };
         if installed && summary.restored + summary.lacking > 0 {
             info!(
                 restored = summary.restored,

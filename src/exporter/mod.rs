@@ -29,6 +29,7 @@ use state::{KeyProvider, Shared, State};
 pub use read::ReadHandle;
 pub use state::Clock;
 
+mod account;
 mod activity_fetch;
 mod activity_runs;
 mod ledger;

@@ -85,6 +85,9 @@ pub(super) struct LedgerState {
     listing_recorded: Option<DateTime<Utc>>,
     /// The UTC day the ledger was last pruned on.
     pruned_on: Option<NaiveDate>,
+    /// When the account-wide `/activity` was last recorded (or the time the
+    /// ledger's days stand for after a restart): when it is due again.
+    account_read: Option<DateTime<Utc>>,
     /// The previous month's final figures per company, by name.
     previous_month: Arc<Vec<(String, Usd)>>,
     /// The month and restatement count of a final `previous_month`: it can
@@ -442,6 +445,21 @@ impl State {
         }
         self.activity = Some(Arc::new(cache));
         true
+    }
+
+    /// When the account-wide `/activity` was last recorded in the ledger.
+    pub(super) fn account_read(&self) -> Option<DateTime<Utc>> {
+        self.ledger.account_read
+    }
+
+    pub(super) fn account_recorded(&mut self, read_at: DateTime<Utc>) {
+        self.ledger.account_read = Some(read_at);
+    }
+
+    /// The account read as the ledger restored it after a start (`None`:
+    /// it lacks a day, the account is read at once), unless read since.
+    pub(super) fn restore_account_read(&mut self, read_at: Option<DateTime<Utc>>) {
+        self.ledger.account_read = self.ledger.account_read.or(read_at);
     }
 
     /// Whether activity collection has yet to take back what the ledger holds.

@@ -87,6 +87,36 @@ impl Ledger {
         })
     }
 
+    /// When the ledger holds the account's own spend ([`Ledger::record_account`])
+    /// for every day of the window before `today`: the time the account-wide
+    /// read that wrote it counts as (as for [`RestoredKey::read_at`]: today's
+    /// 6 h re-read if the window's last day is settled, else today's
+    /// midnight), so that it is read again only when due. `None` when a day
+    /// is missing: the account is to be read.
+    pub fn restore_account(&self, today: NaiveDate) -> Result<Option<DateTime<Utc>>, LedgerError> {
+        self.read(|conn, _| {
+            let (from, to) = window(today);
+            let (held, last_settled): (i64, Option<bool>) = conn.query_row(
+                "SELECT count(*), (SELECT settled FROM account_days WHERE day = ?2) \
+                 FROM account_days WHERE day BETWEEN ?1 AND ?2",
+                [from, to],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            if held < to - from + 1 {
+                return Ok(None);
+            }
+            let midnight = today
+                .and_hms_opt(0, 0, 0)
+                .map(|t| t.and_utc())
+                .unwrap_or_default();
+            Ok(Some(if last_settled == Some(true) {
+                midnight + Duration::hours(REREAD_AFTER_HOURS)
+            } else {
+                midnight
+            }))
+        })
+    }
+
     /// Removes days older than `--storage.retention` before `today`, and
     /// departed keys left with none. Call at start and once a day.
     pub fn prune(&self, today: NaiveDate) -> Result<PruneSummary, LedgerError> {

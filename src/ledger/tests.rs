@@ -289,6 +289,37 @@ fn the_account_line_ties_the_statement_to_the_bill() {
 }
 
 #[test]
+fn the_account_is_restored_only_when_its_whole_window_is_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path(), 400).unwrap();
+    assert_eq!(ledger.restore_account(d("2025-12-01")).unwrap(), None);
+    let account = [row("2025-11-05", "m", 1.0, 1)];
+    let record = |read_at: &str| {
+        let when = at(read_at);
+        ledger
+            .record_account(AccountRead {
+                today: when.date_naive(),
+                read_at: when,
+                rows: &account,
+            })
+            .unwrap();
+    };
+    // Read at 01:00: held, its last day not settled yet (re-read at 6 h).
+    record("2025-12-01T01:00:00Z");
+    assert_eq!(
+        ledger.restore_account(d("2025-12-01")).unwrap(),
+        Some(at("2025-12-01T00:00:00Z"))
+    );
+    record("2025-12-01T07:00:00Z");
+    assert_eq!(
+        ledger.restore_account(d("2025-12-01")).unwrap(),
+        Some(at("2025-12-01T06:00:00Z"))
+    );
+    // The next day's window has a day the ledger lacks.
+    assert_eq!(ledger.restore_account(d("2025-12-02")).unwrap(), None);
+}
+
+#[test]
 fn listing_figures_count_until_activity_covers_the_day() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::open(dir.path(), 400).unwrap();

@@ -174,11 +174,21 @@ pub struct SimState {
     /// `GET /activity` rows per key hash (`date`, `model`, `usage`, …). A
     /// `date` may carry a time part (`"2026-07-27 00:00:00"`, as live accounts
     /// send it): the day is its first 10 characters. A hash that is not a
-    /// listed key answers 404, as upstream does for a deleted key (remove
-    /// its rows here too).
+    /// listed key answers 404, as upstream does for a deleted key, but its
+    /// rows stay the account's: the undated call without `api_key_hash`
+    /// serves every hash's rows. So rows under a hash never in `keys` are
+    /// spend of a key the exporter never listed (created and deleted between
+    /// two listings): the statements' unattributed difference.
     pub activity: HashMap<String, Vec<Value>>,
     /// `GET /activity` for these key hashes answers this status instead.
     pub activity_failures: HashMap<String, u16>,
+    /// The account-wide `GET /activity` (no `api_key_hash`) answers this
+    /// status instead; the per-key calls are unaffected.
+    pub account_activity_failure: Option<u16>,
+    /// The UTC day `/activity` takes for today (its window is the 30 days
+    /// before it); `None`: the wall clock's. A test that moves the
+    /// exporter's clock across a month boundary moves this with it.
+    pub today: Option<chrono::NaiveDate>,
     /// Rows (without `date`) that every listed key not in `activity` answers
     /// for each of its 30 completed days: a dense account for benchmarks.
     pub activity_every_day: Vec<Value>,
@@ -227,6 +237,8 @@ impl SimState {
             answered: Vec::new(),
             activity: Default::default(),
             activity_failures: Default::default(),
+            account_activity_failure: None,
+            today: None,
             activity_every_day: Vec::new(),
             inference_keys: Default::default(),
             latency: Duration::ZERO,

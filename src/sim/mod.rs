@@ -31,6 +31,8 @@
 //! | organization members, guardrails (per workspace: `workspace_id`, `null` = the default one), their key assignments, workspace budgets | `state.members`, `state.guardrails`, `state.guardrail_key_assignments` (spec shapes, paged on `offset`/`limit` with `total_count`, at most `state.org_page_size` per page); `state.workspace_budgets[workspace id]` ([`member_json`], [`guardrail_json`], [`assignment_json`], [`budget_json`]) |
 //! | a management key that is not one (`GET /key` answers `is_management_key: false`, `/keys` a 401) | `state.management_key_is_management = false` |
 //! | a real network's round trip: every call answered after a delay | `state.latency = Duration::from_millis(250)` |
+//! | the account-wide `/activity` (no `api_key_hash`): every key's rows, deleted and never-listed keys included, summed per date, model and endpoint | always on; rows under a hash not in `state.keys` are spend no listed key explains; `state.account_activity_failure = Some(500)` makes that call alone fail |
+//! | `/activity`'s today (its 30-day window) other than the wall clock's | `state.today = Some(day)` |
 //! | how many requests were in flight at once | `state.max_in_flight` (peak since start or since reset), `state.in_flight` (now); `state.answered`: each request with when it was answered |
 
 mod account;

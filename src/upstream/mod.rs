@@ -1,7 +1,7 @@
 //! The OpenRouter management API client: workspaces, paginated key listings,
-//! credits, activity, the organization lists, and `GET /key` for direct keys.
-//! Wire types stop here ([`wire`]): the snapshot converts them once
-//! (`snapshot::Listing`).
+//! credits, activity (per key and account-wide), the organization lists, and
+//! `GET /key` for direct keys. Wire types stop here ([`wire`]): the snapshot
+//! converts them once (`snapshot::Listing`).
 //!
 //! One `reqwest` client with explicit timeouts. Every HTTP call is counted in
 //! `openrouter_upstream_requests_total`; 429, 5xx, connection errors and
@@ -208,6 +208,18 @@ impl Client {
                 "/activity",
                 &[("api_key_hash", key_hash)],
             )
+            .await?;
+        self.decode(Endpoint::Activity, &body)
+    }
+
+    /// `GET /activity` without `api_key_hash`: the whole account's rows of
+    /// the last 30 completed UTC days (every key's, deleted ones included,
+    /// summed per date, model and endpoint), in the per-key call's shape:
+    /// what OpenRouter bills. The same endpoint, limiter class and retries as
+    /// [`Client::activity`]; the rows name no key, so they cannot be split per key.
+    pub async fn account_activity(&self) -> Result<Vec<ActivityRow>, UpstreamError> {
+        let body = self
+            .get(Endpoint::Activity, "/activity", &[] as &[(&str, &str)])
             .await?;
         self.decode(Endpoint::Activity, &body)
     }
