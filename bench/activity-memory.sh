@@ -73,7 +73,7 @@ for keys in $KEYS; do
     PIDS+=("$!")
     until grep -q '^base_url=' "$dir/fake.out" 2>/dev/null; do sleep 0.1; done
     OPENROUTER_MANAGEMENT_KEY="$MGMT_KEY" "$EXPORTER" --config.file "$dir/exporter.yaml" \
-        --web.listen-address "127.0.0.1:$PORT" --log.level info >"$dir/exporter.log" 2>&1 &
+        --web.listen-address "127.0.0.1:$PORT" --storage.path "$dir/data" --log.level info >"$dir/exporter.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")
     started=$SECONDS

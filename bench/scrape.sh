@@ -146,7 +146,7 @@ start_fake() { # keys, metrics yaml, dir -> sets FAKE_PID
 }
 start_exporter() { # dir -> sets EXP_PID
     OPENROUTER_MANAGEMENT_KEY="$MGMT_KEY" "$EXPORTER" --config.file "$1/exporter.yaml" \
-        --web.listen-address "127.0.0.1:$PORT" --log.level warn >"$1/exporter.log" 2>&1 &
+        --web.listen-address "127.0.0.1:$PORT" --storage.path "$1/data" --log.level warn >"$1/exporter.log" 2>&1 &
     EXP_PID=$!
     PIDS+=("$EXP_PID")
     local deadline=$((SECONDS + 600))

@@ -96,7 +96,7 @@ pub(super) const LEDGER_RESTATEMENTS: Family = Family {
     name: "openrouter_ledger_restatements_total",
     kind: Kind::Counter,
     help:
-        "Settled key-days whose figures a later /activity read changed (each replaced and logged), \
+        "Settled days (of a key, or of the account) whose figures a later /activity read changed (each replaced and logged), \
            since the ledger was created.",
 };
 pub(super) const BUILD_INFO: Family = Family {
