@@ -26,16 +26,6 @@ async fn refresh_at(exporter: &Exporter, t: DateTime<Utc>) -> Vec<Sample> {
     parse(&body(exporter))
 }
 
-fn company(samples: &[Sample], company: &str, window: &str) -> Option<f64> {
-    let found = find(
-        samples,
-        "openrouter_company_usage_usd",
-        &[("company", company), ("window", window)],
-    );
-    assert!(found.len() <= 1, "{found:?}");
-    found.first().map(|s| s.value)
-}
-
 fn key(samples: &[Sample], n: usize, window: &str) -> Option<f64> {
     let found = find(
         samples,

@@ -77,15 +77,6 @@ fn upstream_count(text: &str, endpoint: &str, code: &str) -> f64 {
 }
 
 /// `openrouter_refresh_failures_total{reason}`, 0 when absent.
-fn failures(text: &str, reason: &str) -> f64 {
-    let samples = parse(text);
-    let found = find(
-        &samples,
-        "openrouter_refresh_failures_total",
-        &[("reason", reason)],
-    );
-    found.first().map_or(0.0, |s| s.value)
-}
 
 fn up(text: &str) -> f64 {
     value(&parse(text), "openrouter_up", &[])

@@ -81,16 +81,6 @@ fn openrouter_down(sim: &SimServer) {
     }
 }
 
-fn company(samples: &[Sample], company: &str, window: &str) -> Option<f64> {
-    let found = find(
-        samples,
-        "openrouter_company_usage_usd",
-        &[("company", company), ("window", window)],
-    );
-    assert!(found.len() <= 1, "{found:?}");
-    found.first().map(|s| s.value)
-}
-
 fn key_series(samples: &[Sample], window: &str) -> usize {
     find(samples, "openrouter_key_usage_usd", &[("window", window)]).len()
 }

@@ -83,16 +83,6 @@ fn json(body: &str) -> String {
     )
 }
 
-fn failures(text: &str, reason: &str) -> f64 {
-    let samples = parse(text);
-    let found = find(
-        &samples,
-        "openrouter_refresh_failures_total",
-        &[("reason", reason)],
-    );
-    found.first().map_or(0.0, |s| s.value)
-}
-
 // ------------------------------------------------------------ redirects (F1)
 
 /// The two-hop redirect of F1: the configured upstream sends the client to

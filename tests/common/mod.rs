@@ -151,6 +151,29 @@ pub fn value(samples: &[Sample], name: &str, want: &[(&str, &str)]) -> f64 {
     found[0].value
 }
 
+/// `openrouter_company_usage_usd` of `company` in `window`: `None` when
+/// absent (unknown), panics when published twice.
+pub fn company(samples: &[Sample], company: &str, window: &str) -> Option<f64> {
+    let found = find(
+        samples,
+        "openrouter_company_usage_usd",
+        &[("company", company), ("window", window)],
+    );
+    assert!(found.len() <= 1, "{found:?}");
+    found.first().map(|s| s.value)
+}
+
+/// `openrouter_refresh_failures_total{reason}` in the exposition `text` (0 when absent).
+pub fn failures(text: &str, reason: &str) -> f64 {
+    let samples = parse(text);
+    let found = find(
+        &samples,
+        "openrouter_refresh_failures_total",
+        &[("reason", reason)],
+    );
+    found.first().map_or(0.0, |s| s.value)
+}
+
 /// A child process killed on drop, with its stderr captured to a file.
 pub struct ChildGuard {
     pub child: Child,
