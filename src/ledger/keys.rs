@@ -2,7 +2,7 @@
 //! creator, company, first and last seen), their departures (deleted or
 //! expired), and today's listing figure for days `/activity` has not read.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension as _, Transaction};
@@ -68,65 +68,85 @@ impl Ledger {
     ) -> Result<ListingSummary, LedgerError> {
         self.write(|tx, names| {
             let today = day_number(seen_at.date_naive());
-            let mut stored = load_keys(tx)?;
             let mut summary = ListingSummary::default();
             let mut listed = HashSet::with_capacity(keys.len());
             for key in keys {
                 let company = names.company_id(tx, key.company)?;
-                let id = upsert_key(tx, &mut stored, key, company, seen_at, &mut summary)?;
+                let id = upsert_key(tx, key, company, seen_at, &mut summary)?;
                 listed.insert(id);
                 if let (Some(usage), byok) = (key.usage_today, key.byok_today.unwrap_or(Usd::ZERO))
                 {
                     summary.listing_days += listing_figure(tx, today, id, company, usage, byok)?;
                 }
             }
-            for key in stored
-                .values()
-                .filter(|k| k.departed_on.is_none() && !listed.contains(&k.id))
-            {
-                let reason = if key.expires_at.is_some_and(|e| e <= seen_at.timestamp()) {
-                    "expired"
-                } else {
-                    "deleted"
-                };
-                tx.prepare_cached(
-                    "UPDATE keys SET departed_on = ?2, departed_reason = ?3 WHERE id = ?1",
-                )?
-                .execute(params![key.id, today, reason])?;
-                summary.departed_keys += 1;
-            }
+            summary.departed_keys += depart_unlisted(tx, &listed, seen_at)?;
             Ok(summary)
         })
     }
 }
 
-fn load_keys(conn: &Connection) -> rusqlite::Result<HashMap<String, Stored>> {
-    let mut stmt = conn.prepare(
-        "SELECT hash, id, name, label, workspace, creator, company_id, expires_at, last_seen, departed_on FROM keys",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            Stored {
-                id: r.get(1)?,
-                name: r.get(2)?,
-                label: r.get(3)?,
-                workspace: r.get(4)?,
-                creator: r.get(5)?,
-                company: r.get(6)?,
-                expires_at: r.get(7)?,
-                last_seen: r.get(8)?,
-                departed_on: r.get(9)?,
-            },
-        ))
-    })?;
-    rows.collect()
+/// The key with `hash` as the ledger has it. One indexed lookup per listed
+/// key, rather than every key the retention keeps loaded into one map at
+/// each recorded listing (a spike of tens of MB at 100k keys).
+fn stored_key(conn: &Connection, hash: &str) -> rusqlite::Result<Option<Stored>> {
+    conn.prepare_cached(
+        "SELECT id, name, label, workspace, creator, company_id, expires_at, last_seen, departed_on \
+         FROM keys WHERE hash = ?1",
+    )?
+    .query_row([hash], |r| {
+        Ok(Stored {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            label: r.get(2)?,
+            workspace: r.get(3)?,
+            creator: r.get(4)?,
+            company: r.get(5)?,
+            expires_at: r.get(6)?,
+            last_seen: r.get(7)?,
+            departed_on: r.get(8)?,
+        })
+    })
+    .optional()
+}
+
+/// Marks every key still present but not in `listed` as departed on the
+/// day of `seen_at`: expired when past its expiry, deleted otherwise. How many.
+fn depart_unlisted(
+    tx: &Transaction<'_>,
+    listed: &HashSet<i64>,
+    seen_at: DateTime<Utc>,
+) -> rusqlite::Result<usize> {
+    let today = day_number(seen_at.date_naive());
+    let leaving: Vec<(i64, Option<i64>)> = {
+        let mut present =
+            tx.prepare_cached("SELECT id, expires_at FROM keys WHERE departed_on IS NULL")?;
+        let rows = present.query_map([], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?))
+        })?;
+        let mut leaving = Vec::new();
+        for row in rows {
+            let (id, expires_at) = row?;
+            if !listed.contains(&id) {
+                leaving.push((id, expires_at));
+            }
+        }
+        leaving
+    };
+    for (id, expires_at) in &leaving {
+        let reason = if expires_at.is_some_and(|e| e <= seen_at.timestamp()) {
+            "expired"
+        } else {
+            "deleted"
+        };
+        tx.prepare_cached("UPDATE keys SET departed_on = ?2, departed_reason = ?3 WHERE id = ?1")?
+            .execute(params![id, today, reason])?;
+    }
+    Ok(leaving.len())
 }
 
 /// Adds or updates one listed key; its id.
 fn upsert_key(
     tx: &Transaction<'_>,
-    stored: &mut HashMap<String, Stored>,
     key: &ListedKey<'_>,
     company: i64,
     seen_at: DateTime<Utc>,
@@ -138,7 +158,8 @@ fn upsert_key(
         .filter(|e| *e <= seen_at.timestamp())
         .and_then(|e| DateTime::from_timestamp(e, 0))
         .map(|e| day_number(e.date_naive()));
-    let old = stored.get(key.hash);
+    let old = stored_key(tx, key.hash)?;
+    let old = old.as_ref();
     let wanted = Stored {
         id: old.map_or(0, |o| o.id),
         name: key.name.to_string(),
@@ -178,7 +199,6 @@ fn upsert_key(
             tx.last_insert_rowid()
         }
     };
-    stored.insert(key.hash.to_string(), Stored { id, ..wanted });
     Ok(id)
 }
 

@@ -25,7 +25,7 @@ PRAGMA locking_mode = EXCLUSIVE;
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = FULL;
 PRAGMA foreign_keys = OFF;
-PRAGMA cache_size = -32768;
+PRAGMA cache_size = -8192;
 ";
 
 /// The tables, each with what it holds.

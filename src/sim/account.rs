@@ -192,6 +192,11 @@ pub struct SimState {
     /// Rows (without `date`) that every listed key not in `activity` answers
     /// for each of its 30 completed days: a dense account for benchmarks.
     pub activity_every_day: Vec<Value>,
+    /// The hashes of `keys`, for an account whose keys never change (the
+    /// benchmarks' fake server at 100k keys): `/activity` then looks a hash
+    /// up here instead of scanning every key. `None` (tests that add and
+    /// delete keys): the scan.
+    pub key_hashes: Option<std::collections::HashSet<String>>,
     /// Inference keys' secrets → the hash of the key they belong to (`GET /key`).
     pub inference_keys: HashMap<String, String>,
     /// Every request waits this long before it is answered (faults included):
@@ -240,6 +245,7 @@ impl SimState {
             account_activity_failure: None,
             today: None,
             activity_every_day: Vec::new(),
+            key_hashes: None,
             inference_keys: Default::default(),
             latency: Duration::ZERO,
             in_flight: 0,

@@ -38,7 +38,11 @@ pub(super) fn list(params: &HashMap<String, String>, st: &SimState) -> Response<
             if let Some(status) = st.activity_failures.get(hash) {
                 return error_response(*status, "Simulated activity failure");
             }
-            if !st.activity.contains_key(hash) && !st.keys.iter().any(|k| k.hash() == hash) {
+            let listed = match &st.key_hashes {
+                Some(hashes) => hashes.contains(hash),
+                None => st.keys.iter().any(|k| k.hash() == hash),
+            };
+            if !st.activity.contains_key(hash) && !listed {
                 return error_response(404, "Resource not found");
             }
             let every_day = if st.activity.contains_key(hash) {
