@@ -76,8 +76,6 @@ fn upstream_count(text: &str, endpoint: &str, code: &str) -> f64 {
     found.first().map_or(0.0, |s| s.value)
 }
 
-/// `openrouter_refresh_failures_total{reason}`, 0 when absent.
-
 fn up(text: &str) -> f64 {
     value(&parse(text), "openrouter_up", &[])
 }
