@@ -22,7 +22,11 @@
 # Usage: bench/scrape.sh [--keys "1000 10000 100000"] [--rounds 5] [--duration 5]
 #                        [--threads 2] [--connections 32] [--encodings "gzip identity"]
 #                        [--refresh-interval auto|30s] [--no-build] [--no-cardinality]
-#                        [--out DIR] [--port 19100]
+#                        [--out DIR] [--port 19100] [--no-ledger]
+#
+# Each exporter keeps its statements ledger in its run's directory; with
+# --no-ledger it runs without one (--storage.path /dev/null, which it reports
+# as unusable and serves /metrics on), to show what the ledger costs.
 set -euo pipefail
 
 KEYS="1000 10000 100000"
@@ -34,6 +38,7 @@ ENCODINGS="gzip identity"
 REFRESH=auto
 BUILD=1
 CARDINALITY=1
+LEDGER=1
 OUT=""
 PORT=19100
 while [ $# -gt 0 ]; do
@@ -47,9 +52,10 @@ while [ $# -gt 0 ]; do
         --refresh-interval) REFRESH="$2"; shift 2 ;;
         --no-build) BUILD=0; shift ;;
         --no-cardinality) CARDINALITY=0; shift ;;
+        --no-ledger) LEDGER=0; shift ;;
         --out) OUT="$2"; shift 2 ;;
         --port) PORT="$2"; shift 2 ;;
-        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -146,7 +152,7 @@ start_fake() { # keys, metrics yaml, dir -> sets FAKE_PID
 }
 start_exporter() { # dir -> sets EXP_PID
     OPENROUTER_MANAGEMENT_KEY="$MGMT_KEY" "$EXPORTER" --config.file "$1/exporter.yaml" \
-        --web.listen-address "127.0.0.1:$PORT" --storage.path "$1/data" --log.level warn >"$1/exporter.log" 2>&1 &
+        --web.listen-address "127.0.0.1:$PORT" --storage.path "$([ "$LEDGER" = 1 ] && echo "$1/data" || echo /dev/null)" --log.level warn >"$1/exporter.log" 2>&1 &
     EXP_PID=$!
     PIDS+=("$EXP_PID")
     local deadline=$((SECONDS + 600))
