@@ -189,10 +189,11 @@ async fn get(url: &str, bearer: Option<&str>) -> String {
 async fn statement(run: &Running) -> HashMap<String, HashMap<String, String>> {
     let body = get(&format!("{}/statements/{}.csv", run.base, month()), None).await;
     let mut lines = body.split("\r\n").filter(|l| !l.is_empty());
-    let header = fields(lines.next().unwrap());
+    let header = csv_fields(lines.next().unwrap());
     lines
         .map(|line| {
-            let cells: HashMap<String, String> = header.iter().cloned().zip(fields(line)).collect();
+            let cells: HashMap<String, String> =
+                header.iter().cloned().zip(csv_fields(line)).collect();
             let kind = match cells["row"].as_str() {
                 "company" | "unassigned" => cells["company"].clone(),
                 other => other.to_string(),
@@ -200,31 +201,6 @@ async fn statement(run: &Running) -> HashMap<String, HashMap<String, String>> {
             (kind, cells)
         })
         .collect()
-}
-
-/// One CSV line's fields, quotes removed (`""` is a quote).
-fn fields(line: &str) -> Vec<String> {
-    let mut out = vec![String::new()];
-    let mut quoted = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' if quoted && chars.peek() == Some(&'"') => {
-                chars.next();
-                out.last_mut().unwrap().push('"');
-            }
-            '"' => quoted = !quoted,
-            ',' if !quoted => out.push(String::new()),
-            c => out.last_mut().unwrap().push(c),
-        }
-    }
-    out
-}
-
-/// An exact decimal amount in nano-dollars.
-fn nanos(text: &str) -> i128 {
-    let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
-    whole.parse::<i128>().unwrap() * 1_000_000_000 + format!("{frac:0<9}").parse::<i128>().unwrap()
 }
 
 fn row_nanos(r: &Value) -> i128 {
@@ -311,7 +287,7 @@ async fn the_account_line_ties_the_month_to_what_the_account_endpoint_served() {
 
     let csv = statement(&run).await;
     let account = &csv["account"];
-    let total = nanos(&csv["total"]["usage_usd"]);
+    let total = usd_nanos(&csv["total"]["usage_usd"]);
     let days = month().days().len().to_string();
     eprintln!(
         "{}: account {} total {} unattributed {}",
@@ -320,15 +296,19 @@ async fn the_account_line_ties_the_month_to_what_the_account_endpoint_served() {
         csv["total"]["usage_usd"],
         csv["unattributed"]["usage_usd"]
     );
-    assert_eq!(nanos(&account["usage_usd"]), served, "to the nano-dollar");
+    assert_eq!(
+        usd_nanos(&account["usage_usd"]),
+        served,
+        "to the nano-dollar"
+    );
     assert_eq!(
         (account["days_settled"].as_str(), account["status"].as_str()),
         (days.as_str(), "final")
     );
     // What no listed key explains: the never-listed key's $1.25 and $0.000000003.
-    let unattributed = nanos(&csv["unattributed"]["usage_usd"]);
+    let unattributed = usd_nanos(&csv["unattributed"]["usage_usd"]);
     assert_eq!(unattributed, 1_250_000_003);
-    assert_eq!(unattributed, nanos(&account["usage_usd"]) - total);
+    assert_eq!(unattributed, usd_nanos(&account["usage_usd"]) - total);
     // The deleted key's days are its company's, not unattributed.
     let acme_keys: u32 = csv["acme"]["keys"].parse().unwrap();
     assert_eq!(acme_keys, 3);
@@ -369,7 +349,7 @@ async fn a_failing_account_call_leaves_the_account_unknown_and_the_keys_recorded
         .sum::<i128>()
         + 10_000_001 * covered as i128;
     assert_eq!(
-        nanos(&csv["acme"]["usage_usd"]),
+        usd_nanos(&csv["acme"]["usage_usd"]),
         acme,
         "the keys are recorded"
     );
@@ -408,7 +388,7 @@ async fn an_account_day_read_before_the_six_hour_re_read_is_provisional_until_it
     let account = &csv["account"];
     assert_eq!(account["days_settled"], (days - 1).to_string());
     assert_eq!(account["status"], "provisional");
-    let provisional = nanos(&account["usage_usd"]);
+    let provisional = usd_nanos(&account["usage_usd"]);
 
     // The same day's figure grows after the first read (late requests).
     let last = month().last_day();
@@ -424,8 +404,8 @@ async fn an_account_day_read_before_the_six_hour_re_read_is_provisional_until_it
     let account = &csv["account"];
     assert_eq!(account["days_settled"], days.to_string());
     assert_eq!(account["status"], "final");
-    assert_eq!(nanos(&account["usage_usd"]) - provisional, 500_000_000);
-    assert_eq!(nanos(&csv["unattributed"]["usage_usd"]), 1_750_000_003);
+    assert_eq!(usd_nanos(&account["usage_usd"]) - provisional, 500_000_000);
+    assert_eq!(usd_nanos(&csv["unattributed"]["usage_usd"]), 1_750_000_003);
     // A provisional day that changes is no restatement.
     let samples = parse(&body(&run.exporter));
     assert_eq!(

@@ -164,44 +164,12 @@ async fn get(base: &str, path: &str) -> (u16, reqwest::header::HeaderMap, String
     (status, headers, resp.text().await.unwrap())
 }
 
-/// An exact decimal amount in nano-dollars.
-fn nanos(text: &str) -> i128 {
-    let (neg, text) = text.strip_prefix('-').map_or((false, text), |t| (true, t));
-    let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
-    let n = whole.parse::<i128>().unwrap() * 1_000_000_000
-        + format!("{frac:0<9}").parse::<i128>().unwrap();
-    if neg {
-        -n
-    } else {
-        n
-    }
-}
-
-/// One CSV line's fields, quotes removed (`""` is a quote).
-fn fields(line: &str) -> Vec<String> {
-    let mut out = vec![String::new()];
-    let mut quoted = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' if quoted && chars.peek() == Some(&'"') => {
-                chars.next();
-                out.last_mut().unwrap().push('"');
-            }
-            '"' => quoted = !quoted,
-            ',' if !quoted => out.push(String::new()),
-            c => out.last_mut().unwrap().push(c),
-        }
-    }
-    out
-}
-
 /// The rows of a CSV as column → value maps.
 fn csv_rows(text: &str) -> Vec<std::collections::HashMap<String, String>> {
     let mut lines = text.split("\r\n").filter(|l| !l.is_empty());
-    let header = fields(lines.next().unwrap());
+    let header = csv_fields(lines.next().unwrap());
     lines
-        .map(|l| header.iter().cloned().zip(fields(l)).collect())
+        .map(|l| header.iter().cloned().zip(csv_fields(l)).collect())
         .collect()
 }
 
@@ -223,14 +191,14 @@ async fn month_csv_sums_are_exact_and_equal_the_total() {
     let company_sum: i128 = rows
         .iter()
         .filter(|r| r["row"] == "company" || r["row"] == "unassigned")
-        .map(|r| nanos(&r["usage_usd"]))
+        .map(|r| usd_nanos(&r["usage_usd"]))
         .sum();
     let total = rows.iter().find(|r| r["row"] == "total").unwrap();
-    assert_eq!(nanos(&total["usage_usd"]), company_sum);
+    assert_eq!(usd_nanos(&total["usage_usd"]), company_sum);
     // 1.000000001 + 2.5 + 0.333333333 + 0.000000007 + 12.125, to the nano-dollar.
     assert_eq!(company_sum, 15_958_333_341);
     let acme = rows.iter().find(|r| r["company"] == "acme").unwrap();
-    assert_eq!(nanos(&acme["usage_usd"]), 3_833_333_341);
+    assert_eq!(usd_nanos(&acme["usage_usd"]), 3_833_333_341);
     assert_eq!(acme["keys"], "2");
     assert_eq!(total["from"], month.first_day().to_string());
     assert_eq!(total["to"], month.last_day().to_string());
@@ -253,20 +221,20 @@ async fn company_statement_lists_the_departed_key() {
         k2["departed_on"],
         (month.first_day() + Days::days(12)).to_string()
     );
-    assert_eq!(nanos(&k2["usage_usd"]), 7);
+    assert_eq!(usd_nanos(&k2["usage_usd"]), 7);
     let keys: i128 = rows
         .iter()
         .filter(|r| r["row"] == "key")
-        .map(|r| nanos(&r["usage_usd"]))
+        .map(|r| usd_nanos(&r["usage_usd"]))
         .sum();
     let models: i128 = rows
         .iter()
         .filter(|r| r["row"] == "model")
-        .map(|r| nanos(&r["usage_usd"]))
+        .map(|r| usd_nanos(&r["usage_usd"]))
         .sum();
     let total = rows.iter().find(|r| r["row"] == "total").unwrap();
     assert_eq!((keys, models), (3_833_333_341, 3_833_333_341));
-    assert_eq!(nanos(&total["usage_usd"]), keys);
+    assert_eq!(usd_nanos(&total["usage_usd"]), keys);
 
     let (status, headers, html) = get(&run.base, &format!("/statements/{month}/acme")).await;
     assert_eq!(status, 200);
@@ -330,7 +298,7 @@ async fn companies_csv_takes_a_date_range_from_the_ledger() {
     let rows = csv_rows(&body);
     let total = rows.iter().find(|r| r["row"] == "total").unwrap();
     // Days 2–4: 2.5 + 0.333333333 + 0.000000007 + 12.125.
-    assert_eq!(nanos(&total["usage_usd"]), 14_958_333_340);
+    assert_eq!(usd_nanos(&total["usage_usd"]), 14_958_333_340);
     assert_eq!(total["days"], "3");
 
     let today = Utc::now().date_naive();

@@ -174,6 +174,38 @@ pub fn failures(text: &str, reason: &str) -> f64 {
     found.first().map_or(0.0, |s| s.value)
 }
 
+/// One CSV line's fields, quotes removed (`""` is a quote).
+pub fn csv_fields(line: &str) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                chars.next();
+                out.last_mut().unwrap().push('"');
+            }
+            '"' => quoted = !quoted,
+            ',' if !quoted => out.push(String::new()),
+            c => out.last_mut().unwrap().push(c),
+        }
+    }
+    out
+}
+
+/// An exact decimal dollar amount (as the CSVs write it) in nano-dollars.
+pub fn usd_nanos(text: &str) -> i128 {
+    let (neg, text) = text.strip_prefix('-').map_or((false, text), |t| (true, t));
+    let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
+    let n = whole.parse::<i128>().unwrap() * 1_000_000_000
+        + format!("{frac:0<9}").parse::<i128>().unwrap();
+    if neg {
+        -n
+    } else {
+        n
+    }
+}
+
 /// A child process killed on drop, with its stderr captured to a file.
 pub struct ChildGuard {
     pub child: Child,
