@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration as ChronoDuration, NaiveDate, Utc};
 use common::*;
 use openrouter_cost_exporter::config::Config;
-use openrouter_cost_exporter::sim::{Fault, FaultResponse, SimKey, SimState};
+use openrouter_cost_exporter::exporter::Exporter;
+use openrouter_cost_exporter::sim::{Fault, FaultResponse, SimKey, SimServer, SimState};
 use serde_json::{json, Value};
 
 const MODELS: [&str; 4] = [
@@ -1001,19 +1002,26 @@ async fn a_run_that_straddles_midnight_never_counts_a_day_twice() {
     }
 }
 
-#[tokio::test]
-async fn the_fill_is_rate_limited_and_never_blocks_the_listing() {
+/// The companies of [`twelve_keys_listed`]: acme's keys by glob, globex-a.
+const TWELVE_KEYS_COMPANIES: &str =
+    "  acme:\n    keys: [{name_glob: 'acme-*'}]\n  globex:\n    keys: [globex-a]\n";
+
+/// The account with nine more acme keys of one row each (12 keys), listed
+/// once by an exporter whose `activity:` section has `settings`.
+async fn twelve_keys_listed(settings: &str) -> (SimServer, Exporter) {
     let mut state = account();
     let names: Vec<String> = (3..12).map(|n| format!("acme-{n}")).collect();
     add_keys_with_one_row(&mut state, 3, &names, 3);
     let sim = start_sim(state).await;
-    let yaml = activity_yaml(
-        &sim.base_url(),
-        "  calls_per_second: 4\n  concurrency: 8\n",
-        "  acme:\n    keys: [{name_glob: 'acme-*'}]\n  globex:\n    keys: [globex-a]\n",
-    );
+    let yaml = activity_yaml(&sim.base_url(), settings, TWELVE_KEYS_COMPANIES);
     let exporter = exporter(Config::parse(&yaml, "t").unwrap());
     exporter.refresh().await.unwrap();
+    (sim, exporter)
+}
+
+#[tokio::test]
+async fn the_fill_is_rate_limited_and_never_blocks_the_listing() {
+    let (_sim, exporter) = twelve_keys_listed("  calls_per_second: 4\n  concurrency: 8\n").await;
     let started = std::time::Instant::now();
     let fill = tokio::spawn({
         let exporter = exporter.clone();
@@ -1249,17 +1257,8 @@ async fn thirty_days_costing_more_than_the_lifetime_usage_fail_the_key_loudly() 
 
 #[tokio::test]
 async fn a_healthy_first_fill_is_up_and_a_failing_one_is_down_at_once() {
-    let mut state = account();
-    let names: Vec<String> = (3..12).map(|n| format!("acme-{n}")).collect();
-    add_keys_with_one_row(&mut state, 3, &names, 3);
-    let sim = start_sim(state).await;
-    let yaml = activity_yaml(
-        &sim.base_url(),
-        "  calls_per_second: 4\n  concurrency: 8\n",
-        "  acme:\n    keys: [{name_glob: 'acme-*'}]\n  globex:\n    keys: [globex-a]\n",
-    );
-    let exporter = exporter(Config::parse(&yaml, "t").unwrap());
-    exporter.refresh().await.unwrap();
+    let settings = "  calls_per_second: 4\n  concurrency: 8\n";
+    let (sim, exporter) = twelve_keys_listed(settings).await;
     assert_eq!(
         value(&parse(&body(&exporter)), "openrouter_activity_up", &[]),
         0.0,
@@ -1280,6 +1279,7 @@ async fn a_healthy_first_fill_is_up_and_a_failing_one_is_down_at_once() {
     sim.state()
         .activity_failures
         .extend((0..12).map(|n| (hash(n), 500)));
+    let yaml = activity_yaml(&sim.base_url(), settings, TWELVE_KEYS_COMPANIES);
     let restarted = common::exporter(Config::parse(&yaml, "t").unwrap());
     restarted.refresh().await.unwrap();
     let fill = tokio::spawn({
@@ -1402,20 +1402,13 @@ async fn complete_means_read_for_today_after_midnight_too() {
 
 #[tokio::test]
 async fn disabling_activity_during_a_run_stops_its_figures_at_once() {
-    let mut state = account();
-    let names: Vec<String> = (3..12).map(|n| format!("acme-{n}")).collect();
-    add_keys_with_one_row(&mut state, 3, &names, 3);
-    let sim = start_sim(state).await;
-    let companies = "  acme:\n    keys: [{name_glob: 'acme-*'}]\n  globex:\n    keys: [globex-a]\n";
-    let on = activity_yaml(&sim.base_url(), "  calls_per_second: 4\n", companies);
-    let exporter = exporter(Config::parse(&on, "t").unwrap());
-    exporter.refresh().await.unwrap();
+    let (sim, exporter) = twelve_keys_listed("  calls_per_second: 4\n").await;
     let fill = tokio::spawn({
         let exporter = exporter.clone();
         async move { exporter.refresh_activity().await }
     });
     tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
-    let off = activity_yaml(&sim.base_url(), "  enabled: false\n", companies);
+    let off = activity_yaml(&sim.base_url(), "  enabled: false\n", TWELVE_KEYS_COMPANIES);
     exporter
         .apply_config(Config::parse(&off, "t").unwrap())
         .await
