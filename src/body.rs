@@ -193,17 +193,19 @@ impl Write for Tee {
     }
 }
 
+/// `bytes` gunzipped (the unit tests of the body and of its responses).
+#[cfg(test)]
+pub(crate) fn gunzip(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn gunzip(bytes: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(bytes)
-            .read_to_end(&mut out)
-            .unwrap();
-        out
-    }
 
     #[test]
     fn a_render_holds_the_same_text_twice() {

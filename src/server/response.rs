@@ -167,15 +167,7 @@ pub fn csv(body: String, filename: &str) -> Response<ResponseBody> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::body::{render, PLAIN_LIMIT};
-
-    fn gunzip(bytes: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(bytes)
-            .read_to_end(&mut out)
-            .unwrap();
-        out
-    }
+    use crate::body::{gunzip, render, PLAIN_LIMIT};
 
     async fn collect(body: ResponseBody) -> Vec<u8> {
         body.collect().await.unwrap().to_bytes().to_vec()
