@@ -142,16 +142,7 @@ async fn a_member_deleted_mid_listing_never_makes_another_vanish() {
         .usage(1.0, 1.0, 1.0, 1.0)
         .set("creator_user_id", JANE.into())];
     // 150 members in pages of 50; Jane is the 51st.
-    state.members = (0..150)
-        .map(|i| {
-            member_json(
-                &format!("user_{i}"),
-                &format!("m{i}@elsewhere.org"),
-                "M",
-                "N",
-            )
-        })
-        .collect();
+    state.members = filler_members(150);
     state.members[50] = member_json(JANE, "jane@acme.com", "Jane", "Doe");
     state.org_page_size = 50;
     state.deletions = vec![Deletion::new("/organization/members", 40, "user_0")];

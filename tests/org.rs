@@ -196,17 +196,7 @@ fn a_workspace_or_creator_under_two_companies_is_a_config_error() {
 async fn creator_selectors_resolve_members_across_pages() {
     let mut state = org_state();
     // 120 further members: the two real ones come on the third page of 50.
-    let filler: Vec<_> = (0..120)
-        .map(|i| {
-            member_json(
-                &format!("user_{i}"),
-                &format!("m{i}@elsewhere.org"),
-                "M",
-                "N",
-            )
-        })
-        .collect();
-    state.members.splice(0..0, filler);
+    state.members.splice(0..0, filler_members(120));
     state.org_page_size = 50;
     let sim = start_sim(state).await;
     let companies = "  janes:\n    keys: [{creator: jane.doe@acme.com}]\n  team:\n    keys: [{creator: '@team.example.com'}]\n";

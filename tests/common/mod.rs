@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use openrouter_cost_exporter::config::Config;
 use openrouter_cost_exporter::exporter::Exporter;
-use openrouter_cost_exporter::sim::{SimKey, SimServer, SimState};
+use openrouter_cost_exporter::sim::{member_json, SimKey, SimServer, SimState};
 use openrouter_cost_exporter::upstream::RetryPolicy;
 use secrecy::SecretString;
 
@@ -204,6 +204,21 @@ pub fn usd_nanos(text: &str) -> i128 {
     } else {
         n
     }
+}
+
+/// `n` organization members nobody selects (`user_{i}`, `m{i}@elsewhere.org`),
+/// to push the ones a test is about onto a later page.
+pub fn filler_members(n: usize) -> Vec<serde_json::Value> {
+    (0..n)
+        .map(|i| {
+            member_json(
+                &format!("user_{i}"),
+                &format!("m{i}@elsewhere.org"),
+                "M",
+                "N",
+            )
+        })
+        .collect()
 }
 
 /// A child process killed on drop, with its stderr captured to a file.
