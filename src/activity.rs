@@ -305,6 +305,18 @@ impl History {
     pub fn looks_behind(&self) -> bool {
         self.before_window && !self.shows_rollover()
     }
+
+    /// Whether an answer read at `read_at` is taken for one from a window not
+    /// rolled over yet: it looks behind and came before the
+    /// [`REREAD_AFTER_HOURS`] re-read of its day (after it, a 31st day back
+    /// with nothing yesterday is an idle key, not a late window).
+    pub fn behind_at(&self, read_at: DateTime<Utc>) -> bool {
+        let reread = self
+            .read_for
+            .and_hms_opt(REREAD_AFTER_HOURS as u32, 0, 0)
+            .map(|t| t.and_utc());
+        self.looks_behind() && reread.is_some_and(|t| read_at < t)
+    }
 }
 
 /// The figures of one key's rows read on `today`: exactly those of the rows
@@ -488,12 +500,7 @@ impl ActivityCache {
             return Taken::OverLifetime { spend, max };
         }
         self.note_rollover(&history);
-        let reread = history
-            .read_for
-            .and_hms_opt(REREAD_AFTER_HOURS as u32, 0, 0)
-            .map(|t| t.and_utc());
-        let before_reread = reread.is_some_and(|t| read_at < t);
-        if history.looks_behind() && before_reread && self.rolled_over != Some(history.read_for) {
+        if history.behind_at(read_at) && self.rolled_over != Some(history.read_for) {
             let state = self.keys.entry(KeyId::new(hash)).or_default();
             state.failed = false;
             state.gone_at = 0;

@@ -118,11 +118,8 @@ impl Exporter {
             info!("UTC midnight passed during the account-wide activity call; the next run reads it for the new day");
             return false;
         }
-        let reread = today
-            .and_hms_opt(REREAD_AFTER_HOURS as u32, 0, 0)
-            .map(|t| t.and_utc());
         match activity::summarize(&rows, today) {
-            Ok(history) if history.looks_behind() && reread.is_some_and(|t| read_at < t) => {
+            Ok(history) if history.behind_at(read_at) => {
                 debug!("activity: the account-wide answer comes from a window not rolled over yet; read again by the next run");
                 return true;
             }
